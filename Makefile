@@ -1,0 +1,92 @@
+# devfleet: build, run and test. `make run` and `make test` are the two commands in README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+TOOLS     := $(CURDIR)/.bin
+export PATH := $(TOOLS):$(PATH)
+
+# Code generators, pinned: `make generate` must reproduce proto/gen and proto/apidoc byte for byte.
+PROTOC_VERSION            := 3.21.12
+PROTOC_GEN_GO_VERSION     := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GRPC_GATEWAY_VERSION      := v2.33.0
+# Carries google/api/{annotations,http}.proto, which Debian does not package.
+GOOGLEAPIS_MODULE         := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
+
+.PHONY: build run test test-unit test-race test-fuzz test-e2e lint generate check-generated tools deps-test bench clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## run: build and start a single-node dev cluster with a demo fleet, and show the CLI using it.
+run: build
+	@$(CURDIR)/cmd/devfleetd/run-dev.sh $(BIN)
+
+## test: install what the tests need, then run every check CI runs.
+test: deps-test lint check-generated test-race test-fuzz test-e2e
+
+deps-test: tools
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test-unit:
+	$(GO) test -count=1 ./...
+
+test-race:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Each fuzz target runs briefly; the committed seeds in testdata/fuzz run in every plain `go test`.
+FUZZ_TIME ?= 10s
+test-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBatch$$' -fuzztime $(FUZZ_TIME) ./controlplane/fsm
+	$(GO) test -run '^$$' -fuzz '^FuzzApplyCommands$$' -fuzztime $(FUZZ_TIME) ./controlplane/fsm
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateHost$$' -fuzztime $(FUZZ_TIME) ./controlplane/validate
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateDevserver$$' -fuzztime $(FUZZ_TIME) ./controlplane/validate
+
+test-e2e: build
+	$(GO) test -count=1 -timeout 20m ./e2e/...
+
+bench: build
+	$(BIN)/devfleet bench apply
+	$(BIN)/devfleet bench scale
+
+## tools: protoc from Debian and the pinned protoc plugins.
+tools:
+	@if ! command -v protoc >/dev/null || ! protoc --version | grep -q "$(PROTOC_VERSION)"; then \
+	  echo "installing protoc $(PROTOC_VERSION) (Debian protobuf-compiler)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler libprotobuf-dev >/dev/null; \
+	fi
+	@mkdir -p $(TOOLS)
+	@check() { [ -x "$(TOOLS)/$$1" ] && $(GO) version -m "$(TOOLS)/$$1" | grep -q "mod.*$$2"; }; \
+	  check protoc-gen-go $(PROTOC_GEN_GO_VERSION) || GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION); \
+	  check protoc-gen-go-grpc $(PROTOC_GEN_GO_GRPC_VERSION) || GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION); \
+	  check protoc-gen-grpc-gateway $(GRPC_GATEWAY_VERSION) || GOBIN=$(TOOLS) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION); \
+	  check protoc-gen-openapiv2 $(GRPC_GATEWAY_VERSION) || GOBIN=$(TOOLS) $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
+
+## generate: regenerate the Go, gateway and OpenAPI code from proto/.
+generate: tools
+	@googleapis=$$($(GO) mod download -json $(GOOGLEAPIS_MODULE) | sed -n 's/.*"Dir": "\(.*\)",/\1/p')/third_party/googleapis; \
+	  gateway=$$($(GO) list -m -f '{{.Dir}}' github.com/grpc-ecosystem/grpc-gateway/v2); \
+	  rm -rf proto/gen && mkdir -p proto/gen && rm -f proto/apidoc/*.json; \
+	  inc="-I proto -I $$googleapis -I $$gateway -I /usr/include"; \
+	  protoc $$inc \
+	    --go_out=proto/gen --go_opt=paths=source_relative \
+	    --go-grpc_out=proto/gen --go-grpc_opt=paths=source_relative \
+	    --grpc-gateway_out=proto/gen --grpc-gateway_opt=paths=source_relative \
+	    --openapiv2_out=proto/apidoc --openapiv2_opt=allow_merge=true,merge_file_name=devfleet,json_names_for_fields=false,disable_default_errors=false \
+	    proto/devfleet/v1/*.proto; \
+	  protoc $$inc --go_out=proto/gen --go_opt=paths=source_relative proto/devfleet/fsm/v1/*.proto
+
+## check-generated: fail when the committed generated code differs from what `make generate` makes.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- proto/gen proto/apidoc)" ]; then \
+	  echo "generated code is stale; run 'make generate' and commit:"; git status --porcelain -- proto/gen proto/apidoc; exit 1; fi
+
+clean:
+	rm -rf $(BIN)
