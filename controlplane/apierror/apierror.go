@@ -1,0 +1,114 @@
+// Package apierror holds the typed errors that validation and the FSM return, and their mapping
+// to gRPC status codes, so a refusal means the same thing over gRPC, REST and the CLI.
+package apierror
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Kind classifies a refusal; each kind maps to one gRPC code.
+type Kind int
+
+// Kinds of refusal. The zero value is not a valid kind.
+const (
+	_ Kind = iota
+	InvalidArgument
+	NotFound
+	AlreadyExists
+	FailedPrecondition
+	Unavailable
+)
+
+var kindCodes = map[Kind]codes.Code{
+	InvalidArgument:    codes.InvalidArgument,
+	NotFound:           codes.NotFound,
+	AlreadyExists:      codes.AlreadyExists,
+	FailedPrecondition: codes.FailedPrecondition,
+	Unavailable:        codes.Unavailable,
+}
+
+// Error is a refusal with the field or object it concerns, so that the caller can fix its input.
+type Error struct {
+	Kind Kind
+	// Field is the request field at fault (proto field path such as "host.capacity.vcpus"), or
+	// the kind of object that is missing or blocking ("site"); empty if none applies.
+	Field string
+	// Reason is a sentence fragment that reads well after the field: "must not be empty".
+	Reason string
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return e.Field + ": " + e.Reason
+}
+
+// GRPCStatus lets status.FromError and status.Code see through to the right code, also when
+// the error is wrapped.
+func (e *Error) GRPCStatus() *status.Status {
+	st := status.New(kindCodes[e.Kind], e.Error())
+	if e.Kind == InvalidArgument && e.Field != "" {
+		if d, err := st.WithDetails(&errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Reason}},
+		}); err == nil {
+			return d
+		}
+	}
+	return st
+}
+
+// Invalid reports a malformed field.
+func Invalid(field, format string, args ...any) *Error {
+	return &Error{Kind: InvalidArgument, Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Missing reports that a named object does not exist: Missing("site", "eu-1").
+func Missing(kind, name string) *Error {
+	return &Error{Kind: NotFound, Field: kind, Reason: fmt.Sprintf("%s %q not found", kind, name)}
+}
+
+// Exists reports a duplicate: Exists("host", "h1").
+func Exists(kind, name string) *Error {
+	return &Error{Kind: AlreadyExists, Field: kind, Reason: fmt.Sprintf("%s %q already exists", kind, name)}
+}
+
+// Blocked reports that the current state forbids the change; the reason names the blocker.
+func Blocked(format string, args ...any) *Error {
+	return &Error{Kind: FailedPrecondition, Reason: fmt.Sprintf(format, args...)}
+}
+
+// NoLeader reports that the cluster cannot serve the request now; retrying later may work.
+func NoLeader(format string, args ...any) *Error {
+	return &Error{Kind: Unavailable, Reason: fmt.Sprintf(format, args...)}
+}
+
+// KindOf returns the kind of the first *Error in err's chain, or 0.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return 0
+}
+
+// ToStatus converts any error into a gRPC status error: typed refusals keep their code (also
+// when wrapped), status errors pass through, everything else is Internal.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.GRPCStatus().Err()
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}

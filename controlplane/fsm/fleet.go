@@ -1,0 +1,90 @@
+package fsm
+
+import (
+	"github.com/devfleet/devfleet/controlplane/state"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+)
+
+func registerFleet(r *registry) {
+	r.register("create_region", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateRegion(c.GetCreateRegion().GetRegion())
+	})
+	r.register("update_region", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		u := c.GetUpdateRegion()
+		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.RegionUpdatable, validate.RegionUpdatable)
+		if err != nil {
+			return nil, err
+		}
+		return w.UpdateRegion(u.GetRegion(), paths)
+	})
+	r.register("delete_region", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return nil, w.DeleteRegion(c.GetDeleteRegion().GetName())
+	})
+
+	r.register("create_site", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateSite(c.GetCreateSite().GetSite())
+	})
+	r.register("update_site", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		u := c.GetUpdateSite()
+		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.SiteUpdatable, validate.SiteUpdatable)
+		if err != nil {
+			return nil, err
+		}
+		return w.UpdateSite(u.GetSite(), paths)
+	})
+	r.register("delete_site", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return nil, w.DeleteSite(c.GetDeleteSite().GetName())
+	})
+
+	r.register("create_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateHost(c.GetCreateHost().GetHost())
+	})
+	r.register("update_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		u := c.GetUpdateHost()
+		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.HostUpdatable, validate.HostUpdatable)
+		if err != nil {
+			return nil, err
+		}
+		return w.UpdateHost(u.GetHost(), paths)
+	})
+	r.register("delete_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return nil, w.DeleteHost(c.GetDeleteHost().GetName())
+	})
+	r.register("cordon_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CordonHost(c.GetCordonHost().GetName(), c.GetCordonHost().GetReason())
+	})
+	r.register("uncordon_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.UncordonHost(c.GetUncordonHost().GetName(), c.GetUncordonHost().GetReason())
+	})
+
+	r.register("create_flavor", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateFlavor(c.GetCreateFlavor().GetFlavor())
+	})
+	r.register("update_flavor", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		u := c.GetUpdateFlavor()
+		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.FlavorUpdatable, validate.FlavorDefault)
+		if err != nil {
+			return nil, err
+		}
+		return w.UpdateFlavor(u.GetFlavor(), paths)
+	})
+	r.register("delete_flavor", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return nil, w.DeleteFlavor(c.GetDeleteFlavor().GetName())
+	})
+
+	r.register("create_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateDevserver(c.GetCreateDevserver().GetDevserver())
+	})
+	r.register("update_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		u := c.GetUpdateDevserver()
+		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.DevserverUpdatable, validate.DevserverUpdatable)
+		if err != nil {
+			return nil, err
+		}
+		return w.UpdateDevserver(u.GetDevserver(), paths)
+	})
+	r.register("delete_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return nil, w.DeleteDevserver(c.GetDeleteDevserver().GetName())
+	})
+}

@@ -1,0 +1,146 @@
+package state
+
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// DevserverFilter selects devservers in a list; empty fields match everything.
+type DevserverFilter struct {
+	Region string
+	Site   string
+	Host   string
+	Owner  string
+}
+
+// GetDevserver returns a devserver or NotFound.
+func (v *View) GetDevserver(name string) (*v1.Devserver, error) {
+	if raw := v.first(TableDevservers, "id", name); raw != nil {
+		return raw.(*v1.Devserver), nil
+	}
+	return nil, apierror.Missing("devserver", name)
+}
+
+// ListDevservers returns one page of devservers in name order, walking the most selective index.
+func (v *View) ListDevservers(f DevserverFilter, p Page) ([]*v1.Devserver, string) {
+	keep := func(d *v1.Devserver) bool {
+		return (f.Region == "" || d.GetRegion() == f.Region) &&
+			(f.Site == "" || d.GetSite() == f.Site) &&
+			(f.Host == "" || d.GetHost() == f.Host) &&
+			(f.Owner == "" || d.GetOwner() == f.Owner)
+	}
+	switch {
+	case f.Host != "":
+		return list(v, TableDevservers, "host", f.Host, p, keep)
+	case f.Owner != "":
+		return list(v, TableDevservers, "owner", f.Owner, p, keep)
+	case f.Site != "":
+		return list(v, TableDevservers, "site", f.Site, p, keep)
+	case f.Region != "":
+		return list(v, TableDevservers, "region", f.Region, p, keep)
+	default:
+		return list(v, TableDevservers, "", "", p, keep)
+	}
+}
+
+// CreateDevserver records a devserver. The leader has stamped its ID (and expiry, for a
+// temporary one). Its flavor and region must exist; a host, if given, must be active and in the
+// region. The record starts PROVISIONING.
+func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
+	d := &v1.Devserver{
+		Name:       in.GetName(),
+		Id:         in.GetId(),
+		Owner:      in.GetOwner(),
+		Sharers:    slices.Clone(in.GetSharers()),
+		Flavor:     in.GetFlavor(),
+		Region:     in.GetRegion(),
+		Host:       in.GetHost(),
+		Lifespan:   in.GetLifespan(),
+		ExpireTime: in.GetExpireTime(),
+		State:      v1.DevserverState_DEVSERVER_STATE_PROVISIONING,
+	}
+	if d.Id == "" {
+		return nil, apierror.Invalid("devserver.id", "must be stamped by the leader")
+	}
+	if err := validate.Devserver("devserver", d); err != nil {
+		return nil, err
+	}
+	if w.first(TableDevservers, "id", d.Name) != nil {
+		return nil, apierror.Exists("devserver", d.Name)
+	}
+	if w.first(TableDevservers, "uid", d.Id) != nil {
+		return nil, apierror.Exists("devserver id", d.Id)
+	}
+	if _, err := w.GetFlavor(d.Flavor); err != nil {
+		return nil, err
+	}
+	if _, err := w.GetRegion(d.Region); err != nil {
+		return nil, err
+	}
+	if d.Host != "" {
+		h, err := w.GetHost(d.Host)
+		if err != nil {
+			return nil, err
+		}
+		if h.GetRegion() != d.Region {
+			return nil, apierror.Invalid("devserver.host", "host %q is in region %q, not %q", d.Host, h.GetRegion(), d.Region)
+		}
+		if h.GetState() != v1.HostState_HOST_STATE_ACTIVE {
+			return nil, apierror.Blocked("host %q is %s and takes no new devservers", d.Host, HostStateName(h.GetState()))
+		}
+		d.Site = h.GetSite()
+	}
+	if d.ExpireTime != nil {
+		d.ExpireTime = proto.Clone(d.ExpireTime).(*timestamppb.Timestamp)
+	}
+	d.CreateTime, d.UpdateTime = w.now, w.now
+	d.CreateIndex, d.ModifyIndex = w.index, w.index
+	return d, w.insert(TableDevservers, d)
+}
+
+// UpdateDevserver changes the fields in paths.
+func (w *WriteTxn) UpdateDevserver(in *v1.Devserver, paths []string) (*v1.Devserver, error) {
+	cur, err := w.GetDevserver(in.GetName())
+	if err != nil {
+		return nil, err
+	}
+	d := proto.Clone(cur).(*v1.Devserver)
+	for _, p := range paths {
+		switch p {
+		case "sharers":
+			d.Sharers = slices.Clone(in.GetSharers())
+		case "lifespan":
+			d.Lifespan = in.GetLifespan()
+			if d.Lifespan == v1.Lifespan_LIFESPAN_PERMANENT {
+				d.ExpireTime = nil
+			}
+		case "expire_time":
+			d.ExpireTime = nil
+			if in.GetExpireTime() != nil {
+				d.ExpireTime = proto.Clone(in.GetExpireTime()).(*timestamppb.Timestamp)
+			}
+		default:
+			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a devserver", p)
+		}
+	}
+	if err := validate.Devserver("devserver", d); err != nil {
+		return nil, err
+	}
+	d.UpdateTime, d.ModifyIndex = w.now, w.index
+	return d, w.insert(TableDevservers, d)
+}
+
+// DeleteDevserver removes a devserver record.
+func (w *WriteTxn) DeleteDevserver(name string) error {
+	d, err := w.GetDevserver(name)
+	if err != nil {
+		return err
+	}
+	return w.remove(TableDevservers, d)
+}

@@ -1,0 +1,80 @@
+package state
+
+import (
+	"google.golang.org/protobuf/proto"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// GetFlavor returns a flavor or NotFound.
+func (v *View) GetFlavor(name string) (*v1.Flavor, error) {
+	if raw := v.first(TableFlavors, "id", name); raw != nil {
+		return raw.(*v1.Flavor), nil
+	}
+	return nil, apierror.Missing("flavor", name)
+}
+
+// ListFlavors returns one page of flavors in name order.
+func (v *View) ListFlavors(p Page) ([]*v1.Flavor, string) {
+	return list[*v1.Flavor](v, TableFlavors, "", "", p, nil)
+}
+
+// CreateFlavor adds a flavor; kind defaults to VM.
+func (w *WriteTxn) CreateFlavor(in *v1.Flavor) (*v1.Flavor, error) {
+	f := &v1.Flavor{Name: in.GetName(), Resources: in.GetResources(), Kind: in.GetKind(), Description: in.GetDescription()}
+	if f.Kind == v1.FlavorKind_FLAVOR_KIND_UNSPECIFIED {
+		f.Kind = v1.FlavorKind_FLAVOR_KIND_VM
+	}
+	if err := validate.Flavor("flavor", f); err != nil {
+		return nil, err
+	}
+	if w.first(TableFlavors, "id", f.Name) != nil {
+		return nil, apierror.Exists("flavor", f.Name)
+	}
+	f.Resources = proto.Clone(f.Resources).(*v1.Resources)
+	f.CreateTime, f.UpdateTime = w.now, w.now
+	f.CreateIndex, f.ModifyIndex = w.index, w.index
+	return f, w.insert(TableFlavors, f)
+}
+
+// UpdateFlavor changes the fields in paths. Resources change only while no devserver uses the
+// flavor: a resize of running devservers is a migration, not an edit.
+func (w *WriteTxn) UpdateFlavor(in *v1.Flavor, paths []string) (*v1.Flavor, error) {
+	cur, err := w.GetFlavor(in.GetName())
+	if err != nil {
+		return nil, err
+	}
+	f := proto.Clone(cur).(*v1.Flavor)
+	for _, p := range paths {
+		switch p {
+		case "description":
+			f.Description = in.GetDescription()
+		case "resources":
+			if names, n := w.names(TableDevservers, "flavor", f.Name, 5, rowName); n > 0 {
+				return nil, apierror.Blocked("flavor %q is used by %s; its resources cannot change", f.Name, listing("devserver", names, n))
+			}
+			f.Resources = resourcesOrZero(in.GetResources())
+		default:
+			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a flavor", p)
+		}
+	}
+	if err := validate.Flavor("flavor", f); err != nil {
+		return nil, err
+	}
+	f.UpdateTime, f.ModifyIndex = w.now, w.index
+	return f, w.insert(TableFlavors, f)
+}
+
+// DeleteFlavor removes a flavor no devserver uses.
+func (w *WriteTxn) DeleteFlavor(name string) error {
+	f, err := w.GetFlavor(name)
+	if err != nil {
+		return err
+	}
+	if names, n := w.names(TableDevservers, "flavor", name, 5, rowName); n > 0 {
+		return apierror.Blocked("flavor %q is used by %s", name, listing("devserver", names, n))
+	}
+	return w.remove(TableFlavors, f)
+}

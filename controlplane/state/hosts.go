@@ -1,0 +1,197 @@
+package state
+
+import (
+	"maps"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// HostFilter selects hosts in a list; empty fields match everything.
+type HostFilter struct {
+	Region string
+	Site   string
+	State  v1.HostState
+}
+
+// GetHost returns a host or NotFound.
+func (v *View) GetHost(name string) (*v1.Host, error) {
+	if raw := v.first(TableHosts, "id", name); raw != nil {
+		return raw.(*v1.Host), nil
+	}
+	return nil, apierror.Missing("host", name)
+}
+
+// ListHosts returns one page of hosts in name order.
+func (v *View) ListHosts(f HostFilter, p Page) ([]*v1.Host, string) {
+	keep := func(h *v1.Host) bool {
+		return (f.Region == "" || h.GetRegion() == f.Region) &&
+			(f.State == v1.HostState_HOST_STATE_UNSPECIFIED || h.GetState() == f.State)
+	}
+	switch {
+	case f.Site != "":
+		return list(v, TableHosts, "site", f.Site, p, keep)
+	case f.Region != "":
+		return list(v, TableHosts, "region", f.Region, p, keep)
+	default:
+		return list(v, TableHosts, "", "", p, keep)
+	}
+}
+
+// normalOvercommit spells out the default ratio of 1 so that readers need not know it.
+func normalOvercommit(o *v1.Overcommit) *v1.Overcommit {
+	one := func(x float64) float64 {
+		if x == 0 {
+			return 1
+		}
+		return x
+	}
+	return &v1.Overcommit{Cpu: one(o.GetCpu()), Memory: one(o.GetMemory()), Disk: one(o.GetDisk())}
+}
+
+func resourcesOrZero(r *v1.Resources) *v1.Resources {
+	if r == nil {
+		return &v1.Resources{}
+	}
+	return proto.Clone(r).(*v1.Resources)
+}
+
+// CreateHost adds an active host to an existing site. Output-only fields of in are ignored.
+func (w *WriteTxn) CreateHost(in *v1.Host) (*v1.Host, error) {
+	h := &v1.Host{
+		Name:       in.GetName(),
+		Site:       in.GetSite(),
+		Capacity:   in.GetCapacity(),
+		Overcommit: normalOvercommit(in.GetOvercommit()),
+		Reserved:   resourcesOrZero(in.GetReserved()),
+		Labels:     maps.Clone(in.GetLabels()),
+		LibvirtUri: in.GetLibvirtUri(),
+		State:      v1.HostState_HOST_STATE_ACTIVE,
+	}
+	if err := validate.Host("host", h); err != nil {
+		return nil, err
+	}
+	if w.first(TableHosts, "id", h.Name) != nil {
+		return nil, apierror.Exists("host", h.Name)
+	}
+	site, err := w.GetSite(h.Site)
+	if err != nil {
+		return nil, err
+	}
+	h.Region = site.GetRegion()
+	h.Capacity = proto.Clone(h.Capacity).(*v1.Resources)
+	h.CreateTime, h.UpdateTime, h.StateChangeTime = w.now, w.now, w.now
+	h.CreateIndex, h.ModifyIndex = w.index, w.index
+	return h, w.insert(TableHosts, h)
+}
+
+// UpdateHost changes the fields in paths.
+func (w *WriteTxn) UpdateHost(in *v1.Host, paths []string) (*v1.Host, error) {
+	cur, err := w.GetHost(in.GetName())
+	if err != nil {
+		return nil, err
+	}
+	h := proto.Clone(cur).(*v1.Host)
+	for _, p := range paths {
+		switch p {
+		case "capacity":
+			h.Capacity = resourcesOrZero(in.GetCapacity())
+		case "overcommit":
+			h.Overcommit = normalOvercommit(in.GetOvercommit())
+		case "reserved":
+			h.Reserved = resourcesOrZero(in.GetReserved())
+		case "labels":
+			h.Labels = maps.Clone(in.GetLabels())
+		case "libvirt_uri":
+			h.LibvirtUri = in.GetLibvirtUri()
+		default:
+			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a host", p)
+		}
+	}
+	if err := validate.Host("host", h); err != nil {
+		return nil, err
+	}
+	h.UpdateTime, h.ModifyIndex = w.now, w.index
+	return h, w.insert(TableHosts, h)
+}
+
+// DeleteHost removes a host that runs no devservers.
+func (w *WriteTxn) DeleteHost(name string) error {
+	h, err := w.GetHost(name)
+	if err != nil {
+		return err
+	}
+	if names, n := w.names(TableDevservers, "host", name, 5, rowName); n > 0 {
+		return apierror.Blocked("host %q still runs %s; move or delete them first", name, listing("devserver", names, n))
+	}
+	return w.remove(TableHosts, h)
+}
+
+// CordonHost stops new work from landing on an active host. Cordoning a cordoned host updates
+// the reason; a host in a drain or decommission is already closed to new work and is refused.
+func (w *WriteTxn) CordonHost(name, reason string) (*v1.Host, error) {
+	if err := validate.Reason("reason", reason); err != nil {
+		return nil, err
+	}
+	return w.setHostState(name, reason, v1.HostState_HOST_STATE_CORDONED,
+		v1.HostState_HOST_STATE_ACTIVE, v1.HostState_HOST_STATE_CORDONED)
+}
+
+// UncordonHost returns a cordoned host to service; an active host is left as it is.
+func (w *WriteTxn) UncordonHost(name, reason string) (*v1.Host, error) {
+	if err := validate.Text("reason", reason, validate.MaxReasonLen); err != nil {
+		return nil, err
+	}
+	return w.setHostState(name, "", v1.HostState_HOST_STATE_ACTIVE,
+		v1.HostState_HOST_STATE_CORDONED, v1.HostState_HOST_STATE_ACTIVE)
+}
+
+func (w *WriteTxn) setHostState(name, reason string, to v1.HostState, from ...v1.HostState) (*v1.Host, error) {
+	cur, err := w.GetHost(name)
+	if err != nil {
+		return nil, err
+	}
+	allowed := false
+	for _, s := range from {
+		allowed = allowed || cur.GetState() == s
+	}
+	if !allowed {
+		why := ""
+		if cur.GetStateReason() != "" {
+			why = " (" + cur.GetStateReason() + ")"
+		}
+		return nil, apierror.Blocked("host %q is %s%s; it cannot become %s", name, HostStateName(cur.GetState()), why, HostStateName(to))
+	}
+	if cur.GetState() == to && cur.GetStateReason() == reason {
+		return cur, nil
+	}
+	h := proto.Clone(cur).(*v1.Host)
+	if h.State != to {
+		h.StateChangeTime = w.now
+	}
+	h.State, h.StateReason = to, reason
+	h.UpdateTime, h.ModifyIndex = w.now, w.index
+	return h, w.insert(TableHosts, h)
+}
+
+// HostStateName is the short lower-case name of a host state, for messages and tables.
+func HostStateName(s v1.HostState) string {
+	switch s {
+	case v1.HostState_HOST_STATE_ACTIVE:
+		return "active"
+	case v1.HostState_HOST_STATE_CORDONED:
+		return "cordoned"
+	case v1.HostState_HOST_STATE_DRAINING:
+		return "draining"
+	case v1.HostState_HOST_STATE_DRAINED:
+		return "drained"
+	case v1.HostState_HOST_STATE_DECOMMISSIONING:
+		return "decommissioning"
+	case v1.HostState_HOST_STATE_RETIRED:
+		return "retired"
+	}
+	return "unknown"
+}

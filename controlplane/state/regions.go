@@ -1,0 +1,73 @@
+package state
+
+import (
+	"google.golang.org/protobuf/proto"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// GetRegion returns a region or NotFound.
+func (v *View) GetRegion(name string) (*v1.Region, error) {
+	if raw := v.first(TableRegions, "id", name); raw != nil {
+		return raw.(*v1.Region), nil
+	}
+	return nil, apierror.Missing("region", name)
+}
+
+// ListRegions returns one page of regions in name order.
+func (v *View) ListRegions(p Page) ([]*v1.Region, string) {
+	return list[*v1.Region](v, TableRegions, "", "", p, nil)
+}
+
+// CreateRegion adds a region; the name must be new.
+func (w *WriteTxn) CreateRegion(in *v1.Region) (*v1.Region, error) {
+	r := &v1.Region{Name: in.GetName(), Description: in.GetDescription()}
+	if err := validate.Region("region", r); err != nil {
+		return nil, err
+	}
+	if w.first(TableRegions, "id", r.Name) != nil {
+		return nil, apierror.Exists("region", r.Name)
+	}
+	r.CreateTime, r.UpdateTime = w.now, w.now
+	r.CreateIndex, r.ModifyIndex = w.index, w.index
+	return r, w.insert(TableRegions, r)
+}
+
+// UpdateRegion changes the fields in paths.
+func (w *WriteTxn) UpdateRegion(in *v1.Region, paths []string) (*v1.Region, error) {
+	cur, err := w.GetRegion(in.GetName())
+	if err != nil {
+		return nil, err
+	}
+	r := proto.Clone(cur).(*v1.Region)
+	for _, p := range paths {
+		switch p {
+		case "description":
+			r.Description = in.GetDescription()
+		default:
+			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a region", p)
+		}
+	}
+	if err := validate.Region("region", r); err != nil {
+		return nil, err
+	}
+	r.UpdateTime, r.ModifyIndex = w.now, w.index
+	return r, w.insert(TableRegions, r)
+}
+
+// DeleteRegion removes a region that holds no sites and no devservers.
+func (w *WriteTxn) DeleteRegion(name string) error {
+	r, err := w.GetRegion(name)
+	if err != nil {
+		return err
+	}
+	if names, n := w.names(TableSites, "region", name, 5, rowName); n > 0 {
+		return apierror.Blocked("region %q still has %s; delete them first", name, listing("site", names, n))
+	}
+	if names, n := w.names(TableDevservers, "region", name, 5, rowName); n > 0 {
+		return apierror.Blocked("region %q still has %s; delete them first", name, listing("devserver", names, n))
+	}
+	return w.remove(TableRegions, r)
+}

@@ -1,0 +1,119 @@
+package state
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// SnapshotVersion is the format of the stream Persist writes. Restore refuses other versions.
+const SnapshotVersion = 1
+
+// maxRecordSize bounds one snapshot record, so a corrupt length cannot make Restore allocate
+// without limit.
+const maxRecordSize = 16 << 20
+
+// Persist writes every table of the view to w as length-delimited SnapshotRecords: a header,
+// the table indexes, then the rows of each table, parents before children.
+func (v *View) Persist(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	put := func(rec *fsmv1.SnapshotRecord) error {
+		_, err := protodelim.MarshalTo(bw, rec)
+		return err
+	}
+	if err := put(&fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Header{
+		Header: &fsmv1.SnapshotHeader{Version: SnapshotVersion, Index: v.LatestIndex()},
+	}}); err != nil {
+		return err
+	}
+	for _, t := range append([]string{TableIndex}, Tables...) {
+		it := v.iter(t, "id")
+		for raw := it.Next(); raw != nil; raw = it.Next() {
+			if err := put(record(raw)); err != nil {
+				return fmt.Errorf("persist %s: %w", t, err)
+			}
+		}
+	}
+	return bw.Flush()
+}
+
+func record(raw any) *fsmv1.SnapshotRecord {
+	switch r := raw.(type) {
+	case *fsmv1.TableIndex:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_TableIndex{TableIndex: r}}
+	case *fsmv1.Node:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Node{Node: r}}
+	case *v1.Region:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Region{Region: r}}
+	case *v1.Site:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Site{Site: r}}
+	case *v1.Host:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Host{Host: r}}
+	case *v1.Flavor:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Flavor{Flavor: r}}
+	case *v1.Devserver:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Devserver{Devserver: r}}
+	}
+	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
+}
+
+// Restore reads a stream written by Persist into a new store. The caller swaps it in with
+// ReplaceWith, so a failed restore leaves the current state untouched.
+func Restore(r io.Reader) (*Store, error) {
+	s := New()
+	txn := s.db.Txn(true)
+	defer txn.Abort()
+	br := bufio.NewReaderSize(r, 256<<10)
+	opts := protodelim.UnmarshalOptions{MaxSize: maxRecordSize}
+	for n := 0; ; n++ {
+		rec := &fsmv1.SnapshotRecord{}
+		err := opts.UnmarshalFrom(br, rec)
+		if errors.Is(err, io.EOF) && n > 0 {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("restore: record %d: %w", n, err)
+		}
+		if n == 0 {
+			h := rec.GetHeader()
+			if h == nil {
+				return nil, errors.New("restore: stream does not start with a snapshot header")
+			}
+			if h.GetVersion() != SnapshotVersion {
+				return nil, fmt.Errorf("restore: snapshot format version %d, this build reads %d", h.GetVersion(), SnapshotVersion)
+			}
+			continue
+		}
+		var table string
+		var row any
+		switch x := rec.GetRecord().(type) {
+		case *fsmv1.SnapshotRecord_TableIndex:
+			table, row = TableIndex, x.TableIndex
+		case *fsmv1.SnapshotRecord_Node:
+			table, row = TableNodes, x.Node
+		case *fsmv1.SnapshotRecord_Region:
+			table, row = TableRegions, x.Region
+		case *fsmv1.SnapshotRecord_Site:
+			table, row = TableSites, x.Site
+		case *fsmv1.SnapshotRecord_Host:
+			table, row = TableHosts, x.Host
+		case *fsmv1.SnapshotRecord_Flavor:
+			table, row = TableFlavors, x.Flavor
+		case *fsmv1.SnapshotRecord_Devserver:
+			table, row = TableDevservers, x.Devserver
+		default:
+			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
+		}
+		if err := txn.Insert(table, row); err != nil {
+			return nil, fmt.Errorf("restore: record %d into %s: %w", n, table, err)
+		}
+	}
+	txn.Commit()
+	return s, nil
+}

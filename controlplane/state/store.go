@@ -1,0 +1,184 @@
+// Package state holds the fleet's replicated state in go-memdb tables: one file per table with
+// its reads and its rule-checked writes, plus snapshot and restore of every table.
+//
+// Rows are protobuf messages and are immutable once inserted: a write clones, changes the clone
+// and inserts it, so a reader's view never changes under it.
+package state
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+)
+
+// Store is the state of one replica. The FSM is its only writer; everyone else reads views.
+type Store struct {
+	mu      sync.RWMutex
+	db      *memdb.MemDB
+	abandon chan struct{}
+}
+
+// New returns an empty store.
+func New() *Store {
+	db, err := memdb.NewMemDB(schema())
+	if err != nil {
+		panic(fmt.Sprintf("state: bad schema: %v", err)) // a programming error, caught by any test
+	}
+	return &Store{db: db, abandon: make(chan struct{})}
+}
+
+// View returns a consistent read-only view of the current state; it never changes.
+func (s *Store) View() *View {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &View{txn: s.db.Txn(false)}
+}
+
+// AbandonCh is closed when a restore replaces this store's contents, so that watchers re-read.
+func (s *Store) AbandonCh() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.abandon
+}
+
+// Begin starts the write transaction of the command at raft index index, stamped now.
+func (s *Store) Begin(index uint64, now time.Time) *WriteTxn {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return &WriteTxn{View: View{txn: s.db.Txn(true)}, index: index, now: timestamppb.New(now)}
+}
+
+// ReplaceWith swaps in the contents of another store (restored from a snapshot) and wakes every
+// watcher of the old contents.
+func (s *Store) ReplaceWith(other *Store) {
+	s.mu.Lock()
+	old := s.abandon
+	s.db = other.db
+	s.abandon = make(chan struct{})
+	s.mu.Unlock()
+	close(old)
+}
+
+// View is a consistent read-only view of the state.
+type View struct {
+	txn *memdb.Txn
+}
+
+// Index returns the raft index of the last change to a table (0 if never written).
+func (v *View) Index(table string) uint64 {
+	raw, err := v.txn.First(TableIndex, "id", table)
+	if err != nil || raw == nil {
+		return 0
+	}
+	return raw.(*fsmv1.TableIndex).GetIndex()
+}
+
+// WatchTable returns a channel closed when the table next changes.
+func (v *View) WatchTable(table string) <-chan struct{} {
+	ch, _, err := v.txn.FirstWatch(TableIndex, "id", table)
+	if err != nil {
+		panic(fmt.Sprintf("state: watch %s: %v", table, err))
+	}
+	return ch
+}
+
+// LatestIndex returns the highest raft index of any change in the view.
+func (v *View) LatestIndex() uint64 {
+	var max uint64
+	for _, t := range Tables {
+		if i := v.Index(t); i > max {
+			max = i
+		}
+	}
+	return max
+}
+
+func (v *View) first(table, index string, arg string) any {
+	raw, err := v.txn.First(table, index, arg)
+	if err != nil {
+		panic(fmt.Sprintf("state: lookup %s.%s: %v", table, index, err)) // schema error
+	}
+	return raw
+}
+
+func (v *View) iter(table, index string, args ...any) memdb.ResultIterator {
+	it, err := v.txn.Get(table, index, args...)
+	if err != nil {
+		panic(fmt.Sprintf("state: iterate %s.%s: %v", table, index, err)) // schema error
+	}
+	return it
+}
+
+// names returns up to max primary names of the rows matched by table.index=arg, and the total.
+func (v *View) names(table, index, arg string, max int, name func(any) string) ([]string, int) {
+	var out []string
+	n := 0
+	it := v.iter(table, index, arg)
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if n < max {
+			out = append(out, name(raw))
+		}
+		n++
+	}
+	return out, n
+}
+
+// WriteTxn is the write transaction of one command. Nothing is visible until Commit; Abort
+// discards everything, so a rejected command changes nothing.
+type WriteTxn struct {
+	View
+	index   uint64
+	now     *timestamppb.Timestamp
+	touched []string
+}
+
+// RaftIndex is the index of the command being applied.
+func (w *WriteTxn) RaftIndex() uint64 { return w.index }
+
+// Now is the leader's time stamped into the command.
+func (w *WriteTxn) Now() *timestamppb.Timestamp { return w.now }
+
+func (w *WriteTxn) touch(table string) {
+	for _, t := range w.touched {
+		if t == table {
+			return
+		}
+	}
+	w.touched = append(w.touched, table)
+}
+
+func (w *WriteTxn) insert(table string, row any) error {
+	if err := w.txn.Insert(table, row); err != nil {
+		return fmt.Errorf("state: insert into %s: %w", table, err)
+	}
+	w.touch(table)
+	return nil
+}
+
+func (w *WriteTxn) remove(table string, row any) error {
+	if err := w.txn.Delete(table, row); err != nil {
+		return fmt.Errorf("state: delete from %s: %w", table, err)
+	}
+	w.touch(table)
+	return nil
+}
+
+// Commit makes the transaction's changes visible and wakes watchers of the tables it touched.
+func (w *WriteTxn) Commit() error {
+	for _, t := range w.touched {
+		if err := w.txn.Insert(TableIndex, &fsmv1.TableIndex{Table: t, Index: w.index}); err != nil {
+			w.txn.Abort()
+			return fmt.Errorf("state: bump index of %s: %w", t, err)
+		}
+	}
+	w.txn.Commit()
+	return nil
+}
+
+// Abort discards the transaction.
+func (w *WriteTxn) Abort() { w.txn.Abort() }

@@ -1,0 +1,199 @@
+package validate
+
+import (
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// Region checks a region as stored. prefix is the request field path it came in ("region").
+func Region(prefix string, r *v1.Region) error {
+	if r == nil {
+		return apierror.Invalid(prefix, "must be set")
+	}
+	if err := Name(prefix+".name", r.GetName()); err != nil {
+		return err
+	}
+	return Text(prefix+".description", r.GetDescription(), MaxDescLen)
+}
+
+// Site checks a site as stored.
+func Site(prefix string, s *v1.Site) error {
+	if s == nil {
+		return apierror.Invalid(prefix, "must be set")
+	}
+	if err := Name(prefix+".name", s.GetName()); err != nil {
+		return err
+	}
+	if err := Name(prefix+".region", s.GetRegion()); err != nil {
+		return err
+	}
+	return Text(prefix+".description", s.GetDescription(), MaxDescLen)
+}
+
+// Host checks a host as stored: the whole object, so the FSM can run it after merging an update.
+func Host(prefix string, h *v1.Host) error {
+	if h == nil {
+		return apierror.Invalid(prefix, "must be set")
+	}
+	if err := Name(prefix+".name", h.GetName()); err != nil {
+		return err
+	}
+	if err := Name(prefix+".site", h.GetSite()); err != nil {
+		return err
+	}
+	if err := Resources(prefix+".capacity", h.GetCapacity(), true); err != nil {
+		return err
+	}
+	if err := Resources(prefix+".reserved", h.GetReserved(), false); err != nil {
+		return err
+	}
+	if err := ReserveFits(prefix+".reserved", h.GetReserved(), h.GetCapacity()); err != nil {
+		return err
+	}
+	if err := Overcommit(prefix+".overcommit", h.GetOvercommit()); err != nil {
+		return err
+	}
+	if err := Labels(prefix+".labels", h.GetLabels()); err != nil {
+		return err
+	}
+	if err := LibvirtURI(prefix+".libvirt_uri", h.GetLibvirtUri()); err != nil {
+		return err
+	}
+	return Text(prefix+".state_reason", h.GetStateReason(), MaxReasonLen)
+}
+
+// ReserveFits checks that a host keeps back less than it has, in every dimension.
+func ReserveFits(field string, reserved, capacity *v1.Resources) error {
+	if reserved == nil {
+		return nil
+	}
+	for _, d := range []struct {
+		name string
+		r, c int64
+	}{
+		{"vcpus", reserved.GetVcpus(), capacity.GetVcpus()},
+		{"memory_mib", reserved.GetMemoryMib(), capacity.GetMemoryMib()},
+		{"disk_gib", reserved.GetDiskGib(), capacity.GetDiskGib()},
+		{"gpus", reserved.GetGpus(), capacity.GetGpus()},
+	} {
+		if d.r > d.c {
+			return apierror.Invalid(field+"."+d.name, "reserves %d, more than the host's capacity of %d", d.r, d.c)
+		}
+	}
+	return nil
+}
+
+// Flavor checks a flavor as stored.
+func Flavor(prefix string, f *v1.Flavor) error {
+	if f == nil {
+		return apierror.Invalid(prefix, "must be set")
+	}
+	if err := Name(prefix+".name", f.GetName()); err != nil {
+		return err
+	}
+	if err := Resources(prefix+".resources", f.GetResources(), true); err != nil {
+		return err
+	}
+	if _, ok := v1.FlavorKind_name[int32(f.GetKind())]; !ok || f.GetKind() == v1.FlavorKind_FLAVOR_KIND_UNSPECIFIED {
+		return apierror.Invalid(prefix+".kind", "must be FLAVOR_KIND_VM or FLAVOR_KIND_PHYSICAL")
+	}
+	return Text(prefix+".description", f.GetDescription(), MaxDescLen)
+}
+
+// Devserver checks a devserver record as stored (after the leader stamped ID and expiry).
+func Devserver(prefix string, d *v1.Devserver) error {
+	if d == nil {
+		return apierror.Invalid(prefix, "must be set")
+	}
+	if err := Name(prefix+".name", d.GetName()); err != nil {
+		return err
+	}
+	if err := User(prefix+".owner", d.GetOwner()); err != nil {
+		return err
+	}
+	if err := Sharers(prefix+".sharers", d.GetOwner(), d.GetSharers()); err != nil {
+		return err
+	}
+	if err := Name(prefix+".flavor", d.GetFlavor()); err != nil {
+		return err
+	}
+	if err := Name(prefix+".region", d.GetRegion()); err != nil {
+		return err
+	}
+	if err := OptionalName(prefix+".host", d.GetHost()); err != nil {
+		return err
+	}
+	switch d.GetLifespan() {
+	case v1.Lifespan_LIFESPAN_PERMANENT:
+		if d.GetExpireTime() != nil {
+			return apierror.Invalid(prefix+".expire_time", "must be empty for a permanent devserver")
+		}
+	case v1.Lifespan_LIFESPAN_TEMPORARY:
+		if d.GetExpireTime() == nil {
+			return apierror.Invalid(prefix+".expire_time", "must be set for a temporary devserver")
+		}
+		if err := d.GetExpireTime().CheckValid(); err != nil {
+			return apierror.Invalid(prefix+".expire_time", "%v", err)
+		}
+	default:
+		return apierror.Invalid(prefix+".lifespan", "must be LIFESPAN_TEMPORARY or LIFESPAN_PERMANENT")
+	}
+	return Text(prefix+".state_reason", d.GetStateReason(), MaxReasonLen)
+}
+
+// Sharers checks the users a devserver is shared with: valid, distinct, not the owner.
+func Sharers(field, owner string, sharers []string) error {
+	if len(sharers) > MaxSharers {
+		return apierror.Invalid(field, "must have at most %d entries, got %d", MaxSharers, len(sharers))
+	}
+	seen := make(map[string]bool, len(sharers))
+	for _, s := range sharers {
+		if err := User(field, s); err != nil {
+			return err
+		}
+		if s == owner {
+			return apierror.Invalid(field, "%q is the owner", s)
+		}
+		if seen[s] {
+			return apierror.Invalid(field, "%q is listed twice", s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// UpdatePaths checks an update mask against the paths a resource allows to change and returns
+// the paths to apply. An empty mask means defaults.
+func UpdatePaths(field string, mask *fieldmaskpb.FieldMask, allowed, defaults []string) ([]string, error) {
+	paths := mask.GetPaths()
+	if len(paths) == 0 {
+		return defaults, nil
+	}
+	seen := map[string]bool{}
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if !slices.Contains(allowed, p) {
+			return nil, apierror.Invalid(field, "path %q cannot be updated; updatable: %s", p, strings.Join(allowed, ", "))
+		}
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Updatable fields per resource, in the order they are listed in errors.
+var (
+	RegionUpdatable    = []string{"description"}
+	SiteUpdatable      = []string{"description"}
+	HostUpdatable      = []string{"capacity", "overcommit", "reserved", "labels", "libvirt_uri"}
+	FlavorUpdatable    = []string{"description", "resources"}
+	FlavorDefault      = []string{"description"}
+	DevserverUpdatable = []string{"sharers", "lifespan", "expire_time"}
+)
