@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -36,6 +37,8 @@ type FSM struct {
 	registry *registry
 	log      *slog.Logger
 	metrics  *Metrics
+
+	lastTime atomic.Int64 // time of the last applied command, Unix nanoseconds
 
 	mu      sync.Mutex
 	applied uint64
@@ -95,6 +98,9 @@ func (f *FSM) applyOne(index uint64, cmd *fsmv1.Command) Result {
 		f.log.Error("command of unknown type in the raft log; upgrade this node", "index", index)
 		panic(fmt.Sprintf("fsm: log entry %d holds a command of a type this build does not know; upgrade devfleetd", index))
 	}
+	if t := cmd.GetTimeUnixNano(); t > f.lastTime.Load() {
+		f.lastTime.Store(t)
+	}
 	txn := f.store.Begin(index, time.Unix(0, cmd.GetTimeUnixNano()).UTC())
 	value, err := reg.handler(txn, cmd)
 	if err == nil {
@@ -119,6 +125,10 @@ func (f *FSM) setApplied(index uint64) {
 		f.advance = make(chan struct{})
 	}
 }
+
+// LastCommandTime is the leader time stamped into the last applied command (Unix nanoseconds),
+// so that a new leader never stamps a time before one already applied.
+func (f *FSM) LastCommandTime() int64 { return f.lastTime.Load() }
 
 // AppliedIndex is the raft index of the last entry this FSM applied.
 func (f *FSM) AppliedIndex() uint64 {

@@ -51,20 +51,9 @@ func (v *View) ListDevservers(f DevserverFilter, p Page) ([]*v1.Devserver, strin
 
 // CreateDevserver records a devserver. The leader has stamped its ID (and expiry, for a
 // temporary one). Its flavor and region must exist; a host, if given, must be active and in the
-// region. The record starts PROVISIONING.
+// region.
 func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
-	d := &v1.Devserver{
-		Name:       in.GetName(),
-		Id:         in.GetId(),
-		Owner:      in.GetOwner(),
-		Sharers:    slices.Clone(in.GetSharers()),
-		Flavor:     in.GetFlavor(),
-		Region:     in.GetRegion(),
-		Host:       in.GetHost(),
-		Lifespan:   in.GetLifespan(),
-		ExpireTime: in.GetExpireTime(),
-		State:      v1.DevserverState_DEVSERVER_STATE_PROVISIONING,
-	}
+	d := NewDevserver(in)
 	if d.Id == "" {
 		return nil, apierror.Invalid("devserver.id", "must be stamped by the leader")
 	}
@@ -96,12 +85,30 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 		}
 		d.Site = h.GetSite()
 	}
-	if d.ExpireTime != nil {
-		d.ExpireTime = proto.Clone(d.ExpireTime).(*timestamppb.Timestamp)
-	}
 	d.CreateTime, d.UpdateTime = w.now, w.now
 	d.CreateIndex, d.ModifyIndex = w.index, w.index
 	return d, w.insert(TableDevservers, d)
+}
+
+// NewDevserver keeps the fields of a create request that a caller (or the leader, for id and
+// expire_time) may set. The record starts PROVISIONING.
+func NewDevserver(in *v1.Devserver) *v1.Devserver {
+	d := &v1.Devserver{
+		Name:       in.GetName(),
+		Id:         in.GetId(),
+		Owner:      in.GetOwner(),
+		Sharers:    slices.Clone(in.GetSharers()),
+		Flavor:     in.GetFlavor(),
+		Region:     in.GetRegion(),
+		Host:       in.GetHost(),
+		Lifespan:   in.GetLifespan(),
+		ExpireTime: in.GetExpireTime(),
+		State:      v1.DevserverState_DEVSERVER_STATE_PROVISIONING,
+	}
+	if d.ExpireTime != nil {
+		d.ExpireTime = proto.Clone(d.ExpireTime).(*timestamppb.Timestamp)
+	}
+	return d
 }
 
 // UpdateDevserver changes the fields in paths.

@@ -21,19 +21,27 @@ func (v *View) ListFlavors(p Page) ([]*v1.Flavor, string) {
 	return list[*v1.Flavor](v, TableFlavors, "", "", p, nil)
 }
 
-// CreateFlavor adds a flavor; kind defaults to VM.
-func (w *WriteTxn) CreateFlavor(in *v1.Flavor) (*v1.Flavor, error) {
-	f := &v1.Flavor{Name: in.GetName(), Resources: in.GetResources(), Kind: in.GetKind(), Description: in.GetDescription()}
+// NewFlavor keeps the fields of a create request that a caller may set; kind defaults to VM.
+func NewFlavor(in *v1.Flavor) *v1.Flavor {
+	f := &v1.Flavor{Name: in.GetName(), Kind: in.GetKind(), Description: in.GetDescription()}
+	if in.GetResources() != nil {
+		f.Resources = proto.Clone(in.GetResources()).(*v1.Resources)
+	}
 	if f.Kind == v1.FlavorKind_FLAVOR_KIND_UNSPECIFIED {
 		f.Kind = v1.FlavorKind_FLAVOR_KIND_VM
 	}
+	return f
+}
+
+// CreateFlavor adds a flavor.
+func (w *WriteTxn) CreateFlavor(in *v1.Flavor) (*v1.Flavor, error) {
+	f := NewFlavor(in)
 	if err := validate.Flavor("flavor", f); err != nil {
 		return nil, err
 	}
 	if w.first(TableFlavors, "id", f.Name) != nil {
 		return nil, apierror.Exists("flavor", f.Name)
 	}
-	f.Resources = proto.Clone(f.Resources).(*v1.Resources)
 	f.CreateTime, f.UpdateTime = w.now, w.now
 	f.CreateIndex, f.ModifyIndex = w.index, w.index
 	return f, w.insert(TableFlavors, f)

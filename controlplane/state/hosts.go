@@ -59,18 +59,27 @@ func resourcesOrZero(r *v1.Resources) *v1.Resources {
 	return proto.Clone(r).(*v1.Resources)
 }
 
-// CreateHost adds an active host to an existing site. Output-only fields of in are ignored.
-func (w *WriteTxn) CreateHost(in *v1.Host) (*v1.Host, error) {
+// NewHost keeps the fields of a create request that a caller may set, with defaults spelled
+// out; output-only fields (region, state, times, indexes) are dropped.
+func NewHost(in *v1.Host) *v1.Host {
 	h := &v1.Host{
 		Name:       in.GetName(),
 		Site:       in.GetSite(),
-		Capacity:   in.GetCapacity(),
 		Overcommit: normalOvercommit(in.GetOvercommit()),
 		Reserved:   resourcesOrZero(in.GetReserved()),
 		Labels:     maps.Clone(in.GetLabels()),
 		LibvirtUri: in.GetLibvirtUri(),
 		State:      v1.HostState_HOST_STATE_ACTIVE,
 	}
+	if in.GetCapacity() != nil {
+		h.Capacity = proto.Clone(in.GetCapacity()).(*v1.Resources)
+	}
+	return h
+}
+
+// CreateHost adds an active host to an existing site.
+func (w *WriteTxn) CreateHost(in *v1.Host) (*v1.Host, error) {
+	h := NewHost(in)
 	if err := validate.Host("host", h); err != nil {
 		return nil, err
 	}
@@ -82,7 +91,6 @@ func (w *WriteTxn) CreateHost(in *v1.Host) (*v1.Host, error) {
 		return nil, err
 	}
 	h.Region = site.GetRegion()
-	h.Capacity = proto.Clone(h.Capacity).(*v1.Resources)
 	h.CreateTime, h.UpdateTime, h.StateChangeTime = w.now, w.now, w.now
 	h.CreateIndex, h.ModifyIndex = w.index, w.index
 	return h, w.insert(TableHosts, h)

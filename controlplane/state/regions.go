@@ -21,9 +21,14 @@ func (v *View) ListRegions(p Page) ([]*v1.Region, string) {
 	return list[*v1.Region](v, TableRegions, "", "", p, nil)
 }
 
+// NewRegion keeps the fields of a create request that a caller may set; the rest is stamped.
+func NewRegion(in *v1.Region) *v1.Region {
+	return &v1.Region{Name: in.GetName(), Description: in.GetDescription()}
+}
+
 // CreateRegion adds a region; the name must be new.
 func (w *WriteTxn) CreateRegion(in *v1.Region) (*v1.Region, error) {
-	r := &v1.Region{Name: in.GetName(), Description: in.GetDescription()}
+	r := NewRegion(in)
 	if err := validate.Region("region", r); err != nil {
 		return nil, err
 	}

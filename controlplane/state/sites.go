@@ -24,9 +24,14 @@ func (v *View) ListSites(region string, p Page) ([]*v1.Site, string) {
 	return list[*v1.Site](v, TableSites, "", "", p, nil)
 }
 
+// NewSite keeps the fields of a create request that a caller may set.
+func NewSite(in *v1.Site) *v1.Site {
+	return &v1.Site{Name: in.GetName(), Region: in.GetRegion(), Description: in.GetDescription()}
+}
+
 // CreateSite adds a site to an existing region.
 func (w *WriteTxn) CreateSite(in *v1.Site) (*v1.Site, error) {
-	s := &v1.Site{Name: in.GetName(), Region: in.GetRegion(), Description: in.GetDescription()}
+	s := NewSite(in)
 	if err := validate.Site("site", s); err != nil {
 		return nil, err
 	}
