@@ -181,11 +181,16 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 			bolt.Close()
 			return nil, fmt.Errorf("raft advertise address %q: %w", cfg.AdvertiseAddr, err)
 		}
-		tr, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 5, 10*time.Second, rc.Logger)
+		var adv net.Addr = advertise
+		if advertise.Port == 0 {
+			adv = nil // a port picked at bind time: advertise the listener's address
+		}
+		tr, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, adv, 5, 10*time.Second, rc.Logger)
 		if err != nil {
 			bolt.Close()
 			return nil, fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
 		}
+		n.cfg.AdvertiseAddr = string(tr.LocalAddr())
 		n.transport, n.closer = tr, tr.Close
 	}
 

@@ -1,0 +1,270 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/raftnode"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// route says where a method runs.
+type route int
+
+const (
+	// routeLeader: writes, and reads that did not ask for stale data.
+	routeLeader route = iota
+	// routeRead: a read; on the leader unless the request sets stale.
+	routeRead
+	// routeLocal: about this node itself.
+	routeLocal
+)
+
+const (
+	// forwardedHeader marks a call a follower forwarded, so that it is never forwarded twice.
+	forwardedHeader = "devfleet-forwarded-by"
+	// notLeaderReason marks an Unavailable error for a command that was not appended: the
+	// forwarder may retry it safely on the new leader.
+	notLeaderReason = "NOT_LEADER"
+	errorDomain     = "devfleet.dev"
+)
+
+type method struct {
+	route    route
+	response protoreflect.MessageType
+}
+
+// methods maps every unary method to its route and response type, from the service descriptors.
+var methods = func() map[string]method {
+	out := map[string]method{}
+	for _, sd := range []protoreflect.ServiceDescriptor{
+		v1.File_devfleet_v1_fleet_proto.Services().ByName("FleetService"),
+		v1.File_devfleet_v1_cluster_proto.Services().ByName("ClusterService"),
+	} {
+		for i := 0; i < sd.Methods().Len(); i++ {
+			md := sd.Methods().Get(i)
+			if md.IsStreamingClient() || md.IsStreamingServer() {
+				continue
+			}
+			mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+			if err != nil {
+				panic(err)
+			}
+			name := string(md.Name())
+			r := routeLeader
+			switch {
+			case name == "GetStatus":
+				r = routeLocal
+			case strings.HasPrefix(name, "Get"), strings.HasPrefix(name, "List"):
+				r = routeRead
+			}
+			out[fmt.Sprintf("/%s/%s", sd.FullName(), name)] = method{route: r, response: mt}
+		}
+	}
+	return out
+}()
+
+type staleReader interface{ GetStale() bool }
+
+// routeUnary runs a call here or forwards it to the leader.
+func (s *Server) routeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	m, ok := methods[info.FullMethod]
+	if !ok || m.route == routeLocal {
+		return handler(ctx, req)
+	}
+	if m.route == routeRead {
+		if sr, ok := req.(staleReader); ok && sr.GetStale() {
+			return handler(ctx, req)
+		}
+	}
+	forwarded := len(metadata.ValueFromIncomingContext(ctx, forwardedHeader)) > 0
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	for {
+		if s.raft.IsLeader() {
+			resp, err := s.onLeader(ctx, m, req, handler)
+			if !errors.Is(err, raftnode.ErrNotLeader) {
+				return resp, err
+			}
+		}
+		if forwarded {
+			// The forwarder will find the new leader; a second hop could loop.
+			return nil, notLeader(s.raft.ID())
+		}
+		resp, err := s.forward(ctx, info.FullMethod, m, req)
+		if isNotLeader(err) && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		return resp, err
+	}
+}
+
+// onLeader serves a call on the leader: a consistent read first proves leadership to a quorum
+// (after the leader's barrier, so its state holds every acknowledged write).
+func (s *Server) onLeader(ctx context.Context, m method, req any, handler grpc.UnaryHandler) (any, error) {
+	if m.route == routeRead {
+		if err := s.consistent(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return handler(ctx, req)
+}
+
+func (s *Server) consistent(ctx context.Context) error {
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	for !s.cfg.Ready() {
+		if !s.raft.IsLeader() {
+			return raftnode.ErrNotLeader
+		}
+		if time.Now().After(deadline) {
+			return apierror.NoLeader("the new leader is still catching up; retry, or read with stale")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return s.raft.VerifyLeader(ctx)
+}
+
+// forward sends the call to the leader and returns its answer unchanged.
+func (s *Server) forward(ctx context.Context, fullMethod string, m method, req any) (any, error) {
+	addr, err := s.leaderAddr(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := s.conn(addr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot reach the leader at %s: %v", addr, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	resp := m.response.New().Interface()
+	err = conn.Invoke(outgoing(ctx, s.raft.ID()), fullMethod, req, resp)
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && !isNotLeader(err) {
+		return nil, status.Errorf(codes.Unavailable, "forwarding to the leader at %s: %s", addr, st.Message())
+	}
+	return resp, err
+}
+
+// leaderAddr returns the leader's gRPC address, waiting up to LeaderWait for one to be known.
+func (s *Server) leaderAddr(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(s.cfg.LeaderWait)
+	for {
+		id, _ := s.raft.Leader()
+		if id != "" && id != s.raft.ID() {
+			if n := s.store.View().GetNode(id); n != nil && n.GetGrpcAddress() != "" {
+				return n.GetGrpcAddress(), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			if id == "" {
+				return "", apierror.NoLeader("no raft leader: the cluster has no quorum or is electing one (waited %s)", s.cfg.LeaderWait)
+			}
+			return "", apierror.NoLeader("leader %s has not announced its API address yet (waited %s)", id, s.cfg.LeaderWait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) conn(addr string) (*grpc.ClientConn, error) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if c, ok := s.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+		}, MinConnectTimeout: 2 * time.Second}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	s.conns[addr] = c
+	return c, nil
+}
+
+// outgoing carries the caller's metadata to the leader and marks the call as forwarded.
+func outgoing(ctx context.Context, self string) context.Context {
+	md := metadata.MD{}
+	if in, ok := metadata.FromIncomingContext(ctx); ok {
+		for k, v := range in {
+			if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "content-type" || k == "user-agent" {
+				continue
+			}
+			md[k] = v
+		}
+	}
+	md.Set(forwardedHeader, self)
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+func notLeader(self string) error {
+	st := status.New(codes.Unavailable, fmt.Sprintf("node %s is no longer the leader; retry", self))
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: notLeaderReason, Domain: errorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+func isNotLeader(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == notLeaderReason {
+			return true
+		}
+	}
+	return false
+}
+
+// errorsUnary turns every error into a gRPC status with the right code.
+func errorsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	return resp, toStatus(err)
+}
+
+func errorsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return toStatus(handler(srv, ss))
+}
+
+func toStatus(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raftnode.ErrNotLeader):
+		return notLeader("this node")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded; a write may still be applied: "+err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	return apierror.ToStatus(err)
+}
