@@ -12,8 +12,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 	"github.com/devfleet/devfleet/proto/apidoc"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
 // JSON is how devfleet writes API objects as JSON, over REST and in `-o json`: proto field
