@@ -47,7 +47,7 @@ func TestWriteOnFollowerReadOnAnother(t *testing.T) {
 		t.Fatalf("duplicate through follower: %v", err)
 	}
 	_, err = f[1].Fleet().CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "eu-1", Region: "mars"}})
-	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `region: region "mars" not found` {
+	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `region "mars" not found` {
 		t.Fatalf("site of missing region through follower: %v", err)
 	}
 }

@@ -103,7 +103,7 @@ func (s *Server) JoinMember(ctx context.Context, req *v1.JoinMemberRequest) (*v1
 	if err := s.raft.AddMember(ctx, req.GetNodeId(), req.GetRaftAddress(), !req.GetNonvoter()); err != nil {
 		return nil, err
 	}
-	s.log.Info("member joined", "node", req.GetNodeId(), "raft_address", req.GetRaftAddress(), "voter", !req.GetNonvoter())
+	s.log.Info("member joined", "member", req.GetNodeId(), "raft_address", req.GetRaftAddress(), "voter", !req.GetNonvoter())
 	suffrage := v1.Suffrage_SUFFRAGE_VOTER
 	if req.GetNonvoter() {
 		suffrage = v1.Suffrage_SUFFRAGE_NONVOTER
@@ -130,7 +130,7 @@ func (s *Server) RemoveMember(ctx context.Context, req *v1.RemoveMemberRequest) 
 	if _, _, err := s.propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_DeregisterNode{DeregisterNode: &fsmv1.DeregisterNode{Id: req.GetNodeId()}}}); err != nil {
 		return nil, err
 	}
-	s.log.Info("member removed", "node", req.GetNodeId())
+	s.log.Info("member removed", "member", req.GetNodeId())
 	return &v1.RemoveMemberResponse{Index: index}, nil
 }
 
@@ -152,7 +152,9 @@ func (s *Server) TransferLeadership(ctx context.Context, req *v1.TransferLeaders
 func (s *Server) SaveSnapshot(req *v1.SaveSnapshotRequest, stream grpc.ServerStreamingServer[v1.SnapshotChunk]) error {
 	ctx := stream.Context()
 	if !s.raft.IsLeader() {
-		return s.forwardSave(ctx, req, stream)
+		if err := s.forwardSave(ctx, req, stream); !errors.Is(err, errBecameLeader) {
+			return err
+		}
 	}
 	if err := s.consistent(ctx); err != nil {
 		return err
@@ -197,7 +199,9 @@ func (s *Server) forwardSave(ctx context.Context, req *v1.SaveSnapshotRequest, s
 func (s *Server) RestoreSnapshot(stream grpc.ClientStreamingServer[v1.SnapshotChunk, v1.RestoreSnapshotResponse]) error {
 	ctx := stream.Context()
 	if !s.raft.IsLeader() {
-		return s.forwardRestore(ctx, stream)
+		if err := s.forwardRestore(ctx, stream); !errors.Is(err, errBecameLeader) {
+			return err
+		}
 	}
 	archive, err := backup.Read(&chunkReader{recv: func() ([]byte, error) {
 		c, err := stream.Recv()

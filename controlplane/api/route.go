@@ -105,6 +105,9 @@ func (s *Server) routeUnary(ctx context.Context, req any, info *grpc.UnaryServer
 			return nil, notLeader(s.raft.ID())
 		}
 		resp, err := s.forward(ctx, info.FullMethod, m, req)
+		if errors.Is(err, errBecameLeader) {
+			continue
+		}
 		if isNotLeader(err) && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -165,12 +168,18 @@ func (s *Server) forward(ctx context.Context, fullMethod string, m method, req a
 	return resp, err
 }
 
+// errBecameLeader tells the router to serve the call here after all.
+var errBecameLeader = errors.New("this node became the leader")
+
 // leaderAddr returns the leader's gRPC address, waiting up to LeaderWait for one to be known.
 func (s *Server) leaderAddr(ctx context.Context) (string, error) {
 	deadline := time.Now().Add(s.cfg.LeaderWait)
 	for {
 		id, _ := s.raft.Leader()
-		if id != "" && id != s.raft.ID() {
+		if id == s.raft.ID() {
+			return "", errBecameLeader
+		}
+		if id != "" {
 			if n := s.store.View().GetNode(id); n != nil && n.GetGrpcAddress() != "" {
 				return n.GetGrpcAddress(), nil
 			}

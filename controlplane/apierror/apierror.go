@@ -43,7 +43,8 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Field == "" {
+	// A missing or duplicate object's reason already names it ("site \"x\" not found").
+	if e.Field == "" || e.Kind == NotFound || e.Kind == AlreadyExists {
 		return e.Reason
 	}
 	return e.Field + ": " + e.Reason
