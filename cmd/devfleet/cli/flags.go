@@ -69,8 +69,14 @@ func (f *enumFlag) names() []string {
 }
 
 // complete offers the accepted values to shell completion.
-func (f *enumFlag) complete(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	return f.names(), cobra.ShellCompDirectiveNoFileComp
+func (f *enumFlag) complete(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	var out []string
+	for _, n := range f.names() {
+		if strings.HasPrefix(n, strings.ToLower(toComplete)) {
+			out = append(out, n)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
 // labelsFlag collects repeated --label k=v flags into a map.

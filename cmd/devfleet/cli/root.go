@@ -312,6 +312,7 @@ func argCountError(names []string, most int, args []string) error {
 // unknown subcommand it is a usage error (cobra's default prints the help and exits 0, which
 // would hide a typo in a script).
 func group(cmd *cobra.Command) *cobra.Command {
+	cmd.SuggestionsMinimumDistance = 2 // cobra's default, which SuggestionsFor does not apply itself
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if len(args) == 0 {
 			return nil

@@ -1,0 +1,752 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/devfleet/devfleet/controlplane/api"
+	"github.com/devfleet/devfleet/controlplane/clustertest"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// result is what one devfleet command line did.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// runCLI runs a command line in-process, as main would.
+func runCLI(args ...string) result {
+	var out, errb bytes.Buffer
+	code := Main(args, &out, &errb)
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// testFleet is a test cluster and the CLI pointed at one of its nodes.
+type testFleet struct {
+	t    *testing.T
+	c    *clustertest.Cluster
+	addr string
+}
+
+func newFleet(t *testing.T) *testFleet {
+	t.Helper()
+	c := clustertest.New(t, 1, clustertest.Options{})
+	return &testFleet{t: t, c: c, addr: c.Nodes[0].Server.GRPCAddr()}
+}
+
+// run runs a command line against the fleet's node.
+func (f *testFleet) run(args ...string) result {
+	return runCLI(append([]string{"--addr", f.addr}, args...)...)
+}
+
+// ok runs a command line that must succeed and returns its stdout.
+func (f *testFleet) ok(args ...string) string {
+	f.t.Helper()
+	r := f.run(args...)
+	if r.code != 0 || r.stderr != "" {
+		f.t.Fatalf("devfleet %s: %s", strings.Join(args, " "), r)
+	}
+	return r.stdout
+}
+
+// fail runs a command line that must fail with code and one error line containing each of
+// wants, and nothing on stdout.
+func (f *testFleet) fail(code int, args []string, wants ...string) {
+	f.t.Helper()
+	checkFailure(f.t, f.run(args...), code, wants...)
+}
+
+func checkFailure(t *testing.T, r result, code int, wants ...string) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit code %d, want %d\n%s", r.code, code, r)
+	}
+	if r.stdout != "" {
+		t.Errorf("stdout not empty:\n%s", r.stdout)
+	}
+	if !strings.HasPrefix(r.stderr, "devfleet: ") || !strings.HasSuffix(r.stderr, "\n") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("stderr is not one line \"devfleet: ...\": %q", r.stderr)
+	}
+	for _, w := range wants {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr %q does not contain %q", r.stderr, w)
+		}
+	}
+}
+
+// decode parses a JSON document the CLI printed.
+func decode[T any](t *testing.T, out string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("output is not valid JSON: %v\n%s", err, out)
+	}
+	return v
+}
+
+// rows splits table output into lines of fields.
+func rows(out string) [][]string {
+	var rs [][]string
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		rs = append(rs, strings.Fields(l))
+	}
+	return rs
+}
+
+// keyValues parses the "key: value" lines of a show command.
+func keyValues(t *testing.T, out string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			t.Fatalf("line %q is not key: value", l)
+		}
+		m[k] = strings.TrimSpace(v)
+	}
+	return m
+}
+
+// seed creates region eu, site fra1 and the named hosts in it through the CLI.
+func (f *testFleet) seed(hosts ...string) {
+	f.t.Helper()
+	f.ok("region", "add", "eu", "--description", "Europe")
+	f.ok("site", "add", "fra1", "--region", "eu")
+	for _, h := range hosts {
+		f.ok("host", "add", h, "--site", "fra1", "--cpus", "32", "--memory-mib", "131072", "--disk-gib", "2000")
+	}
+}
+
+func TestInventoryTableAndJSON(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+
+	if got, want := f.ok("region", "add", "eu", "--description", "Europe"), "region eu created\n"; got != want {
+		t.Errorf("region add printed %q, want %q", got, want)
+	}
+	if got, want := f.ok("site", "add", "fra1", "--region", "eu", "--description", "Frankfurt 1"), "site fra1 created in region eu\n"; got != want {
+		t.Errorf("site add printed %q, want %q", got, want)
+	}
+	if got, want := f.ok("host", "add", "fra1-h1", "--site", "fra1", "--cpus", "32", "--memory-mib", "131072", "--disk-gib", "2000",
+		"--gpus", "2", "--label", "rack=r12", "--label", "tier=gold", "--libvirt", "qemu+ssh://fra1-h1/system",
+		"--cpu-overcommit", "4", "--reserved-cpus", "2", "--reserved-memory-mib", "4096"),
+		"host fra1-h1 created in site fra1 (region eu)\n"; got != want {
+		t.Errorf("host add printed %q, want %q", got, want)
+	}
+	// JSON mode prints the created object.
+	h2 := decode[map[string]any](t, f.ok("-o", "json", "host", "add", "fra1-h2", "--site", "fra1", "--cpus", "8", "--memory-mib", "16384", "--disk-gib", "100"))
+	if h2["name"] != "fra1-h2" || h2["region"] != "eu" || h2["state"] != "HOST_STATE_ACTIVE" {
+		t.Errorf("host add -o json = %v", h2)
+	}
+	f.ok("flavor", "add", "metal", "--cpus", "64", "--memory-mib", "262144", "--disk-gib", "2000", "--kind", "physical", "--description", "a whole machine")
+	f.ok("flavor", "add", "small", "--cpus", "4", "--memory-mib", "16384", "--disk-gib", "100")
+
+	t.Run("table", func(t *testing.T) {
+		want := [][]string{
+			{"NAME", "SITE", "REGION", "STATE", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
+			{"fra1-h1", "fra1", "eu", "active", "32", "131072", "2000", "2", "-"},
+			{"fra1-h2", "fra1", "eu", "active", "8", "16384", "100", "0", "-"},
+		}
+		if got := rows(f.ok("host", "list")); !reflect.DeepEqual(got, want) {
+			t.Errorf("host list:\n got %q\nwant %q", got, want)
+		}
+		out := f.ok("host", "list")
+		if lines := strings.Split(out, "\n"); strings.Index(lines[0], "STATE") != strings.Index(lines[1], "active") {
+			t.Errorf("host list columns are not aligned:\n%s", out)
+		}
+		if got, want := rows(f.ok("region", "list")), [][]string{{"NAME", "DESCRIPTION"}, {"eu", "Europe"}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("region list: got %q, want %q", got, want)
+		}
+		if got, want := rows(f.ok("site", "list", "--region", "eu")), [][]string{{"NAME", "REGION", "DESCRIPTION"}, {"fra1", "eu", "Frankfurt", "1"}}; !reflect.DeepEqual(got, want) {
+			t.Errorf("site list: got %q, want %q", got, want)
+		}
+		wantFlavors := [][]string{
+			{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "DESCRIPTION"},
+			{"metal", "physical", "64", "262144", "2000", "0", "a", "whole", "machine"},
+			{"small", "vm", "4", "16384", "100", "0", "-"},
+		}
+		if got := rows(f.ok("flavor", "list")); !reflect.DeepEqual(got, wantFlavors) {
+			t.Errorf("flavor list:\n got %q\nwant %q", got, wantFlavors)
+		}
+
+		host := keyValues(t, f.ok("host", "show", "fra1-h1"))
+		for k, v := range map[string]string{
+			"name":         "fra1-h1",
+			"site":         "fra1",
+			"region":       "eu",
+			"state":        "active",
+			"state_reason": "-",
+			"capacity":     "vcpus=32 memory_mib=131072 disk_gib=2000 gpus=2",
+			"reserved":     "vcpus=2 memory_mib=4096 disk_gib=0 gpus=0",
+			"overcommit":   "cpu=4 memory=1 disk=1",
+			"labels":       "rack=r12,tier=gold",
+			"libvirt_uri":  "qemu+ssh://fra1-h1/system",
+		} {
+			if host[k] != v {
+				t.Errorf("host show: %s = %q, want %q", k, host[k], v)
+			}
+		}
+		if _, err := time.Parse(time.RFC3339, host["create_time"]); err != nil {
+			t.Errorf("host show: create_time %q: %v", host["create_time"], err)
+		}
+		if r := keyValues(t, f.ok("region", "show", "eu")); r["name"] != "eu" || r["description"] != "Europe" {
+			t.Errorf("region show = %v", r)
+		}
+		if s := keyValues(t, f.ok("site", "show", "fra1")); s["region"] != "eu" || s["description"] != "Frankfurt 1" {
+			t.Errorf("site show = %v", s)
+		}
+		if fl := keyValues(t, f.ok("flavor", "show", "metal")); fl["kind"] != "physical" || fl["resources"] != "vcpus=64 memory_mib=262144 disk_gib=2000 gpus=0" {
+			t.Errorf("flavor show = %v", fl)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		hosts := decode[[]map[string]any](t, f.ok("-o", "json", "host", "list"))
+		if len(hosts) != 2 {
+			t.Fatalf("host list -o json: %d hosts, want 2", len(hosts))
+		}
+		h := hosts[0]
+		capacity, _ := h["capacity"].(map[string]any)
+		// Proto field names (memory_mib, not memoryMib); int64 as strings, as protojson does.
+		if h["name"] != "fra1-h1" || capacity["memory_mib"] != "131072" || capacity["vcpus"] != "32" || capacity["gpus"] != "2" {
+			t.Errorf("host list -o json [0] = %v", h)
+		}
+		if _, camel := capacity["memoryMib"]; camel {
+			t.Errorf("JSON uses camelCase names: %v", capacity)
+		}
+		if got := h["labels"]; !reflect.DeepEqual(got, map[string]any{"rack": "r12", "tier": "gold"}) {
+			t.Errorf("labels = %v", got)
+		}
+		if got := h["libvirt_uri"]; got != "qemu+ssh://fra1-h1/system" {
+			t.Errorf("libvirt_uri = %v", got)
+		}
+		if oc, _ := h["overcommit"].(map[string]any); oc["cpu"] != 4.0 {
+			t.Errorf("overcommit = %v", h["overcommit"])
+		}
+
+		one := decode[map[string]any](t, f.ok("host", "show", "fra1-h1", "-o", "json"))
+		if !reflect.DeepEqual(one, h) {
+			t.Errorf("host show -o json differs from its list entry:\n%v\n%v", one, h)
+		}
+		flavors := decode[[]map[string]any](t, f.ok("-o", "json", "flavor", "list"))
+		if len(flavors) != 2 || flavors[0]["kind"] != "FLAVOR_KIND_PHYSICAL" || flavors[1]["kind"] != "FLAVOR_KIND_VM" {
+			t.Errorf("flavor list -o json = %v", flavors)
+		}
+		if r := decode[map[string]any](t, f.ok("-o", "json", "region", "show", "eu")); r["name"] != "eu" || r["create_index"] == nil {
+			t.Errorf("region show -o json = %v", r)
+		}
+		if s := decode[[]map[string]any](t, f.ok("-o", "json", "site", "list")); len(s) != 1 || s[0]["region"] != "eu" {
+			t.Errorf("site list -o json = %v", s)
+		}
+		// An empty list is an empty array, not nothing.
+		if got := decode[[]any](t, f.ok("-o", "json", "devserver", "list")); len(got) != 0 {
+			t.Errorf("devserver list -o json = %v", got)
+		}
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		if got := f.ok("host", "delete", "fra1-h2"); got != "host fra1-h2 deleted\n" {
+			t.Errorf("host delete printed %q", got)
+		}
+		f.fail(1, []string{"host", "show", "fra1-h2"}, `host "fra1-h2" not found`, "(NotFound)")
+		if got := decode[map[string]any](t, f.ok("flavor", "delete", "small", "-o", "json")); got["index"] == nil {
+			t.Errorf("flavor delete -o json = %v", got)
+		}
+		f.fail(1, []string{"flavor", "show", "small"}, "(NotFound)")
+	})
+}
+
+func TestCordonUncordon(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed("fra1-h1", "fra1-h2")
+
+	if got, want := f.ok("host", "cordon", "fra1-h1", "--reason", "disk swap"), "host fra1-h1 cordoned: disk swap\n"; got != want {
+		t.Errorf("cordon printed %q, want %q", got, want)
+	}
+	if got := rows(f.ok("host", "list", "--state", "cordoned")); len(got) != 2 || got[1][0] != "fra1-h1" || got[1][3] != "cordoned" || strings.Join(got[1][8:], " ") != "disk swap" {
+		t.Errorf("host list --state cordoned = %q", got)
+	}
+	if got := rows(f.ok("host", "list", "--state", "ACTIVE")); len(got) != 2 || got[1][0] != "fra1-h2" {
+		t.Errorf("host list --state ACTIVE = %q", got)
+	}
+	if h := keyValues(t, f.ok("host", "show", "fra1-h1")); h["state"] != "cordoned" || h["state_reason"] != "disk swap" || h["state_change_time"] == "-" {
+		t.Errorf("host show after cordon = %v", h)
+	}
+	if got, want := f.ok("host", "uncordon", "fra1-h1", "--reason", "disk replaced"), "host fra1-h1 uncordoned\n"; got != want {
+		t.Errorf("uncordon printed %q, want %q", got, want)
+	}
+	if h := decode[map[string]any](t, f.ok("-o", "json", "host", "show", "fra1-h1")); h["state"] != "HOST_STATE_ACTIVE" || h["state_reason"] != nil {
+		t.Errorf("host after uncordon = %v", h)
+	}
+	if got := rows(f.ok("host", "list", "--state", "cordoned")); len(got) != 1 {
+		t.Errorf("host list --state cordoned after uncordon = %q, want the header only", got)
+	}
+	// JSON mode prints the host.
+	if h := decode[map[string]any](t, f.ok("-o", "json", "host", "cordon", "fra1-h2", "--reason", "bad dimm")); h["state"] != "HOST_STATE_CORDONED" || h["state_reason"] != "bad dimm" {
+		t.Errorf("cordon -o json = %v", h)
+	}
+}
+
+func TestServerErrors(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed("fra1-h1", "fra1-h2")
+
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"duplicate region", []string{"region", "add", "eu"}, []string{`region "eu" already exists`, "(AlreadyExists)"}},
+		{"duplicate host", []string{"host", "add", "fra1-h1", "--site", "fra1", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1"}, []string{"(AlreadyExists)"}},
+		{"negative cpus", []string{"host", "add", "fra1-h9", "--site", "fra1", "--cpus=-1", "--memory-mib", "1", "--disk-gib", "1"}, []string{"host.capacity.vcpus", "-1", "(InvalidArgument)"}},
+		{"bad libvirt uri", []string{"host", "add", "fra1-h9", "--site", "fra1", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--libvirt", "http://x"}, []string{"host.libvirt_uri", "(InvalidArgument)"}},
+		{"missing region", []string{"site", "add", "mars1", "--region", "mars"}, []string{`region "mars" not found`, "(NotFound)"}},
+		{"missing site", []string{"host", "add", "h", "--site", "nope", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1"}, []string{`site "nope" not found`, "(NotFound)"}},
+		{"list filter on a missing site", []string{"host", "list", "--site", "nope"}, []string{`site "nope" not found`, "(NotFound)"}},
+		{"show missing", []string{"region", "show", "mars", "--stale"}, []string{`region "mars" not found`, "(NotFound)"}},
+		{"delete site with hosts", []string{"site", "delete", "fra1"}, []string{`site "fra1"`, "fra1-h1, fra1-h2", "(FailedPrecondition)"}},
+		{"delete region with sites", []string{"region", "delete", "eu"}, []string{"fra1", "(FailedPrecondition)"}},
+		{"empty cordon reason", []string{"host", "cordon", "fra1-h1", "--reason", ""}, []string{"reason", "(InvalidArgument)"}},
+		{"remove the leader", []string{"cluster", "remove", "n1"}, []string{"transfer-leadership", "(FailedPrecondition)"}},
+		{"join with a bad address", []string{"cluster", "join", "n9", "--raft-addr", "nowhere", "--grpc-addr", "127.0.0.1:1"}, []string{"raft_address", "(InvalidArgument)"}},
+		{"restore a file that is not an archive", []string{"cluster", "snapshot", "restore", writeFile(t, "garbage")}, []string{"(InvalidArgument)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			checkFailure(t, f.run(tc.args...), 1, tc.wants...)
+		})
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestUsageErrors checks that bad command lines exit 2 with one readable line, before the CLI
+// contacts anything.
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var contacted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			contacted.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	addr := ln.Addr().String()
+	hostAdd := []string{"host", "add", "h1", "--site", "s", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1"}
+
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		wants []string
+	}{
+		{"label without =", slices.Concat(hostAdd, []string{"--label", "bad"}), []string{"host add", `"bad"`, "--label", "key=value"}},
+		{"label without key", slices.Concat(hostAdd, []string{"--label", "=v"}), []string{"--label", "key=value"}},
+		{"label twice", slices.Concat(hostAdd, []string{"--label", "a=1", "--label", "a=2"}), []string{`label "a" given twice`}},
+		{"output before the command", []string{"-o", "yaml", "region", "list"}, []string{`"yaml"`, "must be table or json"}},
+		{"output after the command", []string{"region", "list", "--output=yaml"}, []string{"must be table or json"}},
+		{"bad state", []string{"host", "list", "--state", "asleep"}, []string{`"asleep"`, "active, cordoned, draining, drained, decommissioning or retired"}},
+		{"bad kind", []string{"flavor", "add", "f", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--kind", "container"}, []string{"--kind", "vm or physical"}},
+		{"not a number", []string{"host", "add", "h1", "--site", "s", "--cpus", "many", "--memory-mib", "1", "--disk-gib", "1"}, []string{"--cpus"}},
+		{"missing name", []string{"host", "show"}, []string{"host show: expects NAME, got 0 arguments"}},
+		{"two names", []string{"region", "delete", "a", "b"}, []string{"region delete: expects NAME, got 2 arguments (a b)"}},
+		{"arguments to a list", []string{"region", "list", "eu"}, []string{"expects no arguments, got 1 argument"}},
+		{"two node ids", []string{"cluster", "transfer-leadership", "n1", "n2"}, []string{"[NODE_ID]"}},
+		{"cordon without reason", []string{"host", "cordon", "h1"}, []string{`required flag(s) "reason" not set`}},
+		{"host without capacity", []string{"host", "add", "h1", "--site", "s"}, []string{`"cpus"`, `"disk-gib"`, `"memory-mib"`}},
+		{"site without region", []string{"site", "add", "s"}, []string{`"region"`}},
+		{"join without raft address", []string{"cluster", "join", "n4", "--grpc-addr", "10.0.0.4:7401"}, []string{`"raft-addr"`}},
+		{"unknown flag", []string{"region", "list", "--colour"}, []string{"unknown flag: --colour"}},
+		{"unknown command", []string{"hots", "list"}, []string{`unknown command "hots"`, "did you mean host?"}},
+		{"unknown subcommand", []string{"host", "lsit"}, []string{`unknown command "lsit" for "devfleet host"`, "did you mean list?"}},
+		{"unknown snapshot subcommand", []string{"cluster", "snapshot", "take", "f"}, []string{`unknown command "take"`}},
+		{"negative timeout", []string{"--timeout", "-1s", "region", "list"}, []string{"--timeout must not be negative"}},
+		{"empty address", []string{"region", "list", "--addr", ""}, []string{"--addr must not be empty"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--addr", addr}, tc.args...)
+			if tc.name == "empty address" {
+				args = tc.args
+			}
+			checkFailure(t, runCLI(args...), 2, tc.wants...)
+		})
+	}
+	time.Sleep(50 * time.Millisecond) // let a stray connection reach Accept
+	if n := contacted.Load(); n != 0 {
+		t.Errorf("usage errors contacted the server %d times", n)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	t.Run("nothing listens", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		checkFailure(t, runCLI("--addr", addr, "region", "list"), 1, "cannot reach "+addr+": ", "connection refused", "(Unavailable)")
+	})
+	t.Run("no answer", func(t *testing.T) {
+		t.Parallel()
+		// Accepts connections and never speaks: the call runs into --timeout.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			var conns []net.Conn
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns = append(conns, c)
+			}
+		}()
+		addr := ln.Addr().String()
+		checkFailure(t, runCLI("--addr", addr, "--timeout", "300ms", "cluster", "status"), 1, "no answer from "+addr+" within 300ms", "(DeadlineExceeded)")
+	})
+}
+
+// TestThreeNodes writes through a follower and reads through another node, consistently and
+// with --stale.
+func TestThreeNodes(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, 3, clustertest.Options{})
+	leader := c.WaitLeader()
+	followers := c.Followers()
+	if len(followers) != 2 {
+		t.Fatalf("%d followers, want 2", len(followers))
+	}
+	writer := &testFleet{t: t, c: c, addr: followers[0].Server.GRPCAddr()}
+	reader := &testFleet{t: t, c: c, addr: followers[1].Server.GRPCAddr()}
+
+	writer.seed("fra1-h1")
+	writer.ok("host", "cordon", "fra1-h1", "--reason", "disk swap")
+
+	// A consistent read goes through the leader: the write is there at once.
+	if h := keyValues(t, reader.ok("host", "show", "fra1-h1")); h["state"] != "cordoned" {
+		t.Errorf("consistent read through the other follower: state %q", h["state"])
+	}
+	// A stale read is served by the follower itself, which catches up shortly.
+	clustertest.WaitFor(t, 10*time.Second, "the follower to apply the cordon", func() error {
+		r := reader.run("host", "list", "--stale", "--state", "cordoned", "-o", "json")
+		if r.code != 0 {
+			return fmt.Errorf("%s", r)
+		}
+		var hosts []map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &hosts); err != nil {
+			return err
+		}
+		if len(hosts) != 1 || hosts[0]["name"] != "fra1-h1" {
+			return fmt.Errorf("stale host list = %v", hosts)
+		}
+		return nil
+	})
+	if r := keyValues(t, reader.ok("region", "show", "eu", "--stale")); r["description"] != "Europe" {
+		t.Errorf("stale region show = %v", r)
+	}
+
+	st := keyValues(t, reader.ok("cluster", "status"))
+	if st["node_id"] != followers[1].ID || st["state"] != "follower" || st["leader_id"] != leader.ID || st["voters"] != "3" {
+		t.Errorf("cluster status through %s = %v", followers[1].ID, st)
+	}
+	for _, stale := range []string{"--stale=false", "--stale"} {
+		members := decode[[]map[string]any](t, reader.ok("cluster", "members", "-o", "json", stale))
+		leaders := 0
+		for _, m := range members {
+			if m["suffrage"] != "SUFFRAGE_VOTER" {
+				t.Errorf("member %v is not a voter", m)
+			}
+			if m["leader"] == true {
+				leaders++
+				if m["node_id"] != leader.ID {
+					t.Errorf("leader is %v, want %s", m["node_id"], leader.ID)
+				}
+			}
+		}
+		if len(members) != 3 || leaders != 1 {
+			t.Errorf("cluster members %s = %v", stale, members)
+		}
+	}
+	if got := rows(reader.ok("cluster", "members")); len(got) != 4 || strings.Join(got[0], " ") != "NODE_ID SUFFRAGE LEADER RAFT_ADDRESS GRPC_ADDRESS HTTP_ADDRESS" {
+		t.Errorf("cluster members table = %q", got)
+	}
+
+	// Leadership moves to the named follower.
+	target := followers[1].ID
+	if got, want := writer.ok("cluster", "transfer-leadership", target), "leadership transferred to "+target+"\n"; got != want {
+		t.Errorf("transfer-leadership printed %q, want %q", got, want)
+	}
+	clustertest.WaitFor(t, 10*time.Second, target+" to lead", func() error {
+		if l := c.Leader(); l == nil || l.ID != target {
+			return fmt.Errorf("leader is not %s", target)
+		}
+		return nil
+	})
+}
+
+func TestClusterMembership(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	// A non-voter does not count for quorum, so the single node commits without it.
+	m := decode[map[string]any](t, f.ok("-o", "json", "cluster", "join", "n9", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "127.0.0.1:2", "--http-addr", "127.0.0.1:3", "--nonvoter"))
+	if m["node_id"] != "n9" || m["suffrage"] != "SUFFRAGE_NONVOTER" || m["http_address"] != "127.0.0.1:3" {
+		t.Errorf("cluster join -o json = %v", m)
+	}
+	var n9 []string
+	for _, r := range rows(f.ok("cluster", "members")) {
+		if r[0] == "n9" {
+			n9 = r
+		}
+	}
+	if want := []string{"n9", "nonvoter", "no", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}; !reflect.DeepEqual(n9, want) {
+		t.Errorf("cluster members row of n9 = %q, want %q", n9, want)
+	}
+	if got := f.ok("cluster", "remove", "n9"); got != "member n9 removed\n" {
+		t.Errorf("cluster remove printed %q", got)
+	}
+	if got := rows(f.ok("cluster", "members")); len(got) != 2 || got[1][0] != "n1" {
+		t.Errorf("cluster members after remove = %q", got)
+	}
+	if st := decode[map[string]any](t, f.ok("-o", "json", "cluster", "status")); st["node_id"] != "n1" || st["state"] != "RAFT_STATE_LEADER" || st["leader_ready"] != true {
+		t.Errorf("cluster status -o json = %v", st)
+	}
+}
+
+func TestPaging(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := context.Background()
+	var want []string
+	for i := range 30 {
+		name := fmt.Sprintf("r%02d", i)
+		want = append(want, name)
+		if _, err := f.c.Nodes[0].Fleet().CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, size := range []string{"7", "10", "500"} {
+		regions := decode[[]map[string]any](t, f.ok("-o", "json", "region", "list", "--page-size", size))
+		var got []string
+		for _, r := range regions {
+			got = append(got, r["name"].(string))
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("region list --page-size %s: got %v, want %v", size, got, want)
+		}
+	}
+	if got := rows(f.ok("region", "list", "--page-size", "4", "--stale")); len(got) != 31 || got[30][0] != "r29" {
+		t.Errorf("region list table across pages: %d lines", len(got))
+	}
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "fleet.snap")
+
+	f.seed("fra1-h1")
+	out := f.ok("cluster", "snapshot", "save", file)
+	info, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("wrote %d bytes to %s\n", info.Size(), file); out != want || info.Size() == 0 {
+		t.Errorf("snapshot save printed %q, want %q", out, want)
+	}
+	if _, err := os.Stat(file + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("%s.tmp left behind: %v", file, err)
+	}
+	saved := decode[map[string]any](t, f.ok("-o", "json", "cluster", "snapshot", "save", file+"2"))
+	if info2, err := os.Stat(file + "2"); err != nil || saved["file"] != file+"2" || saved["bytes"] != float64(info2.Size()) {
+		t.Errorf("snapshot save -o json = %v; file: %v, %v", saved, info2, err)
+	}
+
+	// Change the state, then go back to the archive.
+	f.ok("host", "delete", "fra1-h1")
+	f.ok("region", "add", "us")
+	out = f.ok("cluster", "snapshot", "restore", file)
+	if !strings.HasPrefix(out, "restored "+file+": cluster state is at index ") {
+		t.Errorf("snapshot restore printed %q", out)
+	}
+	if h := keyValues(t, f.ok("host", "show", "fra1-h1")); h["site"] != "fra1" {
+		t.Errorf("host after restore = %v", h)
+	}
+	f.fail(1, []string{"region", "show", "us"}, "(NotFound)")
+	if r := decode[map[string]any](t, f.ok("-o", "json", "cluster", "snapshot", "restore", file)); r["index"] == nil {
+		t.Errorf("snapshot restore -o json = %v", r)
+	}
+
+	// A save that cannot write leaves nothing behind; a missing file fails before the upload.
+	f.fail(1, []string{"cluster", "snapshot", "save", filepath.Join(dir, "missing", "x.snap")}, "no such file or directory")
+	f.fail(1, []string{"cluster", "snapshot", "restore", filepath.Join(dir, "missing.snap")}, "missing.snap", "no such file or directory")
+}
+
+func TestDevservers(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed("fra1-h1")
+	f.ok("flavor", "add", "small", "--cpus", "4", "--memory-mib", "16384", "--disk-gib", "100")
+	// The CLI does not create devservers; the API does.
+	_, err := f.c.Nodes[0].Fleet().CreateDevserver(context.Background(), &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
+		Name: "alice-dev", Owner: "alice", Flavor: "small", Region: "eu", Host: "fra1-h1", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := [][]string{
+		{"NAME", "OWNER", "FLAVOR", "REGION", "SITE", "HOST", "STATE", "LIFESPAN", "EXPIRES"},
+		{"alice-dev", "alice", "small", "eu", "fra1", "fra1-h1", "provisioning", "permanent", "-"},
+	}
+	for _, filter := range [][]string{nil, {"--owner", "alice"}, {"--host", "fra1-h1"}, {"--site", "fra1", "--region", "eu", "--stale"}} {
+		if got := rows(f.ok(append([]string{"devserver", "list"}, filter...)...)); !reflect.DeepEqual(got, want) {
+			t.Errorf("devserver list %v:\n got %q\nwant %q", filter, got, want)
+		}
+	}
+	if got := rows(f.ok("devserver", "list", "--owner", "bob")); len(got) != 1 {
+		t.Errorf("devserver list --owner bob = %q, want the header only", got)
+	}
+	d := keyValues(t, f.ok("devserver", "show", "alice-dev"))
+	if d["owner"] != "alice" || d["host"] != "fra1-h1" || d["lifespan"] != "permanent" || d["id"] == "-" {
+		t.Errorf("devserver show = %v", d)
+	}
+	if d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "show", "alice-dev", "--stale")); d["lifespan"] != "LIFESPAN_PERMANENT" || d["state"] != "DEVSERVER_STATE_PROVISIONING" {
+		t.Errorf("devserver show -o json = %v", d)
+	}
+	f.fail(1, []string{"host", "delete", "fra1-h1"}, "alice-dev", "(FailedPrecondition)")
+	f.fail(1, []string{"devserver", "list", "--host", "nope"}, `host "nope" not found`, "(NotFound)")
+}
+
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	for _, shell := range []string{"bash", "zsh", "fish", "powershell"} {
+		r := runCLI("completion", shell)
+		if r.code != 0 || !strings.Contains(r.stdout, "devfleet") || r.stderr != "" {
+			t.Errorf("completion %s: %s", shell, r)
+		}
+	}
+	if r := runCLI("completion", "bash"); !strings.Contains(r.stdout, "bash completion") {
+		t.Errorf("completion bash does not look like a bash completion script:\n%.200s", r.stdout)
+	}
+
+	f := newFleet(t)
+	f.seed("fra1-h1", "fra1-h2", "fra2-h1")
+	complete := func(args ...string) []string {
+		t.Helper()
+		r := f.run(append([]string{"__complete"}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("__complete %v: %s", args, r)
+		}
+		lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+		return lines[:len(lines)-1] // the last line is the directive
+	}
+	if got, want := complete("host", "show", "fra1-"), []string{"fra1-h1", "fra1-h2"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("completing host show fra1-: %q, want %q", got, want)
+	}
+	if got, want := complete("host", "list", "--state", "dr"), []string{"draining", "drained"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("completing --state dr: %q, want %q", got, want)
+	}
+	if got, want := complete("site", "add", "x", "--region", ""), []string{"eu"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("completing --region: %q, want %q", got, want)
+	}
+	if got := complete("host", "show", "fra1-h1", ""); len(got) != 0 {
+		t.Errorf("completing a second name: %q, want nothing", got)
+	}
+}
+
+// TestAddressFromEnvironment checks that DEVFLEET_ADDR replaces the default address.
+func TestAddressFromEnvironment(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.ok("region", "add", "eu")
+	getenv := func(k string) string {
+		if k == addrEnv {
+			return f.addr
+		}
+		return ""
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"region", "list"}, &out, &errb, getenv); code != 0 || !strings.Contains(out.String(), "eu") {
+		t.Errorf("region list with %s=%s: exit %d, stdout %q, stderr %q", addrEnv, f.addr, code, out.String(), errb.String())
+	}
+	out.Reset()
+	run(context.Background(), []string{"--help"}, &out, &errb, func(string) string { return "" })
+	if !strings.Contains(out.String(), `(default "`+defaultAddr+`")`) {
+		t.Errorf("help does not show the default address %s:\n%s", defaultAddr, out.String())
+	}
+}
+
+// TestJSONOptionsMatchAPI keeps -o json the same as the REST gateway's JSON.
+func TestJSONOptionsMatchAPI(t *testing.T) {
+	t.Parallel()
+	if !reflect.DeepEqual(jsonOptions, api.JSON) {
+		t.Errorf("cli jsonOptions %+v differ from api.JSON %+v", jsonOptions, api.JSON)
+	}
+}
+
+func TestShortEnumNames(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   protoreflect.Enum
+		want string
+	}{
+		{v1.HostState_HOST_STATE_CORDONED, "cordoned"},
+		{v1.HostState_HOST_STATE_DECOMMISSIONING, "decommissioning"},
+		{v1.HostState_HOST_STATE_UNSPECIFIED, ""},
+		{v1.FlavorKind_FLAVOR_KIND_PHYSICAL, "physical"},
+		{v1.RaftState_RAFT_STATE_LEADER, "leader"},
+		{v1.Suffrage_SUFFRAGE_NONVOTER, "nonvoter"},
+		{v1.HostState(42), "42"},
+	} {
+		if got := short(tc.in); got != tc.want {
+			t.Errorf("short(%v) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
