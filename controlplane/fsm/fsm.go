@@ -70,10 +70,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.log.Error("cannot decode raft log entry; stopping rather than diverging", "index", l.Index, "error", err)
 		panic(fmt.Sprintf("fsm: log entry %d: %v", l.Index, err))
 	}
-	results := make([]Result, len(batch.GetCommands()))
-	for i, cmd := range batch.GetCommands() {
-		results[i] = f.applyOne(l.Index, cmd)
-	}
+	results := f.applyBatch(l.Index, batch.GetCommands())
 	f.setApplied(l.Index)
 	f.metrics.observeBatch(len(results), time.Since(start))
 	return results
@@ -82,24 +79,85 @@ func (f *FSM) Apply(l *raft.Log) any {
 // ApplyCommand applies a single command outside raft at the given index; for tests, benchmarks
 // and fuzzing of the handlers.
 func (f *FSM) ApplyCommand(index uint64, cmd *fsmv1.Command) Result {
-	r := f.applyOne(index, cmd)
+	r := f.applyBatch(index, []*fsmv1.Command{cmd})[0]
 	f.setApplied(index)
 	return r
 }
 
-func (f *FSM) applyOne(index uint64, cmd *fsmv1.Command) Result {
-	reg, ok := f.registry.lookup(cmd)
-	if !ok {
-		if cmd.GetIgnoreIfUnknown() {
-			f.log.Warn("skipping a command of a type this build does not know", "index", index)
-			f.metrics.observeCommand("unknown", "skipped")
-			return Result{Index: index}
+// applyBatch applies the commands of one entry. The fast path runs them all in one memdb
+// transaction, which shares the copied index paths and the index-table update between them
+// (most of the apply cost). If any command is rejected, that transaction is discarded and the
+// batch is applied again one transaction per command, so that a rejected command changes
+// nothing and the others still apply. Both paths end in the same state on every replica.
+func (f *FSM) applyBatch(index uint64, cmds []*fsmv1.Command) []Result {
+	results := make([]Result, len(cmds))
+	if len(cmds) > 1 {
+		txn := f.store.Begin(index, time.Time{})
+		ok := true
+		for i, cmd := range cmds {
+			reg, known := f.lookup(index, cmd)
+			if !known {
+				results[i] = Result{Index: index}
+				continue
+			}
+			txn.SetNow(time.Unix(0, cmd.GetTimeUnixNano()).UTC())
+			value, err := reg.handler(txn, cmd)
+			if err != nil {
+				ok = false
+				break
+			}
+			results[i] = Result{Value: value, Index: index}
 		}
-		f.log.Error("command of unknown type in the raft log; upgrade this node", "index", index)
-		panic(fmt.Sprintf("fsm: log entry %d holds a command of a type this build does not know; upgrade devfleetd", index))
+		if ok && txn.Commit() == nil {
+			for i, cmd := range cmds {
+				if results[i].Value == nil && !f.known(cmd) {
+					f.metrics.observeCommand("unknown", "skipped")
+					continue
+				}
+				f.observeApplied(cmd, "applied")
+			}
+			return results
+		}
+		txn.Abort()
 	}
+	for i, cmd := range cmds {
+		results[i] = f.applyOne(index, cmd)
+	}
+	return results
+}
+
+// lookup finds a command's handler. A command of an unknown type is skipped if it says so,
+// and otherwise stops the node.
+func (f *FSM) lookup(index uint64, cmd *fsmv1.Command) (registration, bool) {
+	reg, ok := f.registry.lookup(cmd)
+	if ok {
+		return reg, true
+	}
+	if cmd.GetIgnoreIfUnknown() {
+		f.log.Warn("skipping a command of a type this build does not know", "index", index)
+		return registration{}, false
+	}
+	f.log.Error("command of unknown type in the raft log; upgrade this node", "index", index)
+	panic(fmt.Sprintf("fsm: log entry %d holds a command of a type this build does not know; upgrade devfleetd", index))
+}
+
+func (f *FSM) known(cmd *fsmv1.Command) bool {
+	_, ok := f.registry.lookup(cmd)
+	return ok
+}
+
+func (f *FSM) observeApplied(cmd *fsmv1.Command, result string) {
 	if t := cmd.GetTimeUnixNano(); t > f.lastTime.Load() {
 		f.lastTime.Store(t)
+	}
+	f.metrics.observeCommand(TypeName(cmd), result)
+}
+
+func (f *FSM) applyOne(index uint64, cmd *fsmv1.Command) Result {
+	reg, ok := f.lookup(index, cmd)
+	if !ok {
+		f.metrics.observeCommand("unknown", "skipped")
+		return Result{Index: index}
 	}
 	txn := f.store.Begin(index, time.Unix(0, cmd.GetTimeUnixNano()).UTC())
 	value, err := reg.handler(txn, cmd)
@@ -109,10 +167,10 @@ func (f *FSM) applyOne(index uint64, cmd *fsmv1.Command) Result {
 		txn.Abort()
 	}
 	if err != nil {
-		f.metrics.observeCommand(reg.name, "rejected")
+		f.observeApplied(cmd, "rejected")
 		return Result{Err: err, Index: index}
 	}
-	f.metrics.observeCommand(reg.name, "applied")
+	f.observeApplied(cmd, "applied")
 	return Result{Value: value, Index: index}
 }
 

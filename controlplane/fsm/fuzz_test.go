@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -58,6 +61,35 @@ func FuzzApplyCommands(f *testing.F) {
 			}
 		}
 		snap := h.persisted()
+
+		// The same commands in multi-command entries (one memdb transaction each, or one per
+		// command after a rejection) end in the same state as one command at a time at the
+		// same raft indexes.
+		batched, single := newHarness(t), newHarness(t)
+		for i, idx := 0, uint64(1); i+1 < len(data) && i < 400; idx++ {
+			n := 1 + int(data[i])%5
+			var cmds []*fsmv1.Command
+			for ; n > 0 && i+1 < len(data) && i < 400; n, i = n-1, i+2 {
+				cmd := fuzzCommand(data[i], data[i+1], i)
+				cmd.TimeUnixNano = epoch.Add(time.Duration(idx) * time.Second).UnixNano()
+				cmds = append(cmds, cmd)
+			}
+			entry, err := EncodeBatch(cmds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := batched.fsm.Apply(&raft.Log{Index: idx, Data: entry}).([]Result)
+			for j, cmd := range cmds {
+				want := single.fsm.ApplyCommand(idx, proto.Clone(cmd).(*fsmv1.Command))
+				if (want.Err == nil) != (res[j].Err == nil) {
+					t.Fatalf("entry %d command %d (%s): batched err %v, alone err %v", idx, j, TypeName(cmd), res[j].Err, want.Err)
+				}
+			}
+		}
+		if !bytes.Equal(batched.persisted(), single.persisted()) {
+			t.Fatal("batched apply differs from one command at a time")
+		}
+
 		fresh := newHarness(t)
 		if err := fresh.fsm.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 			t.Fatal(err)

@@ -66,7 +66,7 @@ const (
 	DefaultSnapshotThreshold  = 8192
 	DefaultTrailingLogs       = 10240
 	DefaultMaxBatch           = 1024
-	DefaultMaxInflight        = 2
+	DefaultMaxInflight        = 1
 )
 
 func (c *Config) withDefaults() {
@@ -158,7 +158,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		}
 		bolt, err := raftboltdb.New(raftboltdb.Options{
 			Path:        filepath.Join(cfg.DataDir, "raft.db"),
-			BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType},
+			BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, FreelistType: bbolt.FreelistMapType, NoFreelistSync: true, InitialMmapSize: 1 << 30},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open raft log %s (is another devfleetd using this data dir?): %w", filepath.Join(cfg.DataDir, "raft.db"), err)

@@ -41,7 +41,10 @@ func (v *View) ListDevservers(f DevserverFilter, p Page) ([]*v1.Devserver, strin
 	case f.Owner != "":
 		return list(v, TableDevservers, "owner", f.Owner, p, keep)
 	case f.Site != "":
-		return list(v, TableDevservers, "site", f.Site, p, keep)
+		if site, err := v.GetSite(f.Site); err == nil {
+			return list(v, TableDevservers, "region", site.GetRegion(), p, keep)
+		}
+		return nil, ""
 	case f.Region != "":
 		return list(v, TableDevservers, "region", f.Region, p, keep)
 	default:

@@ -78,14 +78,14 @@ func schema() *memdb.DBSchema {
 			index("region", false, false, func(h *v1.Host) string { return h.GetRegion() }),
 		),
 		table(TableFlavors, index("id", true, false, func(f *v1.Flavor) string { return f.GetName() })),
+		// Devservers are the hottest table: every index costs on every write, so only lookups
+		// that must be fast are indexed. Site and flavor filters scan the region or the table.
 		table(TableDevservers,
 			index("id", true, false, func(d *v1.Devserver) string { return d.GetName() }),
 			index("uid", true, false, func(d *v1.Devserver) string { return d.GetId() }),
 			index("owner", false, false, func(d *v1.Devserver) string { return d.GetOwner() }),
 			index("region", false, false, func(d *v1.Devserver) string { return d.GetRegion() }),
-			index("site", false, true, func(d *v1.Devserver) string { return d.GetSite() }),
 			index("host", false, true, func(d *v1.Devserver) string { return d.GetHost() }),
-			index("flavor", false, false, func(d *v1.Devserver) string { return d.GetFlavor() }),
 		),
 	}
 	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}

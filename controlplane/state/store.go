@@ -143,6 +143,10 @@ func (w *WriteTxn) RaftIndex() uint64 { return w.index }
 // Now is the leader's time stamped into the command.
 func (w *WriteTxn) Now() *timestamppb.Timestamp { return w.now }
 
+// SetNow moves the transaction to the next command's time, when one transaction applies
+// several commands of a batch.
+func (w *WriteTxn) SetNow(now time.Time) { w.now = timestamppb.New(now) }
+
 func (w *WriteTxn) touch(table string) {
 	for _, t := range w.touched {
 		if t == table {

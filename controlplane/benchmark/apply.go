@@ -1,0 +1,239 @@
+package benchmark
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/devfleet/devfleet/controlplane"
+	"github.com/devfleet/devfleet/controlplane/raftnode"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// Cluster is a three-node devfleet cluster on loopback with fsync'd bbolt logs, started for a
+// benchmark.
+type Cluster struct {
+	nodes []*controlplane.Server
+}
+
+// StartCluster starts three nodes with their data in dir; rc tunes raft (zero: defaults).
+func StartCluster(dir string, rc raftnode.Config) (*Cluster, error) {
+	c := &Cluster{}
+	log := slog.New(slog.DiscardHandler)
+	for i := 0; i < 3; i++ {
+		d, err := mkdir(dir, fmt.Sprintf("node%d", i))
+		if err != nil {
+			return nil, err
+		}
+		cfg := controlplane.Config{
+			NodeID: fmt.Sprintf("b%d", i), DataDir: d,
+			RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+			Bootstrap: i == 0, Logger: log, Raft: rc,
+		}
+		if i > 0 {
+			cfg.Join = []string{c.nodes[0].GRPCAddr()}
+		}
+		s, err := controlplane.Start(cfg)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.nodes = append(c.nodes, s)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := c.Leader()
+		if l != nil {
+			if m, err := l.Node().Members(context.Background()); err == nil && len(m) == 3 && allAnnounced(l) {
+				return c, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			c.Close()
+			return nil, fmt.Errorf("benchmark cluster did not form within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func allAnnounced(l *controlplane.Server) bool {
+	return len(l.Node().FSM().Store().View().Nodes()) == 3
+}
+
+// Leader returns the ready leader or nil.
+func (c *Cluster) Leader() *controlplane.Server {
+	for _, n := range c.nodes {
+		if n.Node().IsLeader() && n.Ready() {
+			return n
+		}
+	}
+	return nil
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, n := range c.nodes {
+		n.Stop()
+	}
+}
+
+// Seed creates what the benchmark's writes refer to.
+func (c *Cluster) Seed(ctx context.Context) error {
+	conn, err := grpc.NewClient(c.Leader().GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fleet := v1.NewFleetServiceClient(conn)
+	if _, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "bench"}}); err != nil {
+		return err
+	}
+	_, err = fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 4, MemoryMib: 16384, DiskGib: 100}}})
+	return err
+}
+
+var runSeq atomic.Int64
+
+// Run drives devserver creations through the leader's gRPC API from clients goroutines for d.
+// Every write is acknowledged only after its raft entry committed and applied on the leader.
+func (c *Cluster) Run(ctx context.Context, clients int, d time.Duration) (Result, error) {
+	leader := c.Leader()
+	if leader == nil {
+		return Result{}, fmt.Errorf("no leader")
+	}
+	// A few HTTP/2 connections, as separate client processes would open.
+	conns := make([]*grpc.ClientConn, min(clients, 8))
+	for i := range conns {
+		conn, err := grpc.NewClient(leader.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return Result{}, err
+		}
+		defer conn.Close()
+		conns[i] = conn
+	}
+	batchesBefore, cmdsBefore := batchCounts(leader)
+	run := runSeq.Add(1)
+	var lat Latencies
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	for w := 0; w < clients; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fleet := v1.NewFleetServiceClient(conns[w%len(conns)])
+			for i := 0; ctx.Err() == nil; i++ {
+				req := &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
+					Name:  fmt.Sprintf("r%d-c%d-d%d", run, w, i),
+					Owner: "bench", Flavor: "small", Region: "bench", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
+				}}
+				t := time.Now()
+				if _, err := fleet.CreateDevserver(context.WithoutCancel(ctx), req); err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat.Add(time.Since(t))
+			}
+		}()
+	}
+	wg.Wait()
+	r := lat.Summarize("devfleet", clients, int(errs.Load()), time.Since(start))
+	batchesAfter, cmdsAfter := batchCounts(leader)
+	if b := batchesAfter - batchesBefore; b > 0 {
+		r.AvgBatch = (cmdsAfter - cmdsBefore) / b
+	}
+	return r, nil
+}
+
+// batchCounts reads how many raft entries the leader proposed and how many commands they held.
+func batchCounts(s *controlplane.Server) (entries, commands float64) {
+	mfs, err := s.Registry().Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "devfleet_raft_proposal_batch_commands" {
+			h := mf.GetMetric()[0].GetHistogram()
+			return float64(h.GetSampleCount()), h.GetSampleSum()
+		}
+	}
+	return 0, 0
+}
+
+// ApplyOptions configures RunApply.
+type ApplyOptions struct {
+	Dir      string
+	Clients  []int
+	Duration time.Duration
+	// SkipBare leaves out the bare raft reference.
+	SkipBare bool
+}
+
+// ApplyReport is what RunApply measured.
+type ApplyReport struct {
+	FsyncPerSec float64  `json:"fsync_per_sec"`
+	Devfleet    []Result `json:"devfleet"`
+	Bare        []Result `json:"bare_raft,omitempty"`
+}
+
+// RunApply measures the disk's fsync rate, then devfleet's write path and the bare raft stack
+// at each client count, printing rows to out as it goes.
+func RunApply(ctx context.Context, o ApplyOptions, out io.Writer) (ApplyReport, error) {
+	var rep ApplyReport
+	var err error
+	if rep.FsyncPerSec, err = FsyncRate(o.Dir, 2*time.Second); err != nil {
+		return rep, err
+	}
+	fmt.Fprintf(out, "disk: %.0f fsync/s (4 KiB write + fsync) in %s\n", rep.FsyncPerSec, o.Dir)
+
+	c, err := StartCluster(o.Dir+"/devfleet", raftnode.Config{})
+	if err != nil {
+		return rep, err
+	}
+	defer c.Close()
+	if err := c.Seed(ctx); err != nil {
+		return rep, err
+	}
+	if _, err := c.Run(ctx, 16, time.Second); err != nil { // warm up
+		return rep, err
+	}
+	fmt.Fprintln(out, "devfleet: 3 nodes on loopback, bbolt logs fsync'd, CreateDevserver over gRPC to the leader")
+	for _, n := range o.Clients {
+		r, err := c.Run(ctx, n, o.Duration)
+		if err != nil {
+			return rep, err
+		}
+		rep.Devfleet = append(rep.Devfleet, r)
+		fmt.Fprintln(out, r)
+	}
+	c.Close()
+	if o.SkipBare {
+		return rep, nil
+	}
+	b, err := StartBareStack(o.Dir + "/bare")
+	if err != nil {
+		return rep, err
+	}
+	defer b.Close()
+	fmt.Fprintln(out, "bare raft: 3 hashicorp/raft nodes, raft-boltdb/v2, no-op FSM, 256-byte entries, one entry per write, no gRPC")
+	for _, n := range o.Clients {
+		r := b.Run(ctx, n, o.Duration)
+		rep.Bare = append(rep.Bare, r)
+		fmt.Fprintln(out, r)
+	}
+	for i, n := range o.Clients {
+		if rep.Bare[i].PerSec > 0 {
+			fmt.Fprintf(out, "clients %4d: devfleet / bare raft = %.1fx writes/s\n", n, rep.Devfleet[i].PerSec/rep.Bare[i].PerSec)
+		}
+	}
+	return rep, nil
+}
