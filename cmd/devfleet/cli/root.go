@@ -53,9 +53,7 @@ type client struct {
 	cluster v1.ClusterServiceClient
 }
 
-// Main runs the devfleet command line on args (without the program name) and returns the exit
-// code: 0 on success, 1 when the server or the network failed the command, 2 when the command
-// line is wrong. main hands the code to os.Exit; tests call Main in-process.
+// Main runs a command line and returns its exit code rather than exiting, so tests can call it.
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
