@@ -29,3 +29,12 @@ func TestProfileDevfleet64(t *testing.T) {
 	}
 	t.Log(r)
 }
+
+func TestScaleQuick(t *testing.T) {
+	if os.Getenv("DEVFLEET_BENCH") == "" {
+		t.Skip("set DEVFLEET_BENCH=1")
+	}
+	if _, err := RunScale(ScaleOptions{Dir: t.TempDir(), Hosts: 10000, Devservers: 100000}, testOut{t}); err != nil {
+		t.Fatal(err)
+	}
+}

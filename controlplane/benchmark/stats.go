@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Latencies collects per-write latencies from many goroutines.
@@ -95,4 +97,8 @@ func FsyncRate(dir string, d time.Duration) (float64, error) {
 func mkdir(base, name string) (string, error) {
 	dir := filepath.Join(base, name)
 	return dir, os.MkdirAll(dir, 0o750)
+}
+
+func rawLog(index uint64, data []byte) *raft.Log {
+	return &raft.Log{Index: index, Type: raft.LogCommand, Data: data}
 }
