@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -108,7 +109,9 @@ func (s *Server) routeUnary(ctx context.Context, req any, info *grpc.UnaryServer
 		if errors.Is(err, errBecameLeader) {
 			continue
 		}
-		if isNotLeader(err) && time.Now().Before(deadline) && ctx.Err() == nil {
+		// Safe to retry: the leader refused before appending, or was never reached. Wait for the
+		// election that a dead leader triggers, within LeaderWait.
+		if (isNotLeader(err) || errors.Is(err, errLeaderUnreachable)) && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
@@ -155,6 +158,9 @@ func (s *Server) forward(ctx context.Context, fullMethod string, m method, req a
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "cannot reach the leader at %s: %v", addr, err)
 	}
+	if !connect(ctx, conn, 2*time.Second) {
+		return nil, fmt.Errorf("%w: %s", errLeaderUnreachable, addr)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
@@ -166,6 +172,30 @@ func (s *Server) forward(ctx context.Context, fullMethod string, m method, req a
 		return nil, status.Errorf(codes.Unavailable, "forwarding to the leader at %s: %s", addr, st.Message())
 	}
 	return resp, err
+}
+
+// errLeaderUnreachable means no connection to the leader could be made, so the call was not
+// sent: retrying it elsewhere is safe.
+var errLeaderUnreachable = apierror.NoLeader("cannot connect to the leader")
+
+// connect waits until conn is ready to carry a call, up to timeout. False means the call would
+// fail without being sent.
+func connect(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		st := conn.GetState()
+		switch st {
+		case connectivity.Ready:
+			return true
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return false
+		}
+		if !conn.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
 }
 
 // errBecameLeader tells the router to serve the call here after all.

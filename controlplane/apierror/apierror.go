@@ -52,8 +52,11 @@ func (e *Error) Error() string {
 
 // GRPCStatus lets status.FromError and status.Code see through to the right code, also when
 // the error is wrapped.
-func (e *Error) GRPCStatus() *status.Status {
-	st := status.New(kindCodes[e.Kind], e.Error())
+func (e *Error) GRPCStatus() *status.Status { return e.status(e.Error()) }
+
+// status builds the gRPC status with msg, which may carry context wrapped around e.
+func (e *Error) status(msg string) *status.Status {
+	st := status.New(kindCodes[e.Kind], msg)
 	if e.Kind == InvalidArgument && e.Field != "" {
 		if d, err := st.WithDetails(&errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Reason}},
@@ -106,7 +109,7 @@ func ToStatus(err error) error {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.GRPCStatus().Err()
+		return e.status(err.Error()).Err()
 	}
 	if st, ok := status.FromError(err); ok {
 		return st.Err()

@@ -91,14 +91,23 @@ func (n *Node) RemoveMember(ctx context.Context, id string) (uint64, error) {
 // TransferLeadership hands leadership to id, or to the most up-to-date voter when id is empty,
 // and waits until a new leader is known. Leader only.
 func (n *Node) TransferLeadership(ctx context.Context, id string) (string, error) {
+	members, err := n.Members(ctx)
+	if err != nil {
+		return "", err
+	}
+	others := 0
+	for _, m := range members {
+		if m.Voter && m.ID != n.cfg.NodeID {
+			others++
+		}
+	}
+	if others == 0 {
+		return "", apierror.Blocked("no other voter to hand leadership to: the cluster has one voting member")
+	}
 	var f raft.Future
 	if id == "" {
 		f = n.raft.LeadershipTransfer()
 	} else {
-		members, err := n.Members(ctx)
-		if err != nil {
-			return "", err
-		}
 		var target *Member
 		for i := range members {
 			if members[i].ID == id {
