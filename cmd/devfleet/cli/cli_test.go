@@ -17,7 +17,6 @@ import (
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/clustertest"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -720,14 +719,6 @@ func TestAddressFromEnvironment(t *testing.T) {
 	run(context.Background(), []string{"--help"}, &out, &errb, func(string) string { return "" })
 	if !strings.Contains(out.String(), `(default "`+defaultAddr+`")`) {
 		t.Errorf("help does not show the default address %s:\n%s", defaultAddr, out.String())
-	}
-}
-
-// TestJSONOptionsMatchAPI keeps -o json the same as the REST gateway's JSON.
-func TestJSONOptionsMatchAPI(t *testing.T) {
-	t.Parallel()
-	if !reflect.DeepEqual(jsonOptions, api.JSON) {
-		t.Errorf("cli jsonOptions %+v differ from api.JSON %+v", jsonOptions, api.JSON)
 	}
 }
 

@@ -12,19 +12,17 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/devfleet/devfleet/controlplane/api"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
-// jsonOptions writes API objects the way the REST gateway does (api.JSON in controlplane/api):
-// proto field names, so that scripts use the names of the .proto files. It is a copy rather
-// than an import so that the CLI does not link the server (raft, bbolt, prometheus);
-// TestJSONOptionsMatchAPI keeps the two equal.
-var jsonOptions = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false}
+// jsonOptions writes API objects the way the REST gateway does: proto field names, so that
+// scripts use the names of the .proto files.
+var jsonOptions = api.JSON
 
 func (a *app) jsonOutput() bool { return a.output == "json" }
 

@@ -116,6 +116,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newHostCmd(a),
 		newFlavorCmd(a),
 		newDevserverCmd(a),
+		newBenchCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,46 @@
+package benchmark
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The benches are commands (devfleet bench apply|scale); these tests run them small so that
+// the code behind the published figures keeps working. They assert no speed.
+
+func TestRunApplySmall(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	rep, err := RunApply(context.Background(), ApplyOptions{Dir: t.TempDir(), Clients: []int{1, 8}, Duration: 300 * time.Millisecond}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.FsyncPerSec <= 0 || len(rep.Devfleet) != 2 || len(rep.Bare) != 2 {
+		t.Fatalf("report: %+v", rep)
+	}
+	for _, r := range append(rep.Devfleet, rep.Bare...) {
+		if r.Writes == 0 || r.Errors != 0 || r.P50 <= 0 || r.P99 < r.P50 {
+			t.Fatalf("run %+v", r)
+		}
+	}
+	for _, want := range []string{"fsync/s", "devfleet   clients    8", "bare-raft  clients    1", "devfleet / bare raft"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestRunScaleSmall(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	rep, err := RunScale(ScaleOptions{Dir: t.TempDir(), Hosts: 200, Devservers: 2000}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SnapshotBytes == 0 || rep.RestoreTime <= 0 || rep.RSSRestored <= 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+}
