@@ -21,9 +21,21 @@ GOOGLEAPIS_MODULE         := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-## run: build and start a single-node dev cluster with a demo fleet, and show the CLI using it.
+## run: build, start a single-node dev cluster with a demo fleet, show the CLI using it, and keep
+## it running until Ctrl-C.
+DEV_GRPC := 127.0.0.1:7401
 run: build
-	@$(CURDIR)/cmd/devfleetd/run-dev.sh $(BIN)
+	@$(BIN)/devfleetd --dev --log-level warn & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT INT TERM; \
+	  for i in $$(seq 150); do $(BIN)/devfleet --addr $(DEV_GRPC) --timeout 2s devserver show carol-ml >/dev/null 2>&1 && break; sleep 0.2; done; \
+	  set -x; \
+	  sleep 0.2; $(BIN)/devfleet --addr $(DEV_GRPC) cluster status; \
+	  $(BIN)/devfleet --addr $(DEV_GRPC) host list --region eu-west; \
+	  $(BIN)/devfleet --addr $(DEV_GRPC) host cordon fra1-h1 --reason "make run: disk swap"; \
+	  $(BIN)/devfleet --addr $(DEV_GRPC) devserver list; \
+	  set +x; \
+	  echo; echo "devfleetd --dev keeps running; try: export DEVFLEET_ADDR=$(DEV_GRPC); $(BIN)/devfleet --help   (Ctrl-C stops it)"; \
+	  wait $$pid
 
 ## test: install what the tests need, then run every check CI runs.
 test: deps-test lint check-generated test-race test-fuzz test-e2e
@@ -38,8 +50,9 @@ lint:
 test-unit:
 	$(GO) test -count=1 ./...
 
+# Every package but e2e, with the race detector (e2e runs real processes, below).
 test-race:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 
 # Each fuzz target runs briefly; the committed seeds in testdata/fuzz run in every plain `go test`.
 FUZZ_TIME ?= 10s
@@ -49,11 +62,12 @@ test-fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateHost$$' -fuzztime $(FUZZ_TIME) ./controlplane/validate
 	$(GO) test -run '^$$' -fuzz '^FuzzValidateDevserver$$' -fuzztime $(FUZZ_TIME) ./controlplane/validate
 
-test-e2e: build
+test-e2e:
 	$(GO) test -count=1 -timeout 20m ./e2e/...
 
+## bench: the figures docs/benchmarks.md records.
 bench: build
-	$(BIN)/devfleet bench apply
+	$(BIN)/devfleet bench apply --clients 1,64,256
 	$(BIN)/devfleet bench scale
 
 ## tools: protoc from Debian and the pinned protoc plugins.

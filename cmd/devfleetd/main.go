@@ -35,6 +35,7 @@ type options struct {
 }
 
 func main() {
+	controlplane.TuneGC()
 	if err := newCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "devfleetd:", err)
 		os.Exit(1)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,18 +109,33 @@ func (c *Cluster) Run(ctx context.Context, clients int, d time.Duration) (Result
 	if leader == nil {
 		return Result{}, fmt.Errorf("no leader")
 	}
+	batchesBefore, cmdsBefore := batchCounts(leader)
+	r, err := Drive(ctx, leader.GRPCAddr(), clients, d)
+	if err != nil {
+		return r, err
+	}
+	batchesAfter, cmdsAfter := batchCounts(leader)
+	if b := batchesAfter - batchesBefore; b > 0 {
+		r.AvgBatch = (cmdsAfter - cmdsBefore) / b
+	}
+	return r, nil
+}
+
+// Drive creates devservers (flavor small, region bench, as Seed makes them) through the gRPC
+// API at addr from clients goroutines for d, and measures each acknowledged write.
+func Drive(ctx context.Context, addr string, clients int, d time.Duration) (Result, error) {
 	// A few HTTP/2 connections, as separate client processes would open.
 	conns := make([]*grpc.ClientConn, min(clients, 8))
 	for i := range conns {
-		conn, err := grpc.NewClient(leader.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return Result{}, err
 		}
 		defer conn.Close()
 		conns[i] = conn
 	}
-	batchesBefore, cmdsBefore := batchCounts(leader)
 	run := runSeq.Add(1)
+	prefix := fmt.Sprintf("p%d-r%d", os.Getpid(), run)
 	var lat Latencies
 	var errs atomic.Int64
 	var wg sync.WaitGroup
@@ -133,7 +149,7 @@ func (c *Cluster) Run(ctx context.Context, clients int, d time.Duration) (Result
 			fleet := v1.NewFleetServiceClient(conns[w%len(conns)])
 			for i := 0; ctx.Err() == nil; i++ {
 				req := &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
-					Name:  fmt.Sprintf("r%d-c%d-d%d", run, w, i),
+					Name:  fmt.Sprintf("%s-c%d-d%d", prefix, w, i),
 					Owner: "bench", Flavor: "small", Region: "bench", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
 				}}
 				t := time.Now()
@@ -146,12 +162,7 @@ func (c *Cluster) Run(ctx context.Context, clients int, d time.Duration) (Result
 		}()
 	}
 	wg.Wait()
-	r := lat.Summarize("devfleet", clients, int(errs.Load()), time.Since(start))
-	batchesAfter, cmdsAfter := batchCounts(leader)
-	if b := batchesAfter - batchesBefore; b > 0 {
-		r.AvgBatch = (cmdsAfter - cmdsBefore) / b
-	}
-	return r, nil
+	return lat.Summarize("devfleet", clients, int(errs.Load()), time.Since(start)), nil
 }
 
 // batchCounts reads how many raft entries the leader proposed and how many commands they held.

@@ -287,7 +287,6 @@ func TestCommandsRejected(t *testing.T) {
 		{"flavor resize in use", &fsmv1.Command{Op: &fsmv1.Command_UpdateFlavor{UpdateFlavor: &fsmv1.UpdateFlavor{Flavor: &v1.Flavor{Name: "small", Resources: res(1, 1, 0, 0)}, UpdateMask: mask("resources")}}}, apierror.FailedPrecondition, ""},
 		{"flavor delete in use", deleteCmd("flavor", "small"), apierror.FailedPrecondition, ""},
 		{"devserver duplicate", cDevserver("d1", "bob", "small", "eu", "", "id-9"), apierror.AlreadyExists, "devserver"},
-		{"devserver duplicate id", cDevserver("d9", "bob", "small", "eu", "", "id-1"), apierror.AlreadyExists, "devserver id"},
 		{"devserver without id", cDevserver("d9", "bob", "small", "eu", "", ""), apierror.InvalidArgument, "devserver.id"},
 		{"devserver bad owner", cDevserver("d9", "Bob Smith", "small", "eu", "", "id-9"), apierror.InvalidArgument, "devserver.owner"},
 		{"devserver missing flavor", cDevserver("d9", "bob", "huge", "eu", "", "id-9"), apierror.NotFound, "flavor"},

@@ -120,7 +120,7 @@ func fuzzCommand(op, arg byte, seq int) *fsmv1.Command {
 	case 4:
 		return cDevserver(pick(devs), "alice", other(flavors), other(regions), "", fmt.Sprintf("id-%d", seq))
 	case 5:
-		return cDevserver(pick(devs), "bob", other(flavors), other(regions), other(hosts), fmt.Sprintf("id-%d", arg))
+		return cDevserver(pick(devs), "bob", other(flavors), other(regions), other(hosts), fmt.Sprintf("id-%d-b", seq))
 	case 6:
 		return deleteCmd("region", pick(regions))
 	case 7:

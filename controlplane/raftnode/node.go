@@ -49,6 +49,9 @@ type Config struct {
 	// committed. Zero takes the defaults.
 	MaxBatch    int
 	MaxInflight int
+	// CommitDelay bounds how long the leader holds a new log entry open for writers it expects
+	// back (group commit); zero takes the default, negative disables it.
+	CommitDelay time.Duration
 
 	Logger  *slog.Logger
 	Metrics *Metrics
@@ -67,6 +70,7 @@ const (
 	DefaultTrailingLogs       = 10240
 	DefaultMaxBatch           = 1024
 	DefaultMaxInflight        = 1
+	DefaultCommitDelay        = 2 * time.Millisecond
 )
 
 func (c *Config) withDefaults() {
@@ -91,6 +95,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.CommitDelay == 0 {
+		c.CommitDelay = DefaultCommitDelay
 	}
 	if c.AdvertiseAddr == "" {
 		c.AdvertiseAddr = c.BindAddr
@@ -200,7 +207,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	n.proposer = newProposer(r, f, cfg.MaxBatch, cfg.MaxInflight, cfg.Metrics, cfg.Logger)
+	n.proposer = newProposer(r, f, cfg.MaxBatch, cfg.MaxInflight, cfg.CommitDelay, cfg.Metrics, cfg.Logger)
 	cfg.Metrics.watch(r)
 	return n, nil
 }

@@ -40,20 +40,14 @@ func (v *View) ListDevservers(f DevserverFilter, p Page) ([]*v1.Devserver, strin
 		return list(v, TableDevservers, "host", f.Host, p, keep)
 	case f.Owner != "":
 		return list(v, TableDevservers, "owner", f.Owner, p, keep)
-	case f.Site != "":
-		if site, err := v.GetSite(f.Site); err == nil {
-			return list(v, TableDevservers, "region", site.GetRegion(), p, keep)
-		}
-		return nil, ""
-	case f.Region != "":
-		return list(v, TableDevservers, "region", f.Region, p, keep)
 	default:
+		// Region and site filters scan: indexing them would cost every devserver write.
 		return list(v, TableDevservers, "", "", p, keep)
 	}
 }
 
-// CreateDevserver records a devserver. The leader has stamped its ID (and expiry, for a
-// temporary one). Its flavor and region must exist; a host, if given, must be active and in the
+// CreateDevserver records a devserver. The leader has stamped its ID (a random UUID, unique by
+// construction; CheckInvariants verifies it) and, for a temporary one, its expiry. Its flavor and region must exist; a host, if given, must be active and in the
 // region.
 func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 	d := NewDevserver(in)
@@ -65,9 +59,6 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 	}
 	if w.first(TableDevservers, "id", d.Name) != nil {
 		return nil, apierror.Exists("devserver", d.Name)
-	}
-	if w.first(TableDevservers, "uid", d.Id) != nil {
-		return nil, apierror.Exists("devserver id", d.Id)
 	}
 	if _, err := w.GetFlavor(d.Flavor); err != nil {
 		return nil, err
@@ -153,4 +144,22 @@ func (w *WriteTxn) DeleteDevserver(name string) error {
 		return err
 	}
 	return w.remove(TableDevservers, d)
+}
+
+// devserversWhere returns up to max names of the devservers that match, and their number. It
+// scans the table: it serves rare checks (deleting a region or a flavor), and an index would
+// cost every devserver write.
+func (v *View) devserversWhere(match func(*v1.Devserver) bool, max int) ([]string, int) {
+	var out []string
+	n := 0
+	it := v.iter(TableDevservers, "id")
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if d := raw.(*v1.Devserver); match(d) {
+			if n < max {
+				out = append(out, d.GetName())
+			}
+			n++
+		}
+	}
+	return out, n
 }

@@ -60,7 +60,7 @@ func (w *WriteTxn) UpdateFlavor(in *v1.Flavor, paths []string) (*v1.Flavor, erro
 		case "description":
 			f.Description = in.GetDescription()
 		case "resources":
-			if names, n := w.devserversOfFlavor(f.Name, 5); n > 0 {
+			if names, n := w.devserversWhere(func(d *v1.Devserver) bool { return d.GetFlavor() == f.Name }, 5); n > 0 {
 				return nil, apierror.Blocked("flavor %q is used by %s; its resources cannot change", f.Name, listing("devserver", names, n))
 			}
 			f.Resources = resourcesOrZero(in.GetResources())
@@ -81,25 +81,8 @@ func (w *WriteTxn) DeleteFlavor(name string) error {
 	if err != nil {
 		return err
 	}
-	if names, n := w.devserversOfFlavor(name, 5); n > 0 {
+	if names, n := w.devserversWhere(func(d *v1.Devserver) bool { return d.GetFlavor() == name }, 5); n > 0 {
 		return apierror.Blocked("flavor %q is used by %s", name, listing("devserver", names, n))
 	}
 	return w.remove(TableFlavors, f)
-}
-
-// devserversOfFlavor returns up to max names of devservers of a flavor, and their number. It
-// scans the table: flavor changes are rare, and an index would cost every devserver write.
-func (v *View) devserversOfFlavor(flavor string, max int) ([]string, int) {
-	var out []string
-	n := 0
-	it := v.iter(TableDevservers, "id")
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if d := raw.(*v1.Devserver); d.GetFlavor() == flavor {
-			if n < max {
-				out = append(out, d.GetName())
-			}
-			n++
-		}
-	}
-	return out, n
 }

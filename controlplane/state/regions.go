@@ -71,7 +71,7 @@ func (w *WriteTxn) DeleteRegion(name string) error {
 	if names, n := w.names(TableSites, "region", name, 5, rowName); n > 0 {
 		return apierror.Blocked("region %q still has %s; delete them first", name, listing("site", names, n))
 	}
-	if names, n := w.names(TableDevservers, "region", name, 5, rowName); n > 0 {
+	if names, n := w.devserversWhere(func(d *v1.Devserver) bool { return d.GetRegion() == name }, 5); n > 0 {
 		return apierror.Blocked("region %q still has %s; delete them first", name, listing("devserver", names, n))
 	}
 	return w.remove(TableRegions, r)

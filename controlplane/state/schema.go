@@ -78,13 +78,13 @@ func schema() *memdb.DBSchema {
 			index("region", false, false, func(h *v1.Host) string { return h.GetRegion() }),
 		),
 		table(TableFlavors, index("id", true, false, func(f *v1.Flavor) string { return f.GetName() })),
-		// Devservers are the hottest table: every index costs on every write, so only lookups
-		// that must be fast are indexed. Site and flavor filters scan the region or the table.
+		// Devservers are the hottest table and every index costs on every write (about 10µs
+		// each; docs/benchmarks.md), so only the lookups on hot paths are indexed: by name, by
+		// owner (a developer's own list) and by host (drains, capacity). Region, site and flavor
+		// filters scan.
 		table(TableDevservers,
 			index("id", true, false, func(d *v1.Devserver) string { return d.GetName() }),
-			index("uid", true, false, func(d *v1.Devserver) string { return d.GetId() }),
 			index("owner", false, false, func(d *v1.Devserver) string { return d.GetOwner() }),
-			index("region", false, false, func(d *v1.Devserver) string { return d.GetRegion() }),
 			index("host", false, true, func(d *v1.Devserver) string { return d.GetHost() }),
 		),
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/benchmark"
 )
 
@@ -17,6 +18,8 @@ func newBenchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure devfleet on this machine (starts its own local clusters)",
+		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
+		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
 	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a))
 	return cmd
