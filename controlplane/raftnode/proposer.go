@@ -115,6 +115,8 @@ func (p *proposer) propose(ctx context.Context, cmd *fsmv1.Command) (fsm.Result,
 func (p *proposer) loop() {
 	defer p.done.Done()
 	var last int64
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case p.slots <- struct{}{}:
@@ -134,14 +136,13 @@ func (p *proposer) loop() {
 		// Writers answered by the entry that just committed usually come back within a
 		// moment; waiting briefly for them (as PostgreSQL's commit_delay waits for
 		// commit_siblings) keeps them in this entry instead of splitting the writers into two
-		// half-size entries that alternate. Only when more writers were recently waiting than
-		// are queued now, so a lone writer never waits.
+		// half-size entries that alternate. The wait happens only when more writers were
+		// recently waiting than are queued now (a lone writer never waits), ends as soon as
+		// they are all back or arrivals pause for a quarter of the delay, and never exceeds it.
 		expect := int(p.peak.Swap(p.pending.Load()))
-		var linger <-chan time.Time
+		var deadline time.Time
 		if p.commitDelay > 0 && expect > 1 {
-			t := time.NewTimer(p.commitDelay)
-			defer t.Stop()
-			linger = t.C
+			deadline = time.Now().Add(p.commitDelay)
 		}
 	gather:
 		for len(batch) < p.maxBatch && size < maxBatchBytes {
@@ -152,16 +153,20 @@ func (p *proposer) loop() {
 				continue
 			default:
 			}
-			if linger == nil || len(batch) >= expect {
+			wait := min(time.Until(deadline), p.commitDelay/4)
+			if deadline.IsZero() || len(batch) >= expect || wait <= 0 {
 				break gather
 			}
+			linger.Reset(wait)
 			select {
 			case pr := <-p.in:
+				linger.Stop()
 				batch = append(batch, pr)
 				size += pr.size
-			case <-linger:
+			case <-linger.C:
 				break gather
 			case <-p.quit:
+				linger.Stop()
 				break gather
 			}
 		}
