@@ -84,6 +84,7 @@ Precedence: flag, environment, file, default.
 	f.DurationVar(&o.raft.CommitTimeout, "raft-commit-timeout", raftnode.DefaultCommitTimeout, "idle leader tells followers the commit index at least this often")
 	f.DurationVar(&o.raft.SnapshotInterval, "raft-snapshot-interval", raftnode.DefaultSnapshotInterval, "how often to check whether a snapshot is due")
 	f.Uint64Var(&o.raft.SnapshotThreshold, "raft-snapshot-threshold", raftnode.DefaultSnapshotThreshold, "log entries since the last snapshot that make one due")
+	f.DurationVar(&o.raft.CommitDelay, "raft-commit-delay", raftnode.DefaultCommitDelay, "longest the leader holds a log entry open for writers it expects back (group commit; negative disables)")
 	f.Uint64Var(&o.raft.TrailingLogs, "raft-trailing-logs", raftnode.DefaultTrailingLogs, "log entries kept after a snapshot, for slow followers")
 	return cmd
 }
