@@ -168,11 +168,7 @@ func (s *Server) SaveSnapshot(req *v1.SaveSnapshotRequest, stream grpc.ServerStr
 }
 
 func (s *Server) forwardSave(ctx context.Context, req *v1.SaveSnapshotRequest, stream grpc.ServerStreamingServer[v1.SnapshotChunk]) error {
-	addr, err := s.leaderAddr(ctx)
-	if err != nil {
-		return err
-	}
-	conn, err := s.conn(addr)
+	conn, err := s.leaderConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -219,11 +215,7 @@ func (s *Server) RestoreSnapshot(stream grpc.ClientStreamingServer[v1.SnapshotCh
 }
 
 func (s *Server) forwardRestore(ctx context.Context, stream grpc.ClientStreamingServer[v1.SnapshotChunk, v1.RestoreSnapshotResponse]) error {
-	addr, err := s.leaderAddr(ctx)
-	if err != nil {
-		return err
-	}
-	conn, err := s.conn(addr)
+	conn, err := s.leaderConn(ctx)
 	if err != nil {
 		return err
 	}

@@ -150,17 +150,11 @@ func (s *Server) consistent(ctx context.Context) error {
 
 // forward sends the call to the leader and returns its answer unchanged.
 func (s *Server) forward(ctx context.Context, fullMethod string, m method, req any) (any, error) {
-	addr, err := s.leaderAddr(ctx)
+	conn, err := s.leaderConn(ctx)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := s.conn(addr)
-	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "cannot reach the leader at %s: %v", addr, err)
-	}
-	if !connect(ctx, conn, 2*time.Second) {
-		return nil, fmt.Errorf("%w: %s", errLeaderUnreachable, addr)
-	}
+	addr := conn.Target()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
@@ -200,6 +194,23 @@ func connect(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) 
 
 // errBecameLeader tells the router to serve the call here after all.
 var errBecameLeader = errors.New("this node became the leader")
+
+// leaderConn returns a ready connection to the leader's gRPC API. errLeaderUnreachable means
+// no connection could be made, so nothing was sent.
+func (s *Server) leaderConn(ctx context.Context) (*grpc.ClientConn, error) {
+	addr, err := s.leaderAddr(ctx)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := s.conn(addr)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot reach the leader at %s: %v", addr, err)
+	}
+	if !connect(ctx, conn, 2*time.Second) {
+		return nil, fmt.Errorf("%w: %s", errLeaderUnreachable, addr)
+	}
+	return conn, nil
+}
 
 // leaderAddr returns the leader's gRPC address, waiting up to LeaderWait for one to be known.
 func (s *Server) leaderAddr(ctx context.Context) (string, error) {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -134,35 +133,18 @@ func Drive(ctx context.Context, addr string, clients int, d time.Duration) (Resu
 		defer conn.Close()
 		conns[i] = conn
 	}
-	run := runSeq.Add(1)
-	prefix := fmt.Sprintf("p%d-r%d", os.Getpid(), run)
-	var lat Latencies
-	var errs atomic.Int64
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	start := time.Now()
-	for w := 0; w < clients; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fleet := v1.NewFleetServiceClient(conns[w%len(conns)])
-			for i := 0; ctx.Err() == nil; i++ {
-				req := &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
-					Name:  fmt.Sprintf("%s-c%d-d%d", prefix, w, i),
-					Owner: "bench", Flavor: "small", Region: "bench", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
-				}}
-				t := time.Now()
-				if _, err := fleet.CreateDevserver(context.WithoutCancel(ctx), req); err != nil {
-					errs.Add(1)
-					continue
-				}
-				lat.Add(time.Since(t))
-			}
-		}()
+	prefix := fmt.Sprintf("p%d-r%d", os.Getpid(), runSeq.Add(1))
+	fleets := make([]v1.FleetServiceClient, len(conns))
+	for i, conn := range conns {
+		fleets[i] = v1.NewFleetServiceClient(conn)
 	}
-	wg.Wait()
-	return lat.Summarize("devfleet", clients, int(errs.Load()), time.Since(start)), nil
+	return closedLoop(ctx, "devfleet", clients, d, func(ctx context.Context, client, seq int) error {
+		_, err := fleets[client%len(fleets)].CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
+			Name:  fmt.Sprintf("%s-c%d-d%d", prefix, client, seq),
+			Owner: "bench", Flavor: "small", Region: "bench", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
+		}})
+		return err
+	}), nil
 }
 
 // batchCounts reads how many raft entries the leader proposed and how many commands they held.

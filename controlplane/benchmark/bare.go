@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -94,28 +92,9 @@ func (b *BareStack) leader() *raft.Raft {
 func (b *BareStack) Run(ctx context.Context, clients int, d time.Duration) Result {
 	leader := b.leader()
 	entry := make([]byte, 256)
-	var lat Latencies
-	var errs atomic.Int64
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	start := time.Now()
-	for c := 0; c < clients; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				t := time.Now()
-				if err := leader.Apply(entry, 0).Error(); err != nil {
-					errs.Add(1)
-					continue
-				}
-				lat.Add(time.Since(t))
-			}
-		}()
-	}
-	wg.Wait()
-	return lat.Summarize("bare-raft", clients, int(errs.Load()), time.Since(start))
+	return closedLoop(ctx, "bare-raft", clients, d, func(context.Context, int, int) error {
+		return leader.Apply(entry, 0).Error()
+	})
 }
 
 // Close stops the nodes.

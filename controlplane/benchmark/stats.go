@@ -3,11 +3,13 @@
 package benchmark
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -101,4 +103,32 @@ func mkdir(base, name string) (string, error) {
 
 func rawLog(index uint64, data []byte) *raft.Log {
 	return &raft.Log{Index: index, Type: raft.LogCommand, Data: data}
+}
+
+// closedLoop runs clients goroutines for d, each calling write(client, seq) again as soon as the
+// previous call returns, and measures every successful call.
+func closedLoop(ctx context.Context, name string, clients int, d time.Duration, write func(ctx context.Context, client, seq int) error) Result {
+	var lat Latencies
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				t := time.Now()
+				// A call started before the end runs to completion: it is measured, not cut.
+				if err := write(context.WithoutCancel(ctx), c, i); err != nil {
+					errs.Add(1)
+					continue
+				}
+				lat.Add(time.Since(t))
+			}
+		}()
+	}
+	wg.Wait()
+	return lat.Summarize(name, clients, int(errs.Load()), time.Since(start))
 }
