@@ -49,22 +49,11 @@ figures for a bare hashicorp/raft stack (no-op FSM, one entry per write) for com
 					return usagef("--clients: %d is not between 1 and 4096", n)
 				}
 			}
-			scratch, cleanup, err := scratchDir(dir)
-			if err != nil {
-				return &callError{err: err}
-			}
-			defer cleanup()
-			out := io.Writer(a.stdout)
-			if a.jsonOutput() {
-				out = io.Discard
-			}
-			rep, err := benchmark.RunApply(cmd.Context(), benchmark.ApplyOptions{
-				Dir: scratch, Clients: clients, Duration: duration, SkipBare: skipBare,
-			}, out)
-			if err != nil {
-				return &callError{err: err}
-			}
-			return a.benchJSON(rep)
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				return benchmark.RunApply(cmd.Context(), benchmark.ApplyOptions{
+					Dir: scratch, Clients: clients, Duration: duration, SkipBare: skipBare,
+				}, out)
+			})
 		},
 	}
 	cmd.Flags().IntSliceVar(&clients, "clients", []int{1, 64}, "concurrent clients, one run per count")
@@ -87,20 +76,9 @@ func newBenchScaleCmd(a *app) *cobra.Command {
 			if hosts < 0 || devservers < 0 {
 				return usagef("--hosts and --devservers must not be negative")
 			}
-			scratch, cleanup, err := scratchDir(dir)
-			if err != nil {
-				return &callError{err: err}
-			}
-			defer cleanup()
-			out := io.Writer(a.stdout)
-			if a.jsonOutput() {
-				out = io.Discard
-			}
-			rep, err := benchmark.RunScale(benchmark.ScaleOptions{Dir: scratch, Hosts: hosts, Devservers: devservers}, out)
-			if err != nil {
-				return &callError{err: err}
-			}
-			return a.benchJSON(rep)
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				return benchmark.RunScale(benchmark.ScaleOptions{Dir: scratch, Hosts: hosts, Devservers: devservers}, out)
+			})
 		},
 	}
 	cmd.Flags().IntVar(&hosts, "hosts", 10000, "hosts in the fleet")
@@ -109,8 +87,22 @@ func newBenchScaleCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// benchJSON prints a bench report with -o json (table output was printed as the bench ran).
-func (a *app) benchJSON(rep any) error {
+// runBench runs a bench in a scratch dir under base: its table rows go to stdout as it runs,
+// or, with -o json, only its report at the end.
+func (a *app) runBench(base string, run func(scratch string, out io.Writer) (any, error)) error {
+	scratch, cleanup, err := scratchDir(base)
+	if err != nil {
+		return &callError{err: err}
+	}
+	defer cleanup()
+	out := a.stdout
+	if a.jsonOutput() {
+		out = io.Discard
+	}
+	rep, err := run(scratch, out)
+	if err != nil {
+		return &callError{err: err}
+	}
 	if !a.jsonOutput() {
 		return nil
 	}
