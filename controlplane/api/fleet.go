@@ -74,8 +74,16 @@ func (s *Server) UpdateRegion(ctx context.Context, req *v1.UpdateRegionRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := validate.Text("region.description", req.GetRegion().GetDescription(), validate.MaxDescLen); err != nil {
-		return nil, err
+	for _, p := range m.GetPaths() {
+		switch p {
+		case "description":
+			err = validate.Text("region.description", req.GetRegion().GetDescription(), validate.MaxDescLen)
+		case "reserve":
+			err = validate.Reserve("region.reserve", req.GetRegion().GetReserve())
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	return proposeAs[*v1.Region](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_UpdateRegion{UpdateRegion: &fsmv1.UpdateRegion{Region: req.GetRegion(), UpdateMask: m}}})
 }
@@ -300,6 +308,8 @@ func (s *Server) UpdateFlavor(ctx context.Context, req *v1.UpdateFlavorRequest) 
 			err = validate.Text("flavor.description", in.GetDescription(), validate.MaxDescLen)
 		case "resources":
 			err = validate.Resources("flavor.resources", in.GetResources(), true)
+		case "allowed_regions":
+			err = validate.Regions("flavor.allowed_regions", in.GetAllowedRegions())
 		}
 		if err != nil {
 			return nil, err

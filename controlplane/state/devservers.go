@@ -2,10 +2,12 @@ package state
 
 import (
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/validate"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -60,11 +62,15 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 	if w.first(TableDevservers, "id", d.Name) != nil {
 		return nil, apierror.Exists("devserver", d.Name)
 	}
-	if _, err := w.GetFlavor(d.Flavor); err != nil {
+	f, err := w.GetFlavor(d.Flavor)
+	if err != nil {
 		return nil, err
 	}
 	if _, err := w.GetRegion(d.Region); err != nil {
 		return nil, err
+	}
+	if !FlavorAllowedIn(f, d.Region) {
+		return nil, apierror.Blocked("flavor %q is not allowed in region %q (allowed: %s)", f.GetName(), d.Region, strings.Join(f.GetAllowedRegions(), ", "))
 	}
 	if d.Host != "" {
 		h, err := w.GetHost(d.Host)
@@ -77,11 +83,29 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 		if h.GetState() != v1.HostState_HOST_STATE_ACTIVE {
 			return nil, apierror.Blocked("host %q is %s and takes no new devservers", d.Host, HostStateName(h.GetState()))
 		}
+		// The placement was chosen on an earlier view; concurrent creates may have taken the
+		// room since. This check is what keeps a host from being oversubscribed.
+		if s := fit.Check(f, h, fit.Free(h)); s != fit.None {
+			return nil, apierror.Blocked("host %q has no room for it: its free resources %s", d.Host, s.Describe(f))
+		}
 		d.Site = h.GetSite()
 	}
 	d.CreateTime, d.UpdateTime = w.now, w.now
 	d.CreateIndex, d.ModifyIndex = w.index, w.index
-	return d, w.insert(TableDevservers, d)
+	if err := w.insert(TableDevservers, d); err != nil {
+		return nil, err
+	}
+	if d.Host != "" {
+		if err := w.refreshAllocated(d.Host); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// FlavorAllowedIn reports whether devservers of f may live in region.
+func FlavorAllowedIn(f *v1.Flavor, region string) bool {
+	return len(f.GetAllowedRegions()) == 0 || slices.Contains(f.GetAllowedRegions(), region)
 }
 
 // NewDevserver keeps the fields of a create request that a caller (or the leader, for id and
@@ -143,7 +167,13 @@ func (w *WriteTxn) DeleteDevserver(name string) error {
 	if err != nil {
 		return err
 	}
-	return w.remove(TableDevservers, d)
+	if err := w.remove(TableDevservers, d); err != nil {
+		return err
+	}
+	if d.GetHost() != "" {
+		return w.refreshAllocated(d.GetHost())
+	}
+	return nil
 }
 
 // devserversWhere returns up to max names of the devservers that match, and their number. It

@@ -1,6 +1,8 @@
 package state
 
 import (
+	"slices"
+
 	"google.golang.org/protobuf/proto"
 
 	"github.com/devfleet/devfleet/controlplane/apierror"
@@ -23,7 +25,7 @@ func (v *View) ListFlavors(p Page) ([]*v1.Flavor, string) {
 
 // NewFlavor keeps the fields of a create request that a caller may set; kind defaults to VM.
 func NewFlavor(in *v1.Flavor) *v1.Flavor {
-	f := &v1.Flavor{Name: in.GetName(), Kind: in.GetKind(), Description: in.GetDescription()}
+	f := &v1.Flavor{Name: in.GetName(), Kind: in.GetKind(), Description: in.GetDescription(), AllowedRegions: slices.Clone(in.GetAllowedRegions())}
 	if in.GetResources() != nil {
 		f.Resources = proto.Clone(in.GetResources()).(*v1.Resources)
 	}
@@ -42,6 +44,9 @@ func (w *WriteTxn) CreateFlavor(in *v1.Flavor) (*v1.Flavor, error) {
 	if w.first(TableFlavors, "id", f.Name) != nil {
 		return nil, apierror.Exists("flavor", f.Name)
 	}
+	if err := w.regionsExist(f.GetAllowedRegions()); err != nil {
+		return nil, err
+	}
 	f.CreateTime, f.UpdateTime = w.now, w.now
 	f.CreateIndex, f.ModifyIndex = w.index, w.index
 	return f, w.insert(TableFlavors, f)
@@ -59,6 +64,16 @@ func (w *WriteTxn) UpdateFlavor(in *v1.Flavor, paths []string) (*v1.Flavor, erro
 		switch p {
 		case "description":
 			f.Description = in.GetDescription()
+		case "allowed_regions":
+			f.AllowedRegions = slices.Clone(in.GetAllowedRegions())
+			if err := w.regionsExist(f.AllowedRegions); err != nil {
+				return nil, err
+			}
+			if names, n := w.devserversWhere(func(d *v1.Devserver) bool {
+				return d.GetFlavor() == f.Name && !FlavorAllowedIn(f, d.GetRegion())
+			}, 5); n > 0 {
+				return nil, apierror.Blocked("flavor %q has %s in regions the new list leaves out", f.Name, listing("devserver", names, n))
+			}
 		case "resources":
 			if names, n := w.devserversWhere(func(d *v1.Devserver) bool { return d.GetFlavor() == f.Name }, 5); n > 0 {
 				return nil, apierror.Blocked("flavor %q is used by %s; its resources cannot change", f.Name, listing("devserver", names, n))
@@ -85,4 +100,29 @@ func (w *WriteTxn) DeleteFlavor(name string) error {
 		return apierror.Blocked("flavor %q is used by %s", name, listing("devserver", names, n))
 	}
 	return w.remove(TableFlavors, f)
+}
+
+func (v *View) regionsExist(names []string) error {
+	for _, r := range names {
+		if _, err := v.GetRegion(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flavorsAllowing returns up to 5 names of the flavors that list region as allowed, and their number.
+func (v *View) flavorsAllowing(region string) ([]string, int) {
+	var out []string
+	n := 0
+	it := v.iter(TableFlavors, "id")
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if f := raw.(*v1.Flavor); slices.Contains(f.GetAllowedRegions(), region) {
+			if n < 5 {
+				out = append(out, f.GetName())
+			}
+			n++
+		}
+	}
+	return out, n
 }

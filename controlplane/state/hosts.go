@@ -1,10 +1,12 @@
 package state
 
 import (
+	"fmt"
 	"maps"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/validate"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -70,6 +72,7 @@ func NewHost(in *v1.Host) *v1.Host {
 		Labels:     maps.Clone(in.GetLabels()),
 		LibvirtUri: in.GetLibvirtUri(),
 		State:      v1.HostState_HOST_STATE_ACTIVE,
+		Allocated:  &v1.Resources{},
 	}
 	if in.GetCapacity() != nil {
 		h.Capacity = proto.Clone(in.GetCapacity()).(*v1.Resources)
@@ -122,8 +125,54 @@ func (w *WriteTxn) UpdateHost(in *v1.Host, paths []string) (*v1.Host, error) {
 	if err := validate.Host("host", h); err != nil {
 		return nil, err
 	}
+	alloc, err := w.allocatedOn(h)
+	if err != nil {
+		return nil, err
+	}
+	if usable := fit.Usable(h); !usable.Covers(alloc) {
+		return nil, apierror.Blocked("host %q runs devservers that take %s; the new capacity would give only %s",
+			h.GetName(), describeAmount(alloc), describeAmount(usable))
+	}
+	h.Allocated = alloc.Proto()
 	h.UpdateTime, h.ModifyIndex = w.now, w.index
 	return h, w.insert(TableHosts, h)
+}
+
+// allocatedOn sums what the devservers on h take, as recorded now.
+func (v *View) allocatedOn(h *v1.Host) (fit.Amount, error) {
+	var sum fit.Amount
+	it := v.iter(TableDevservers, "host", h.GetName())
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		f, err := v.GetFlavor(raw.(*v1.Devserver).GetFlavor())
+		if err != nil {
+			return fit.Amount{}, err
+		}
+		sum = sum.Add(fit.Need(f, h))
+	}
+	return sum, nil
+}
+
+// refreshAllocated recomputes a host's allocation after its devservers changed.
+func (w *WriteTxn) refreshAllocated(name string) error {
+	cur, err := w.GetHost(name)
+	if err != nil {
+		return err
+	}
+	alloc, err := w.allocatedOn(cur)
+	if err != nil {
+		return err
+	}
+	if fit.Of(cur.GetAllocated()) == alloc {
+		return nil
+	}
+	h := proto.Clone(cur).(*v1.Host)
+	h.Allocated = alloc.Proto()
+	h.UpdateTime, h.ModifyIndex = w.now, w.index
+	return w.insert(TableHosts, h)
+}
+
+func describeAmount(a fit.Amount) string {
+	return fmt.Sprintf("%d vCPUs, %d MiB memory, %d GiB disk, %d GPUs", a.VCPUs, a.MemoryMiB, a.DiskGiB, a.GPUs)
 }
 
 // DeleteHost removes a host that runs no devservers.

@@ -1,6 +1,11 @@
 package state
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/devfleet/devfleet/capacity/fit"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
 
 // CheckInvariants verifies the referential rules every command keeps: each site's region exists,
 // each host's site exists and the host carries the site's region, each devserver's flavor,
@@ -30,6 +35,17 @@ func (v *View) CheckInvariants() error {
 		}
 		if site.GetRegion() != h.GetRegion() {
 			return fmt.Errorf("host %s: region %q, its site is in %q", h.GetName(), h.GetRegion(), site.GetRegion())
+		}
+		host := raw.(*v1.Host)
+		alloc, err := v.allocatedOn(host)
+		if err != nil {
+			return fmt.Errorf("host %s: %w", h.GetName(), err)
+		}
+		if got := fit.Of(host.GetAllocated()); got != alloc {
+			return fmt.Errorf("host %s: allocated %+v recorded, its devservers take %+v", h.GetName(), got, alloc)
+		}
+		if !fit.Usable(host).Covers(alloc) {
+			return fmt.Errorf("host %s: oversubscribed: devservers take %+v of %+v", h.GetName(), alloc, fit.Usable(host))
 		}
 	}
 	ids := map[string]bool{}

@@ -23,7 +23,11 @@ func (v *View) ListRegions(p Page) ([]*v1.Region, string) {
 
 // NewRegion keeps the fields of a create request that a caller may set; the rest is stamped.
 func NewRegion(in *v1.Region) *v1.Region {
-	return &v1.Region{Name: in.GetName(), Description: in.GetDescription()}
+	r := &v1.Region{Name: in.GetName(), Description: in.GetDescription()}
+	if in.GetReserve() != nil {
+		r.Reserve = proto.Clone(in.GetReserve()).(*v1.CapacityReserve)
+	}
+	return r
 }
 
 // CreateRegion adds a region; the name must be new.
@@ -51,6 +55,11 @@ func (w *WriteTxn) UpdateRegion(in *v1.Region, paths []string) (*v1.Region, erro
 		switch p {
 		case "description":
 			r.Description = in.GetDescription()
+		case "reserve":
+			r.Reserve = nil
+			if in.GetReserve() != nil {
+				r.Reserve = proto.Clone(in.GetReserve()).(*v1.CapacityReserve)
+			}
 		default:
 			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a region", p)
 		}
@@ -70,6 +79,9 @@ func (w *WriteTxn) DeleteRegion(name string) error {
 	}
 	if names, n := w.names(TableSites, "region", name, 5, rowName); n > 0 {
 		return apierror.Blocked("region %q still has %s; delete them first", name, listing("site", names, n))
+	}
+	if names, n := w.flavorsAllowing(name); n > 0 {
+		return apierror.Blocked("region %q is named in the allowed regions of %s; change them first", name, listing("flavor", names, n))
 	}
 	if names, n := w.devserversWhere(func(d *v1.Devserver) bool { return d.GetRegion() == name }, 5); n > 0 {
 		return apierror.Blocked("region %q still has %s; delete them first", name, listing("devserver", names, n))

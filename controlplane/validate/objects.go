@@ -18,7 +18,43 @@ func Region(prefix string, r *v1.Region) error {
 	if err := Name(prefix+".name", r.GetName()); err != nil {
 		return err
 	}
+	if err := Reserve(prefix+".reserve", r.GetReserve()); err != nil {
+		return err
+	}
 	return Text(prefix+".description", r.GetDescription(), MaxDescLen)
+}
+
+// Reserve checks a region's capacity reserve: a fraction up to 0.9, or a count of hosts.
+func Reserve(field string, r *v1.CapacityReserve) error {
+	switch {
+	case r == nil:
+		return nil
+	case r.GetFraction() != 0 && r.GetHosts() != 0:
+		return apierror.Invalid(field, "set fraction or hosts, not both")
+	case !(r.GetFraction() >= 0 && r.GetFraction() <= 0.9): // also rejects NaN
+		return apierror.Invalid(field+".fraction", "must be between 0 and 0.9, got %g", r.GetFraction())
+	case r.GetHosts() < 0 || r.GetHosts() > 10000:
+		return apierror.Invalid(field+".hosts", "must be between 0 and 10000, got %d", r.GetHosts())
+	}
+	return nil
+}
+
+// Regions checks a list of region names: valid and distinct.
+func Regions(field string, names []string) error {
+	if len(names) > MaxLabels {
+		return apierror.Invalid(field, "must have at most %d entries, got %d", MaxLabels, len(names))
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if err := Name(field, n); err != nil {
+			return err
+		}
+		if seen[n] {
+			return apierror.Invalid(field, "%q is listed twice", n)
+		}
+		seen[n] = true
+	}
+	return nil
 }
 
 // Site checks a site as stored.
@@ -101,6 +137,9 @@ func Flavor(prefix string, f *v1.Flavor) error {
 	}
 	if _, ok := v1.FlavorKind_name[int32(f.GetKind())]; !ok || f.GetKind() == v1.FlavorKind_FLAVOR_KIND_UNSPECIFIED {
 		return apierror.Invalid(prefix+".kind", "must be FLAVOR_KIND_VM or FLAVOR_KIND_PHYSICAL")
+	}
+	if err := Regions(prefix+".allowed_regions", f.GetAllowedRegions()); err != nil {
+		return err
 	}
 	return Text(prefix+".description", f.GetDescription(), MaxDescLen)
 }
@@ -190,10 +229,10 @@ func UpdatePaths(field string, mask *fieldmaskpb.FieldMask, allowed, defaults []
 
 // Updatable fields per resource, in the order they are listed in errors.
 var (
-	RegionUpdatable    = []string{"description"}
+	RegionUpdatable    = []string{"description", "reserve"}
 	SiteUpdatable      = []string{"description"}
 	HostUpdatable      = []string{"capacity", "overcommit", "reserved", "labels", "libvirt_uri"}
-	FlavorUpdatable    = []string{"description", "resources"}
+	FlavorUpdatable    = []string{"description", "allowed_regions", "resources"}
 	FlavorDefault      = []string{"description"}
 	DevserverUpdatable = []string{"sharers", "lifespan", "expire_time"}
 )

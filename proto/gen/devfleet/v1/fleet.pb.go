@@ -93,6 +93,57 @@ func (HostState) EnumDescriptor() ([]byte, []int) {
 	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{0}
 }
 
+// HostHealth is what devfleet last learned of a host (libvirt and heartbeats). Only UNHEALTHY
+// hosts are kept out of placement; UNKNOWN counts as usable.
+type HostHealth int32
+
+const (
+	HostHealth_HOST_HEALTH_UNKNOWN   HostHealth = 0
+	HostHealth_HOST_HEALTH_HEALTHY   HostHealth = 1
+	HostHealth_HOST_HEALTH_UNHEALTHY HostHealth = 2
+)
+
+// Enum value maps for HostHealth.
+var (
+	HostHealth_name = map[int32]string{
+		0: "HOST_HEALTH_UNKNOWN",
+		1: "HOST_HEALTH_HEALTHY",
+		2: "HOST_HEALTH_UNHEALTHY",
+	}
+	HostHealth_value = map[string]int32{
+		"HOST_HEALTH_UNKNOWN":   0,
+		"HOST_HEALTH_HEALTHY":   1,
+		"HOST_HEALTH_UNHEALTHY": 2,
+	}
+)
+
+func (x HostHealth) Enum() *HostHealth {
+	p := new(HostHealth)
+	*p = x
+	return p
+}
+
+func (x HostHealth) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HostHealth) Descriptor() protoreflect.EnumDescriptor {
+	return file_devfleet_v1_fleet_proto_enumTypes[1].Descriptor()
+}
+
+func (HostHealth) Type() protoreflect.EnumType {
+	return &file_devfleet_v1_fleet_proto_enumTypes[1]
+}
+
+func (x HostHealth) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HostHealth.Descriptor instead.
+func (HostHealth) EnumDescriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
 // FlavorKind says whether a devserver of a flavor is a VM or a whole host.
 type FlavorKind int32
 
@@ -127,11 +178,11 @@ func (x FlavorKind) String() string {
 }
 
 func (FlavorKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_devfleet_v1_fleet_proto_enumTypes[1].Descriptor()
+	return file_devfleet_v1_fleet_proto_enumTypes[2].Descriptor()
 }
 
 func (FlavorKind) Type() protoreflect.EnumType {
-	return &file_devfleet_v1_fleet_proto_enumTypes[1]
+	return &file_devfleet_v1_fleet_proto_enumTypes[2]
 }
 
 func (x FlavorKind) Number() protoreflect.EnumNumber {
@@ -140,7 +191,7 @@ func (x FlavorKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FlavorKind.Descriptor instead.
 func (FlavorKind) EnumDescriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{2}
 }
 
 // Lifespan says whether a devserver expires.
@@ -178,11 +229,11 @@ func (x Lifespan) String() string {
 }
 
 func (Lifespan) Descriptor() protoreflect.EnumDescriptor {
-	return file_devfleet_v1_fleet_proto_enumTypes[2].Descriptor()
+	return file_devfleet_v1_fleet_proto_enumTypes[3].Descriptor()
 }
 
 func (Lifespan) Type() protoreflect.EnumType {
-	return &file_devfleet_v1_fleet_proto_enumTypes[2]
+	return &file_devfleet_v1_fleet_proto_enumTypes[3]
 }
 
 func (x Lifespan) Number() protoreflect.EnumNumber {
@@ -191,7 +242,7 @@ func (x Lifespan) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Lifespan.Descriptor instead.
 func (Lifespan) EnumDescriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{3}
 }
 
 // DevserverState is where a devserver is in its life.
@@ -240,11 +291,11 @@ func (x DevserverState) String() string {
 }
 
 func (DevserverState) Descriptor() protoreflect.EnumDescriptor {
-	return file_devfleet_v1_fleet_proto_enumTypes[3].Descriptor()
+	return file_devfleet_v1_fleet_proto_enumTypes[4].Descriptor()
 }
 
 func (DevserverState) Type() protoreflect.EnumType {
-	return &file_devfleet_v1_fleet_proto_enumTypes[3]
+	return &file_devfleet_v1_fleet_proto_enumTypes[4]
 }
 
 func (x DevserverState) Number() protoreflect.EnumNumber {
@@ -253,7 +304,7 @@ func (x DevserverState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DevserverState.Descriptor instead.
 func (DevserverState) EnumDescriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{4}
 }
 
 // A region groups sites; losing a whole region is the failure capacity plans for.
@@ -266,7 +317,10 @@ type Region struct {
 	// Raft index of the command that created this record.
 	CreateIndex uint64 `protobuf:"varint,5,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	// Raft index of the command that last changed this record.
-	ModifyIndex   uint64 `protobuf:"varint,6,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	ModifyIndex uint64 `protobuf:"varint,6,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// Spare room the region keeps for losing another region or site; placement and drains may
+	// not eat into it.
+	Reserve       *CapacityReserve `protobuf:"bytes,7,opt,name=reserve,proto3" json:"reserve,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +397,69 @@ func (x *Region) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Region) GetReserve() *CapacityReserve {
+	if x != nil {
+		return x.Reserve
+	}
+	return nil
+}
+
+// CapacityReserve is the room a region keeps free: a fraction of its capacity, or the capacity
+// of its N largest hosts. At most one is set; neither means no reserve.
+type CapacityReserve struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Fraction (0-0.9) of every resource of the region's active hosts.
+	Fraction float64 `protobuf:"fixed64,1,opt,name=fraction,proto3" json:"fraction,omitempty"`
+	// The capacity of this many of the region's largest active hosts.
+	Hosts         int32 `protobuf:"varint,2,opt,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapacityReserve) Reset() {
+	*x = CapacityReserve{}
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapacityReserve) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapacityReserve) ProtoMessage() {}
+
+func (x *CapacityReserve) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapacityReserve.ProtoReflect.Descriptor instead.
+func (*CapacityReserve) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CapacityReserve) GetFraction() float64 {
+	if x != nil {
+		return x.Fraction
+	}
+	return 0
+}
+
+func (x *CapacityReserve) GetHosts() int32 {
+	if x != nil {
+		return x.Hosts
+	}
+	return 0
+}
+
 // A site is one data center inside a region.
 type Site struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -360,7 +477,7 @@ type Site struct {
 
 func (x *Site) Reset() {
 	*x = Site{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[1]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +489,7 @@ func (x *Site) String() string {
 func (*Site) ProtoMessage() {}
 
 func (x *Site) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[1]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +502,7 @@ func (x *Site) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Site.ProtoReflect.Descriptor instead.
 func (*Site) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Site) GetName() string {
@@ -450,7 +567,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[2]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +579,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[2]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +592,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Resources) GetVcpus() int64 {
@@ -518,7 +635,7 @@ type Overcommit struct {
 
 func (x *Overcommit) Reset() {
 	*x = Overcommit{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[3]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -530,7 +647,7 @@ func (x *Overcommit) String() string {
 func (*Overcommit) ProtoMessage() {}
 
 func (x *Overcommit) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[3]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -543,7 +660,7 @@ func (x *Overcommit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Overcommit.ProtoReflect.Descriptor instead.
 func (*Overcommit) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Overcommit) GetCpu() float64 {
@@ -585,18 +702,23 @@ type Host struct {
 	StateReason     string                 `protobuf:"bytes,9,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
 	StateChangeTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=state_change_time,json=stateChangeTime,proto3" json:"state_change_time,omitempty"`
 	// libvirt connection URI; empty for hosts devfleet does not drive through libvirt.
-	LibvirtUri    string                 `protobuf:"bytes,11,opt,name=libvirt_uri,json=libvirtUri,proto3" json:"libvirt_uri,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	CreateIndex   uint64                 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64                 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	LibvirtUri  string                 `protobuf:"bytes,11,opt,name=libvirt_uri,json=libvirtUri,proto3" json:"libvirt_uri,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	CreateIndex uint64                 `protobuf:"varint,14,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex uint64                 `protobuf:"varint,15,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// What the devservers on this host take; output only, kept by devfleet. A physical devserver
+	// takes the whole host.
+	Allocated *Resources `protobuf:"bytes,16,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	// Output only.
+	Health        HostHealth `protobuf:"varint,17,opt,name=health,proto3,enum=devfleet.v1.HostHealth" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Host) Reset() {
 	*x = Host{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[4]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +730,7 @@ func (x *Host) String() string {
 func (*Host) ProtoMessage() {}
 
 func (x *Host) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[4]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +743,7 @@ func (x *Host) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Host.ProtoReflect.Descriptor instead.
 func (*Host) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Host) GetName() string {
@@ -729,24 +851,41 @@ func (x *Host) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Host) GetAllocated() *Resources {
+	if x != nil {
+		return x.Allocated
+	}
+	return nil
+}
+
+func (x *Host) GetHealth() HostHealth {
+	if x != nil {
+		return x.Health
+	}
+	return HostHealth_HOST_HEALTH_UNKNOWN
+}
+
 // A flavor is the size a developer picks for a devserver.
 type Flavor struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Resources     *Resources             `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
-	Kind          FlavorKind             `protobuf:"varint,3,opt,name=kind,proto3,enum=devfleet.v1.FlavorKind" json:"kind,omitempty"`
-	Description   string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	CreateIndex   uint64                 `protobuf:"varint,7,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64                 `protobuf:"varint,8,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Resources   *Resources             `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	Kind        FlavorKind             `protobuf:"varint,3,opt,name=kind,proto3,enum=devfleet.v1.FlavorKind" json:"kind,omitempty"`
+	Description string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	CreateIndex uint64                 `protobuf:"varint,7,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex uint64                 `protobuf:"varint,8,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// Regions a devserver of this flavor may live in, or move to when its region is lost; empty
+	// means any region.
+	AllowedRegions []string `protobuf:"bytes,9,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Flavor) Reset() {
 	*x = Flavor{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +897,7 @@ func (x *Flavor) String() string {
 func (*Flavor) ProtoMessage() {}
 
 func (x *Flavor) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +910,7 @@ func (x *Flavor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flavor.ProtoReflect.Descriptor instead.
 func (*Flavor) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Flavor) GetName() string {
@@ -830,6 +969,13 @@ func (x *Flavor) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Flavor) GetAllowedRegions() []string {
+	if x != nil {
+		return x.AllowedRegions
+	}
+	return nil
+}
+
 // A devserver is a developer's long-lived machine.
 type Devserver struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -858,7 +1004,7 @@ type Devserver struct {
 
 func (x *Devserver) Reset() {
 	*x = Devserver{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1016,7 @@ func (x *Devserver) String() string {
 func (*Devserver) ProtoMessage() {}
 
 func (x *Devserver) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1029,7 @@ func (x *Devserver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Devserver.ProtoReflect.Descriptor instead.
 func (*Devserver) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Devserver) GetName() string {
@@ -1008,7 +1154,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1166,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1179,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteResponse) GetIndex() uint64 {
@@ -1052,7 +1198,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1210,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1223,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateRegionRequest) GetRegion() *Region {
@@ -1098,7 +1244,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +1256,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +1269,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetRegionRequest) GetName() string {
@@ -1153,7 +1299,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1311,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1324,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRegionsRequest) GetPageSize() int32 {
@@ -1213,7 +1359,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1371,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1384,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -1258,7 +1404,7 @@ func (x *ListRegionsResponse) GetNextPageToken() string {
 type UpdateRegionRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Region *Region                `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
-	// Fields to change: description. Empty means every updatable field.
+	// Fields to change: description, reserve. Empty means every updatable field.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1266,7 +1412,7 @@ type UpdateRegionRequest struct {
 
 func (x *UpdateRegionRequest) Reset() {
 	*x = UpdateRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1424,7 @@ func (x *UpdateRegionRequest) String() string {
 func (*UpdateRegionRequest) ProtoMessage() {}
 
 func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1437,7 @@ func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRegionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UpdateRegionRequest) GetRegion() *Region {
@@ -1317,7 +1463,7 @@ type DeleteRegionRequest struct {
 
 func (x *DeleteRegionRequest) Reset() {
 	*x = DeleteRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1475,7 @@ func (x *DeleteRegionRequest) String() string {
 func (*DeleteRegionRequest) ProtoMessage() {}
 
 func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1488,7 @@ func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRegionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteRegionRequest) GetName() string {
@@ -1361,7 +1507,7 @@ type CreateSiteRequest struct {
 
 func (x *CreateSiteRequest) Reset() {
 	*x = CreateSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1519,7 @@ func (x *CreateSiteRequest) String() string {
 func (*CreateSiteRequest) ProtoMessage() {}
 
 func (x *CreateSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1532,7 @@ func (x *CreateSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSiteRequest.ProtoReflect.Descriptor instead.
 func (*CreateSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateSiteRequest) GetSite() *Site {
@@ -1406,7 +1552,7 @@ type GetSiteRequest struct {
 
 func (x *GetSiteRequest) Reset() {
 	*x = GetSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1418,7 +1564,7 @@ func (x *GetSiteRequest) String() string {
 func (*GetSiteRequest) ProtoMessage() {}
 
 func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1431,7 +1577,7 @@ func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSiteRequest.ProtoReflect.Descriptor instead.
 func (*GetSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetSiteRequest) GetName() string {
@@ -1461,7 +1607,7 @@ type ListSitesRequest struct {
 
 func (x *ListSitesRequest) Reset() {
 	*x = ListSitesRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1619,7 @@ func (x *ListSitesRequest) String() string {
 func (*ListSitesRequest) ProtoMessage() {}
 
 func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1632,7 @@ func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
 func (*ListSitesRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListSitesRequest) GetRegion() string {
@@ -1527,7 +1673,7 @@ type ListSitesResponse struct {
 
 func (x *ListSitesResponse) Reset() {
 	*x = ListSitesResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1685,7 @@ func (x *ListSitesResponse) String() string {
 func (*ListSitesResponse) ProtoMessage() {}
 
 func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1698,7 @@ func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesResponse.ProtoReflect.Descriptor instead.
 func (*ListSitesResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListSitesResponse) GetSites() []*Site {
@@ -1580,7 +1726,7 @@ type UpdateSiteRequest struct {
 
 func (x *UpdateSiteRequest) Reset() {
 	*x = UpdateSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1738,7 @@ func (x *UpdateSiteRequest) String() string {
 func (*UpdateSiteRequest) ProtoMessage() {}
 
 func (x *UpdateSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1751,7 @@ func (x *UpdateSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSiteRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateSiteRequest) GetSite() *Site {
@@ -1631,7 +1777,7 @@ type DeleteSiteRequest struct {
 
 func (x *DeleteSiteRequest) Reset() {
 	*x = DeleteSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1789,7 @@ func (x *DeleteSiteRequest) String() string {
 func (*DeleteSiteRequest) ProtoMessage() {}
 
 func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1802,7 @@ func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSiteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteSiteRequest) GetName() string {
@@ -1675,7 +1821,7 @@ type CreateHostRequest struct {
 
 func (x *CreateHostRequest) Reset() {
 	*x = CreateHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1833,7 @@ func (x *CreateHostRequest) String() string {
 func (*CreateHostRequest) ProtoMessage() {}
 
 func (x *CreateHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1846,7 @@ func (x *CreateHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHostRequest.ProtoReflect.Descriptor instead.
 func (*CreateHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateHostRequest) GetHost() *Host {
@@ -1720,7 +1866,7 @@ type GetHostRequest struct {
 
 func (x *GetHostRequest) Reset() {
 	*x = GetHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1732,7 +1878,7 @@ func (x *GetHostRequest) String() string {
 func (*GetHostRequest) ProtoMessage() {}
 
 func (x *GetHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1745,7 +1891,7 @@ func (x *GetHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostRequest.ProtoReflect.Descriptor instead.
 func (*GetHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetHostRequest) GetName() string {
@@ -1777,7 +1923,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1935,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1948,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListHostsRequest) GetRegion() string {
@@ -1857,7 +2003,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2015,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2028,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -1911,7 +2057,7 @@ type UpdateHostRequest struct {
 
 func (x *UpdateHostRequest) Reset() {
 	*x = UpdateHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2069,7 @@ func (x *UpdateHostRequest) String() string {
 func (*UpdateHostRequest) ProtoMessage() {}
 
 func (x *UpdateHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2082,7 @@ func (x *UpdateHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHostRequest.ProtoReflect.Descriptor instead.
 func (*UpdateHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateHostRequest) GetHost() *Host {
@@ -1962,7 +2108,7 @@ type DeleteHostRequest struct {
 
 func (x *DeleteHostRequest) Reset() {
 	*x = DeleteHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2120,7 @@ func (x *DeleteHostRequest) String() string {
 func (*DeleteHostRequest) ProtoMessage() {}
 
 func (x *DeleteHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2133,7 @@ func (x *DeleteHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteHostRequest.ProtoReflect.Descriptor instead.
 func (*DeleteHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteHostRequest) GetName() string {
@@ -2008,7 +2154,7 @@ type CordonHostRequest struct {
 
 func (x *CordonHostRequest) Reset() {
 	*x = CordonHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2166,7 @@ func (x *CordonHostRequest) String() string {
 func (*CordonHostRequest) ProtoMessage() {}
 
 func (x *CordonHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2179,7 @@ func (x *CordonHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonHostRequest.ProtoReflect.Descriptor instead.
 func (*CordonHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CordonHostRequest) GetName() string {
@@ -2060,7 +2206,7 @@ type UncordonHostRequest struct {
 
 func (x *UncordonHostRequest) Reset() {
 	*x = UncordonHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2218,7 @@ func (x *UncordonHostRequest) String() string {
 func (*UncordonHostRequest) ProtoMessage() {}
 
 func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2231,7 @@ func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonHostRequest.ProtoReflect.Descriptor instead.
 func (*UncordonHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UncordonHostRequest) GetName() string {
@@ -2111,7 +2257,7 @@ type CreateFlavorRequest struct {
 
 func (x *CreateFlavorRequest) Reset() {
 	*x = CreateFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2269,7 @@ func (x *CreateFlavorRequest) String() string {
 func (*CreateFlavorRequest) ProtoMessage() {}
 
 func (x *CreateFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2282,7 @@ func (x *CreateFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFlavorRequest.ProtoReflect.Descriptor instead.
 func (*CreateFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CreateFlavorRequest) GetFlavor() *Flavor {
@@ -2156,7 +2302,7 @@ type GetFlavorRequest struct {
 
 func (x *GetFlavorRequest) Reset() {
 	*x = GetFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2314,7 @@ func (x *GetFlavorRequest) String() string {
 func (*GetFlavorRequest) ProtoMessage() {}
 
 func (x *GetFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2327,7 @@ func (x *GetFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFlavorRequest.ProtoReflect.Descriptor instead.
 func (*GetFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetFlavorRequest) GetName() string {
@@ -2209,7 +2355,7 @@ type ListFlavorsRequest struct {
 
 func (x *ListFlavorsRequest) Reset() {
 	*x = ListFlavorsRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2367,7 @@ func (x *ListFlavorsRequest) String() string {
 func (*ListFlavorsRequest) ProtoMessage() {}
 
 func (x *ListFlavorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2380,7 @@ func (x *ListFlavorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFlavorsRequest.ProtoReflect.Descriptor instead.
 func (*ListFlavorsRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{30}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListFlavorsRequest) GetPageSize() int32 {
@@ -2268,7 +2414,7 @@ type ListFlavorsResponse struct {
 
 func (x *ListFlavorsResponse) Reset() {
 	*x = ListFlavorsResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2426,7 @@ func (x *ListFlavorsResponse) String() string {
 func (*ListFlavorsResponse) ProtoMessage() {}
 
 func (x *ListFlavorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2439,7 @@ func (x *ListFlavorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFlavorsResponse.ProtoReflect.Descriptor instead.
 func (*ListFlavorsResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListFlavorsResponse) GetFlavors() []*Flavor {
@@ -2313,8 +2459,8 @@ func (x *ListFlavorsResponse) GetNextPageToken() string {
 type UpdateFlavorRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Flavor *Flavor                `protobuf:"bytes,1,opt,name=flavor,proto3" json:"flavor,omitempty"`
-	// Fields to change: description, resources (only while no devserver uses the flavor).
-	// Empty means description.
+	// Fields to change: description, allowed_regions, resources (only while no devserver uses
+	// the flavor). Empty means description.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2322,7 +2468,7 @@ type UpdateFlavorRequest struct {
 
 func (x *UpdateFlavorRequest) Reset() {
 	*x = UpdateFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2480,7 @@ func (x *UpdateFlavorRequest) String() string {
 func (*UpdateFlavorRequest) ProtoMessage() {}
 
 func (x *UpdateFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2493,7 @@ func (x *UpdateFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateFlavorRequest.ProtoReflect.Descriptor instead.
 func (*UpdateFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{32}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UpdateFlavorRequest) GetFlavor() *Flavor {
@@ -2373,7 +2519,7 @@ type DeleteFlavorRequest struct {
 
 func (x *DeleteFlavorRequest) Reset() {
 	*x = DeleteFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2531,7 @@ func (x *DeleteFlavorRequest) String() string {
 func (*DeleteFlavorRequest) ProtoMessage() {}
 
 func (x *DeleteFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2544,7 @@ func (x *DeleteFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFlavorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{33}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeleteFlavorRequest) GetName() string {
@@ -2419,7 +2565,7 @@ type CreateDevserverRequest struct {
 
 func (x *CreateDevserverRequest) Reset() {
 	*x = CreateDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2431,7 +2577,7 @@ func (x *CreateDevserverRequest) String() string {
 func (*CreateDevserverRequest) ProtoMessage() {}
 
 func (x *CreateDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2444,7 +2590,7 @@ func (x *CreateDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDevserverRequest.ProtoReflect.Descriptor instead.
 func (*CreateDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{34}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateDevserverRequest) GetDevserver() *Devserver {
@@ -2471,7 +2617,7 @@ type GetDevserverRequest struct {
 
 func (x *GetDevserverRequest) Reset() {
 	*x = GetDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2629,7 @@ func (x *GetDevserverRequest) String() string {
 func (*GetDevserverRequest) ProtoMessage() {}
 
 func (x *GetDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2642,7 @@ func (x *GetDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDevserverRequest.ProtoReflect.Descriptor instead.
 func (*GetDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{35}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetDevserverRequest) GetName() string {
@@ -2528,7 +2674,7 @@ type ListDevserversRequest struct {
 
 func (x *ListDevserversRequest) Reset() {
 	*x = ListDevserversRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2686,7 @@ func (x *ListDevserversRequest) String() string {
 func (*ListDevserversRequest) ProtoMessage() {}
 
 func (x *ListDevserversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2699,7 @@ func (x *ListDevserversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevserversRequest.ProtoReflect.Descriptor instead.
 func (*ListDevserversRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{36}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListDevserversRequest) GetRegion() string {
@@ -2615,7 +2761,7 @@ type ListDevserversResponse struct {
 
 func (x *ListDevserversResponse) Reset() {
 	*x = ListDevserversResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2627,7 +2773,7 @@ func (x *ListDevserversResponse) String() string {
 func (*ListDevserversResponse) ProtoMessage() {}
 
 func (x *ListDevserversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2640,7 +2786,7 @@ func (x *ListDevserversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevserversResponse.ProtoReflect.Descriptor instead.
 func (*ListDevserversResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{37}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListDevserversResponse) GetDevservers() []*Devserver {
@@ -2668,7 +2814,7 @@ type UpdateDevserverRequest struct {
 
 func (x *UpdateDevserverRequest) Reset() {
 	*x = UpdateDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2826,7 @@ func (x *UpdateDevserverRequest) String() string {
 func (*UpdateDevserverRequest) ProtoMessage() {}
 
 func (x *UpdateDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2839,7 @@ func (x *UpdateDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDevserverRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{38}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UpdateDevserverRequest) GetDevserver() *Devserver {
@@ -2719,7 +2865,7 @@ type DeleteDevserverRequest struct {
 
 func (x *DeleteDevserverRequest) Reset() {
 	*x = DeleteDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2877,7 @@ func (x *DeleteDevserverRequest) String() string {
 func (*DeleteDevserverRequest) ProtoMessage() {}
 
 func (x *DeleteDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2890,7 @@ func (x *DeleteDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDevserverRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{39}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeleteDevserverRequest) GetName() string {
@@ -2758,7 +2904,7 @@ var File_devfleet_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17devfleet/v1/fleet.proto\x12\vdevfleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xfe\x01\n" +
+	"\x17devfleet/v1/fleet.proto\x12\vdevfleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"\xb6\x02\n" +
 	"\x06Region\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12;\n" +
@@ -2767,7 +2913,11 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\x05 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x06 \x01(\x04R\vmodifyIndex\"\x94\x02\n" +
+	"\fmodify_index\x18\x06 \x01(\x04R\vmodifyIndex\x126\n" +
+	"\areserve\x18\a \x01(\v2\x1c.devfleet.v1.CapacityReserveR\areserve\"C\n" +
+	"\x0fCapacityReserve\x12\x1a\n" +
+	"\bfraction\x18\x01 \x01(\x01R\bfraction\x12\x14\n" +
+	"\x05hosts\x18\x02 \x01(\x05R\x05hosts\"\x94\x02\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12 \n" +
@@ -2788,7 +2938,7 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"Overcommit\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\x01R\x03cpu\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\x01R\x06memory\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xd3\x05\n" +
+	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xba\x06\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x16\n" +
@@ -2810,10 +2960,12 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x1a9\n" +
+	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x124\n" +
+	"\tallocated\x18\x10 \x01(\v2\x16.devfleet.v1.ResourcesR\tallocated\x12/\n" +
+	"\x06health\x18\x11 \x01(\x0e2\x17.devfleet.v1.HostHealthR\x06health\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x03\n" +
 	"\x06Flavor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\tresources\x18\x02 \x01(\v2\x16.devfleet.v1.ResourcesR\tresources\x12+\n" +
@@ -2824,7 +2976,8 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\a \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\b \x01(\x04R\vmodifyIndex\"\xbd\x04\n" +
+	"\fmodify_index\x18\b \x01(\x04R\vmodifyIndex\x12'\n" +
+	"\x0fallowed_regions\x18\t \x03(\tR\x0eallowedRegions\"\xbd\x04\n" +
 	"\tDevserver\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
@@ -2968,7 +3121,12 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\x13HOST_STATE_DRAINING\x10\x03\x12\x16\n" +
 	"\x12HOST_STATE_DRAINED\x10\x04\x12\x1e\n" +
 	"\x1aHOST_STATE_DECOMMISSIONING\x10\x05\x12\x16\n" +
-	"\x12HOST_STATE_RETIRED\x10\x06*W\n" +
+	"\x12HOST_STATE_RETIRED\x10\x06*Y\n" +
+	"\n" +
+	"HostHealth\x12\x17\n" +
+	"\x13HOST_HEALTH_UNKNOWN\x10\x00\x12\x17\n" +
+	"\x13HOST_HEALTH_HEALTHY\x10\x01\x12\x19\n" +
+	"\x15HOST_HEALTH_UNHEALTHY\x10\x02*W\n" +
 	"\n" +
 	"FlavorKind\x12\x1b\n" +
 	"\x17FLAVOR_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
@@ -3035,161 +3193,166 @@ func file_devfleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_fleet_proto_rawDescData
 }
 
-var file_devfleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_devfleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_devfleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_devfleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_devfleet_v1_fleet_proto_goTypes = []any{
 	(HostState)(0),                 // 0: devfleet.v1.HostState
-	(FlavorKind)(0),                // 1: devfleet.v1.FlavorKind
-	(Lifespan)(0),                  // 2: devfleet.v1.Lifespan
-	(DevserverState)(0),            // 3: devfleet.v1.DevserverState
-	(*Region)(nil),                 // 4: devfleet.v1.Region
-	(*Site)(nil),                   // 5: devfleet.v1.Site
-	(*Resources)(nil),              // 6: devfleet.v1.Resources
-	(*Overcommit)(nil),             // 7: devfleet.v1.Overcommit
-	(*Host)(nil),                   // 8: devfleet.v1.Host
-	(*Flavor)(nil),                 // 9: devfleet.v1.Flavor
-	(*Devserver)(nil),              // 10: devfleet.v1.Devserver
-	(*DeleteResponse)(nil),         // 11: devfleet.v1.DeleteResponse
-	(*CreateRegionRequest)(nil),    // 12: devfleet.v1.CreateRegionRequest
-	(*GetRegionRequest)(nil),       // 13: devfleet.v1.GetRegionRequest
-	(*ListRegionsRequest)(nil),     // 14: devfleet.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),    // 15: devfleet.v1.ListRegionsResponse
-	(*UpdateRegionRequest)(nil),    // 16: devfleet.v1.UpdateRegionRequest
-	(*DeleteRegionRequest)(nil),    // 17: devfleet.v1.DeleteRegionRequest
-	(*CreateSiteRequest)(nil),      // 18: devfleet.v1.CreateSiteRequest
-	(*GetSiteRequest)(nil),         // 19: devfleet.v1.GetSiteRequest
-	(*ListSitesRequest)(nil),       // 20: devfleet.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),      // 21: devfleet.v1.ListSitesResponse
-	(*UpdateSiteRequest)(nil),      // 22: devfleet.v1.UpdateSiteRequest
-	(*DeleteSiteRequest)(nil),      // 23: devfleet.v1.DeleteSiteRequest
-	(*CreateHostRequest)(nil),      // 24: devfleet.v1.CreateHostRequest
-	(*GetHostRequest)(nil),         // 25: devfleet.v1.GetHostRequest
-	(*ListHostsRequest)(nil),       // 26: devfleet.v1.ListHostsRequest
-	(*ListHostsResponse)(nil),      // 27: devfleet.v1.ListHostsResponse
-	(*UpdateHostRequest)(nil),      // 28: devfleet.v1.UpdateHostRequest
-	(*DeleteHostRequest)(nil),      // 29: devfleet.v1.DeleteHostRequest
-	(*CordonHostRequest)(nil),      // 30: devfleet.v1.CordonHostRequest
-	(*UncordonHostRequest)(nil),    // 31: devfleet.v1.UncordonHostRequest
-	(*CreateFlavorRequest)(nil),    // 32: devfleet.v1.CreateFlavorRequest
-	(*GetFlavorRequest)(nil),       // 33: devfleet.v1.GetFlavorRequest
-	(*ListFlavorsRequest)(nil),     // 34: devfleet.v1.ListFlavorsRequest
-	(*ListFlavorsResponse)(nil),    // 35: devfleet.v1.ListFlavorsResponse
-	(*UpdateFlavorRequest)(nil),    // 36: devfleet.v1.UpdateFlavorRequest
-	(*DeleteFlavorRequest)(nil),    // 37: devfleet.v1.DeleteFlavorRequest
-	(*CreateDevserverRequest)(nil), // 38: devfleet.v1.CreateDevserverRequest
-	(*GetDevserverRequest)(nil),    // 39: devfleet.v1.GetDevserverRequest
-	(*ListDevserversRequest)(nil),  // 40: devfleet.v1.ListDevserversRequest
-	(*ListDevserversResponse)(nil), // 41: devfleet.v1.ListDevserversResponse
-	(*UpdateDevserverRequest)(nil), // 42: devfleet.v1.UpdateDevserverRequest
-	(*DeleteDevserverRequest)(nil), // 43: devfleet.v1.DeleteDevserverRequest
-	nil,                            // 44: devfleet.v1.Host.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 45: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 46: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),    // 47: google.protobuf.Duration
+	(HostHealth)(0),                // 1: devfleet.v1.HostHealth
+	(FlavorKind)(0),                // 2: devfleet.v1.FlavorKind
+	(Lifespan)(0),                  // 3: devfleet.v1.Lifespan
+	(DevserverState)(0),            // 4: devfleet.v1.DevserverState
+	(*Region)(nil),                 // 5: devfleet.v1.Region
+	(*CapacityReserve)(nil),        // 6: devfleet.v1.CapacityReserve
+	(*Site)(nil),                   // 7: devfleet.v1.Site
+	(*Resources)(nil),              // 8: devfleet.v1.Resources
+	(*Overcommit)(nil),             // 9: devfleet.v1.Overcommit
+	(*Host)(nil),                   // 10: devfleet.v1.Host
+	(*Flavor)(nil),                 // 11: devfleet.v1.Flavor
+	(*Devserver)(nil),              // 12: devfleet.v1.Devserver
+	(*DeleteResponse)(nil),         // 13: devfleet.v1.DeleteResponse
+	(*CreateRegionRequest)(nil),    // 14: devfleet.v1.CreateRegionRequest
+	(*GetRegionRequest)(nil),       // 15: devfleet.v1.GetRegionRequest
+	(*ListRegionsRequest)(nil),     // 16: devfleet.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),    // 17: devfleet.v1.ListRegionsResponse
+	(*UpdateRegionRequest)(nil),    // 18: devfleet.v1.UpdateRegionRequest
+	(*DeleteRegionRequest)(nil),    // 19: devfleet.v1.DeleteRegionRequest
+	(*CreateSiteRequest)(nil),      // 20: devfleet.v1.CreateSiteRequest
+	(*GetSiteRequest)(nil),         // 21: devfleet.v1.GetSiteRequest
+	(*ListSitesRequest)(nil),       // 22: devfleet.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),      // 23: devfleet.v1.ListSitesResponse
+	(*UpdateSiteRequest)(nil),      // 24: devfleet.v1.UpdateSiteRequest
+	(*DeleteSiteRequest)(nil),      // 25: devfleet.v1.DeleteSiteRequest
+	(*CreateHostRequest)(nil),      // 26: devfleet.v1.CreateHostRequest
+	(*GetHostRequest)(nil),         // 27: devfleet.v1.GetHostRequest
+	(*ListHostsRequest)(nil),       // 28: devfleet.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),      // 29: devfleet.v1.ListHostsResponse
+	(*UpdateHostRequest)(nil),      // 30: devfleet.v1.UpdateHostRequest
+	(*DeleteHostRequest)(nil),      // 31: devfleet.v1.DeleteHostRequest
+	(*CordonHostRequest)(nil),      // 32: devfleet.v1.CordonHostRequest
+	(*UncordonHostRequest)(nil),    // 33: devfleet.v1.UncordonHostRequest
+	(*CreateFlavorRequest)(nil),    // 34: devfleet.v1.CreateFlavorRequest
+	(*GetFlavorRequest)(nil),       // 35: devfleet.v1.GetFlavorRequest
+	(*ListFlavorsRequest)(nil),     // 36: devfleet.v1.ListFlavorsRequest
+	(*ListFlavorsResponse)(nil),    // 37: devfleet.v1.ListFlavorsResponse
+	(*UpdateFlavorRequest)(nil),    // 38: devfleet.v1.UpdateFlavorRequest
+	(*DeleteFlavorRequest)(nil),    // 39: devfleet.v1.DeleteFlavorRequest
+	(*CreateDevserverRequest)(nil), // 40: devfleet.v1.CreateDevserverRequest
+	(*GetDevserverRequest)(nil),    // 41: devfleet.v1.GetDevserverRequest
+	(*ListDevserversRequest)(nil),  // 42: devfleet.v1.ListDevserversRequest
+	(*ListDevserversResponse)(nil), // 43: devfleet.v1.ListDevserversResponse
+	(*UpdateDevserverRequest)(nil), // 44: devfleet.v1.UpdateDevserverRequest
+	(*DeleteDevserverRequest)(nil), // 45: devfleet.v1.DeleteDevserverRequest
+	nil,                            // 46: devfleet.v1.Host.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 47: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 48: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
 }
 var file_devfleet_v1_fleet_proto_depIdxs = []int32{
-	45, // 0: devfleet.v1.Region.create_time:type_name -> google.protobuf.Timestamp
-	45, // 1: devfleet.v1.Region.update_time:type_name -> google.protobuf.Timestamp
-	45, // 2: devfleet.v1.Site.create_time:type_name -> google.protobuf.Timestamp
-	45, // 3: devfleet.v1.Site.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: devfleet.v1.Host.capacity:type_name -> devfleet.v1.Resources
-	7,  // 5: devfleet.v1.Host.overcommit:type_name -> devfleet.v1.Overcommit
-	6,  // 6: devfleet.v1.Host.reserved:type_name -> devfleet.v1.Resources
-	44, // 7: devfleet.v1.Host.labels:type_name -> devfleet.v1.Host.LabelsEntry
-	0,  // 8: devfleet.v1.Host.state:type_name -> devfleet.v1.HostState
-	45, // 9: devfleet.v1.Host.state_change_time:type_name -> google.protobuf.Timestamp
-	45, // 10: devfleet.v1.Host.create_time:type_name -> google.protobuf.Timestamp
-	45, // 11: devfleet.v1.Host.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 12: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
-	1,  // 13: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
-	45, // 14: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
-	45, // 15: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 16: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
-	45, // 17: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 18: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
-	45, // 19: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
-	45, // 20: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 21: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
-	4,  // 22: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
-	4,  // 23: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
-	46, // 24: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 25: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
-	5,  // 26: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
-	5,  // 27: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
-	46, // 28: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
-	8,  // 29: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
-	0,  // 30: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
-	8,  // 31: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
-	8,  // 32: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
-	46, // 33: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
-	9,  // 34: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	9,  // 35: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
-	9,  // 36: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	46, // 37: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 38: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	47, // 39: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
-	10, // 40: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
-	10, // 41: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	46, // 42: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12, // 43: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
-	13, // 44: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
-	14, // 45: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
-	16, // 46: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
-	17, // 47: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
-	18, // 48: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
-	19, // 49: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
-	20, // 50: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
-	22, // 51: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
-	23, // 52: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
-	24, // 53: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
-	25, // 54: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
-	26, // 55: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
-	28, // 56: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
-	29, // 57: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
-	30, // 58: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
-	31, // 59: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
-	32, // 60: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
-	33, // 61: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
-	34, // 62: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
-	36, // 63: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
-	37, // 64: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
-	38, // 65: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
-	39, // 66: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
-	40, // 67: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
-	42, // 68: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
-	43, // 69: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
-	4,  // 70: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
-	4,  // 71: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
-	15, // 72: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
-	4,  // 73: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
-	11, // 74: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
-	5,  // 75: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
-	5,  // 76: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
-	21, // 77: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
-	5,  // 78: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
-	11, // 79: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
-	8,  // 80: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
-	8,  // 81: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
-	27, // 82: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
-	8,  // 83: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
-	11, // 84: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
-	8,  // 85: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
-	8,  // 86: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
-	9,  // 87: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
-	9,  // 88: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
-	35, // 89: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
-	9,  // 90: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
-	11, // 91: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
-	10, // 92: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
-	10, // 93: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
-	41, // 94: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
-	10, // 95: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
-	11, // 96: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
-	70, // [70:97] is the sub-list for method output_type
-	43, // [43:70] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	47, // 0: devfleet.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	47, // 1: devfleet.v1.Region.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 2: devfleet.v1.Region.reserve:type_name -> devfleet.v1.CapacityReserve
+	47, // 3: devfleet.v1.Site.create_time:type_name -> google.protobuf.Timestamp
+	47, // 4: devfleet.v1.Site.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 5: devfleet.v1.Host.capacity:type_name -> devfleet.v1.Resources
+	9,  // 6: devfleet.v1.Host.overcommit:type_name -> devfleet.v1.Overcommit
+	8,  // 7: devfleet.v1.Host.reserved:type_name -> devfleet.v1.Resources
+	46, // 8: devfleet.v1.Host.labels:type_name -> devfleet.v1.Host.LabelsEntry
+	0,  // 9: devfleet.v1.Host.state:type_name -> devfleet.v1.HostState
+	47, // 10: devfleet.v1.Host.state_change_time:type_name -> google.protobuf.Timestamp
+	47, // 11: devfleet.v1.Host.create_time:type_name -> google.protobuf.Timestamp
+	47, // 12: devfleet.v1.Host.update_time:type_name -> google.protobuf.Timestamp
+	8,  // 13: devfleet.v1.Host.allocated:type_name -> devfleet.v1.Resources
+	1,  // 14: devfleet.v1.Host.health:type_name -> devfleet.v1.HostHealth
+	8,  // 15: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
+	2,  // 16: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
+	47, // 17: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
+	47, // 18: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
+	3,  // 19: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
+	47, // 20: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 21: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
+	47, // 22: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
+	47, // 23: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 24: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
+	5,  // 25: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
+	5,  // 26: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
+	48, // 27: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,  // 28: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
+	7,  // 29: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
+	7,  // 30: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
+	48, // 31: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 32: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
+	0,  // 33: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
+	10, // 34: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
+	10, // 35: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
+	48, // 36: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 37: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	11, // 38: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
+	11, // 39: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	48, // 40: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12, // 41: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	49, // 42: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
+	12, // 43: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
+	12, // 44: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	48, // 45: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14, // 46: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
+	15, // 47: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
+	16, // 48: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
+	18, // 49: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
+	19, // 50: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
+	20, // 51: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
+	21, // 52: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
+	22, // 53: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
+	24, // 54: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
+	25, // 55: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
+	26, // 56: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
+	27, // 57: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
+	28, // 58: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
+	30, // 59: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
+	31, // 60: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
+	32, // 61: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
+	33, // 62: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
+	34, // 63: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
+	35, // 64: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
+	36, // 65: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
+	38, // 66: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
+	39, // 67: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
+	40, // 68: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
+	41, // 69: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
+	42, // 70: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
+	44, // 71: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
+	45, // 72: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
+	5,  // 73: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
+	5,  // 74: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
+	17, // 75: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
+	5,  // 76: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
+	13, // 77: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
+	7,  // 78: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
+	7,  // 79: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
+	23, // 80: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
+	7,  // 81: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
+	13, // 82: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
+	10, // 83: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
+	10, // 84: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
+	29, // 85: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
+	10, // 86: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
+	13, // 87: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
+	10, // 88: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
+	10, // 89: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
+	11, // 90: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
+	11, // 91: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
+	37, // 92: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
+	11, // 93: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
+	13, // 94: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
+	12, // 95: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
+	12, // 96: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
+	43, // 97: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
+	12, // 98: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
+	13, // 99: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
+	73, // [73:100] is the sub-list for method output_type
+	46, // [46:73] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_fleet_proto_init() }
@@ -3202,8 +3365,8 @@ func file_devfleet_v1_fleet_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_fleet_proto_rawDesc), len(file_devfleet_v1_fleet_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   41,
+			NumEnums:      5,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
