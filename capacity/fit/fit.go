@@ -154,7 +154,7 @@ func (s Shortage) Describe(f *v1.Flavor) string {
 	case GPUs:
 		return fmt.Sprintf("lack GPUs for flavor %s (need %d)", f.GetName(), r.GetGpus())
 	case Occupied:
-		return fmt.Sprintf("are not empty, as physical flavor %s needs", f.GetName())
+		return fmt.Sprintf("run other devservers (physical flavor %s needs an empty host)", f.GetName())
 	}
 	return "fit"
 }

@@ -193,3 +193,31 @@ func (v *View) devserversWhere(match func(*v1.Devserver) bool, max int) ([]strin
 	}
 	return out, n
 }
+
+// DevserversOf returns every devserver of an owner.
+func (v *View) DevserversOf(owner string) []*v1.Devserver {
+	var out []*v1.Devserver
+	it := v.iter(TableDevservers, "owner", owner)
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*v1.Devserver))
+	}
+	return out
+}
+
+// DevserversOn returns every devserver on a host.
+func (v *View) DevserversOn(host string) []*v1.Devserver {
+	var out []*v1.Devserver
+	it := v.iter(TableDevservers, "host", host)
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*v1.Devserver))
+	}
+	return out
+}
+
+// EachDevserver calls fn for every devserver, in name order.
+func (v *View) EachDevserver(fn func(*v1.Devserver)) {
+	it := v.iter(TableDevservers, "id")
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		fn(raw.(*v1.Devserver))
+	}
+}

@@ -126,3 +126,13 @@ func (v *View) flavorsAllowing(region string) ([]string, int) {
 	}
 	return out, n
 }
+
+// Flavors returns every flavor, in name order.
+func (v *View) Flavors() []*v1.Flavor {
+	var out []*v1.Flavor
+	it := v.iter(TableFlavors, "id")
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*v1.Flavor))
+	}
+	return out
+}

@@ -252,3 +252,21 @@ func HostStateName(s v1.HostState) string {
 	}
 	return "unknown"
 }
+
+// HostsIn returns every host of a region, in name order.
+func (v *View) HostsIn(region string) []*v1.Host {
+	var out []*v1.Host
+	it := v.iter(TableHosts, "region", region)
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*v1.Host))
+	}
+	return out
+}
+
+// EachHost calls fn for every host, in name order.
+func (v *View) EachHost(fn func(*v1.Host)) {
+	it := v.iter(TableHosts, "id")
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		fn(raw.(*v1.Host))
+	}
+}

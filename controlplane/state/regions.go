@@ -88,3 +88,13 @@ func (w *WriteTxn) DeleteRegion(name string) error {
 	}
 	return w.remove(TableRegions, r)
 }
+
+// Regions returns every region, in name order.
+func (v *View) Regions() []*v1.Region {
+	var out []*v1.Region
+	it := v.iter(TableRegions, "id")
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*v1.Region))
+	}
+	return out
+}
