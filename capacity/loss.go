@@ -86,7 +86,7 @@ func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
 		return goneRegion[h.GetRegion()] || goneSite[h.GetSite()] || goneHost[h.GetName()]
 	}
 	loss := Loss{Gone: g}
-	free := map[string]fit.Amount{}      // running free resources of surviving eligible hosts
+	free := map[string]fit.Amount{}       // running free resources of surviving eligible hosts
 	regionFree := map[string]fit.Amount{} // and their sum per region
 	reserve := map[string]fit.Amount{}
 	var moving []*v1.Devserver
