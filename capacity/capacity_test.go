@@ -306,3 +306,18 @@ func sortDevservers(f *Fleet, ds []*v1.Devserver) {
 		}
 	}
 }
+
+func TestPlaceKeepsTheRegionReserve(t *testing.T) {
+	t.Parallel()
+	hosts := []*v1.Host{host("h1", "s", "eu", 16, 65536, 0), withAlloc(host("h2", "s", "eu", 16, 65536, 0), 8, 32768)}
+	req := &Request{Flavor: flavor("small", 4, 16384, 0), Region: "eu", Reserve: fit.Amount{VCPUs: 16, MemoryMiB: 65536}}
+	if d := Place(hosts, req); d.Host.GetName() != "h2" {
+		t.Fatalf("placed on %v: %s", d.Host, d.Explanation)
+	}
+	req.Reserve = fit.Amount{VCPUs: 22, MemoryMiB: 65536}
+	d := Place(hosts, req)
+	want := "region eu: 2 hosts; the hosts that fit would eat into the region's capacity reserve (24 vCPUs, 98304 MiB free, 22 vCPUs, 65536 MiB reserved)"
+	if d.Host != nil || d.Explanation.String() != want {
+		t.Fatalf("got %v\n%s\nwant %s", d.Host, d.Explanation, want)
+	}
+}

@@ -42,6 +42,9 @@ type Request struct {
 	// Pending is taken off a host's free resources before fitting (placements proposed and not
 	// yet applied); nil means none.
 	Pending func(host string) fit.Amount
+	// Reserve, if not zero, is the room the region must keep free: a placement that would eat
+	// into it is refused.
+	Reserve fit.Amount
 }
 
 // Avoid lists the hosts and sites that already run a devserver of the owner.
@@ -138,6 +141,10 @@ type Explanation struct {
 	Hosts  int
 	// Rejected are "reason: count" in filter order.
 	Rejected []Rejection
+	// ReserveBlocked: a host fitted, but taking it would eat into the region's reserve.
+	ReserveBlocked bool
+	// Reserve and Free are the region's reserve and free room, when ReserveBlocked.
+	Reserve, Free fit.Amount
 }
 
 // Rejection is one reason hosts were turned away and how many.
@@ -159,7 +166,14 @@ func (e Explanation) String() string {
 		}
 		fmt.Fprintf(&b, "%d %s", r.Hosts, r.Reason)
 	}
+	if e.ReserveBlocked {
+		fmt.Fprintf(&b, "; the hosts that fit would eat into the region's capacity reserve (%s free, %s reserved)", describe(e.Free), describe(e.Reserve))
+	}
 	return b.String()
+}
+
+func describe(a fit.Amount) string {
+	return fmt.Sprintf("%d vCPUs, %d MiB", a.VCPUs, a.MemoryMiB)
 }
 
 func plural(n int, one, many string) string {
@@ -198,10 +212,14 @@ func Place(hosts []*v1.Host, req *Request) Decision {
 		n, order int
 	}
 	var reasons map[string]*counted
+	var regionFree fit.Amount
 	for _, h := range hosts {
 		free := fit.Free(h)
 		if req.Pending != nil {
 			free = free.Sub(req.Pending(h.GetName()))
+		}
+		if eligible(h) {
+			regionFree = regionFree.Add(free)
 		}
 		if reason, order := reject(req, h, free); reason != "" {
 			if reasons == nil {
@@ -219,6 +237,10 @@ func Place(hosts []*v1.Host, req *Request) Decision {
 		if d.Host == nil || s > d.Score {
 			d.Host, d.Score = h, s
 		}
+	}
+	if d.Host != nil && !req.Reserve.IsZero() && !regionFree.Sub(fit.Need(req.Flavor, d.Host)).Covers(req.Reserve) {
+		d.Host, d.Score = nil, 0
+		d.Explanation.ReserveBlocked, d.Explanation.Reserve, d.Explanation.Free = true, req.Reserve, regionFree
 	}
 	for reason, c := range reasons {
 		d.Explanation.Rejected = append(d.Explanation.Rejected, Rejection{Reason: reason, Hosts: c.n})

@@ -5,9 +5,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/controlplane/validate"
@@ -338,7 +340,41 @@ func (s *Server) CreateDevserver(ctx context.Context, req *v1.CreateDevserverReq
 	if err := validate.Devserver("devserver", d); err != nil {
 		return nil, err
 	}
-	return proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: d}}})
+	if d.GetHost() != "" {
+		if req.GetSite() != "" || req.GetSpread() != v1.Spread_SPREAD_NONE {
+			return nil, apierror.Invalid("site", "site and spread guide placement; leave them out when devserver.host is given")
+		}
+		return proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: d}}})
+	}
+	return s.placeAndCreate(ctx, d, req)
+}
+
+// placeAndCreate places a devserver through capacity and records it on the chosen host. The
+// placement is held as pending until the command applies, so concurrent creates see it; if the
+// host filled up meanwhile (the FSM checks the fit again), it places again, a few times.
+func (s *Server) placeAndCreate(ctx context.Context, d *v1.Devserver, req *v1.CreateDevserverRequest) (*v1.Devserver, error) {
+	const attempts = 4
+	for attempt := 1; ; attempt++ {
+		decision, flavor, err := s.place(s.store.View(), placeArgs{
+			flavor: d.GetFlavor(), region: d.GetRegion(), site: req.GetSite(), owner: d.GetOwner(), spread: req.GetSpread(), prefix: "devserver.",
+		})
+		if err != nil {
+			return nil, err
+		}
+		if decision.Host == nil {
+			return nil, apierror.Blocked("no room for flavor %s: %s", d.GetFlavor(), decision.Explanation)
+		}
+		placed := proto.Clone(d).(*v1.Devserver)
+		placed.Host = decision.Host.GetName()
+		need := fit.Need(flavor, decision.Host)
+		s.pending.add(placed.Host, need)
+		out, err := proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: placed}}})
+		s.pending.remove(placed.Host, need)
+		if apierror.HasCode(err, apierror.CodeNoRoom) && attempt < attempts {
+			continue
+		}
+		return out, err
+	}
 }
 
 // stampLifespan resolves a create request's lifespan: an explicit lifespan, or temporary when

@@ -55,6 +55,7 @@ var methods = func() map[string]method {
 	for _, sd := range []protoreflect.ServiceDescriptor{
 		v1.File_devfleet_v1_fleet_proto.Services().ByName("FleetService"),
 		v1.File_devfleet_v1_cluster_proto.Services().ByName("ClusterService"),
+		v1.File_devfleet_v1_capacity_proto.Services().ByName("CapacityService"),
 	} {
 		for i := 0; i < sd.Methods().Len(); i++ {
 			md := sd.Methods().Get(i)
@@ -70,8 +71,8 @@ var methods = func() map[string]method {
 			switch {
 			case name == "GetStatus":
 				r = routeLocal
-			case strings.HasPrefix(name, "Get"), strings.HasPrefix(name, "List"):
-				r = routeRead
+			case strings.HasPrefix(name, "Get"), strings.HasPrefix(name, "List"), sd.Name() == "CapacityService":
+				r = routeRead // CapacityService only answers questions
 			}
 			out[fmt.Sprintf("/%s/%s", sd.FullName(), name)] = method{route: r, response: mt}
 		}

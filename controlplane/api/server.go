@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
@@ -64,6 +65,7 @@ type Config struct {
 type Server struct {
 	v1.UnsafeFleetServiceServer
 	v1.UnsafeClusterServiceServer
+	v1.UnsafeCapacityServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -73,6 +75,10 @@ type Server struct {
 
 	connsMu sync.Mutex
 	conns   map[string]*grpc.ClientConn
+
+	// pending holds placements proposed and not yet applied, so that concurrent creates on the
+	// leader do not all pick the same last slot.
+	pending pendingPlacements
 }
 
 // New returns a Server. Register it on a grpc.Server created with its ServerOptions.
@@ -90,6 +96,7 @@ func New(cfg Config) *Server {
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registry),
 		conns:   map[string]*grpc.ClientConn{},
+		pending: pendingPlacements{byHost: map[string]fit.Amount{}},
 	}
 }
 
@@ -107,6 +114,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterFleetServiceServer(g, s)
 	v1.RegisterClusterServiceServer(g, s)
+	v1.RegisterCapacityServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

@@ -40,6 +40,21 @@ type Error struct {
 	Field string
 	// Reason is a sentence fragment that reads well after the field: "must not be empty".
 	Reason string
+	// Code, if set, names the refusal for programs (a gRPC ErrorInfo reason), so that callers
+	// can react to it without parsing Reason.
+	Code string
+}
+
+// Codes of refusals that callers act on.
+const (
+	// CodeNoRoom: the chosen host no longer has room; placing again may succeed.
+	CodeNoRoom = "NO_ROOM"
+)
+
+// HasCode reports whether err is a refusal with the given code.
+func HasCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
 }
 
 func (e *Error) Error() string {
@@ -61,7 +76,12 @@ func (e *Error) status(msg string) *status.Status {
 		if d, err := st.WithDetails(&errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: e.Field, Description: e.Reason}},
 		}); err == nil {
-			return d
+			st = d
+		}
+	}
+	if e.Code != "" {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Code, Domain: "devfleet.dev"}); err == nil {
+			st = d
 		}
 	}
 	return st

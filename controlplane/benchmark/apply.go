@@ -95,9 +95,29 @@ func (c *Cluster) Seed(ctx context.Context) error {
 	if _, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "bench"}}); err != nil {
 		return err
 	}
-	_, err = fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 4, MemoryMib: 16384, DiskGib: 100}}})
-	return err
+	if _, err := fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "bench-1", Region: "bench"}}); err != nil {
+		return err
+	}
+	if _, err = fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 4, MemoryMib: 16384, DiskGib: 100}}}); err != nil {
+		return err
+	}
+	// Big enough for every run: each host takes 10,000 small devservers.
+	for i := 0; i < BenchHosts; i++ {
+		if _, err := fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{
+			Name: benchHost(i), Site: "bench-1",
+			Capacity:   &v1.Resources{Vcpus: 4096, MemoryMib: 64 << 20, DiskGib: 1 << 20},
+			Overcommit: &v1.Overcommit{Cpu: 10},
+		}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// BenchHosts is how many hosts Seed creates in region bench.
+const BenchHosts = 64
+
+func benchHost(i int) string { return fmt.Sprintf("bench-h%02d", i) }
 
 var runSeq atomic.Int64
 
@@ -121,7 +141,9 @@ func (c *Cluster) Run(ctx context.Context, clients int, d time.Duration) (Result
 }
 
 // Drive creates devservers (flavor small, region bench, as Seed makes them) through the gRPC
-// API at addr from clients goroutines for d, and measures each acknowledged write.
+// API at addr from clients goroutines for d, and measures each acknowledged write. Each client
+// names its host (an operator's pinned create: validation, fit check and allocation on apply,
+// no placement search); see DrivePlacements for creates that place.
 func Drive(ctx context.Context, addr string, clients int, d time.Duration) (Result, error) {
 	// A few HTTP/2 connections, as separate client processes would open.
 	conns := make([]*grpc.ClientConn, min(clients, 8))
@@ -142,6 +164,7 @@ func Drive(ctx context.Context, addr string, clients int, d time.Duration) (Resu
 		_, err := fleets[client%len(fleets)].CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
 			Name:  fmt.Sprintf("%s-c%d-d%d", prefix, client, seq),
 			Owner: "bench", Flavor: "small", Region: "bench", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
+			Host: benchHost(client % BenchHosts),
 		}})
 		return err
 	}), nil
@@ -199,7 +222,7 @@ func RunApply(ctx context.Context, o ApplyOptions, out io.Writer) (ApplyReport, 
 	if _, err := c.Run(ctx, 16, time.Second); err != nil { // warm up
 		return rep, err
 	}
-	fmt.Fprintln(out, "devfleet: 3 nodes on loopback, bbolt logs fsync'd, CreateDevserver over gRPC to the leader")
+	fmt.Fprintln(out, "devfleet: 3 nodes on loopback, bbolt logs fsync'd, CreateDevserver (host given) over gRPC to the leader")
 	for _, n := range o.Clients {
 		r, err := c.Run(ctx, n, o.Duration)
 		if err != nil {

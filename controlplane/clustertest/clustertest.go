@@ -47,6 +47,9 @@ type Node struct {
 // Fleet is a client of this node's FleetService.
 func (n *Node) Fleet() v1.FleetServiceClient { return v1.NewFleetServiceClient(n.conn) }
 
+// Conn is the node's client connection, for any service.
+func (n *Node) Conn() *grpc.ClientConn { return n.conn }
+
 // Cluster is a client of this node's ClusterService.
 func (n *Node) Cluster() v1.ClusterServiceClient { return v1.NewClusterServiceClient(n.conn) }
 

@@ -86,7 +86,9 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 		// The placement was chosen on an earlier view; concurrent creates may have taken the
 		// room since. This check is what keeps a host from being oversubscribed.
 		if s := fit.Check(f, h, fit.Free(h)); s != fit.None {
-			return nil, apierror.Blocked("host %q has no room for it: its free resources %s", d.Host, s.Describe(f))
+			e := apierror.Blocked("host %q has no room for it: its free resources %s", d.Host, s.Describe(f))
+			e.Code = apierror.CodeNoRoom
+			return nil, e
 		}
 		d.Site = h.GetSite()
 	}
@@ -96,7 +98,7 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 		return nil, err
 	}
 	if d.Host != "" {
-		if err := w.refreshAllocated(d.Host); err != nil {
+		if err := w.allocate(d.Host, func(h *v1.Host) fit.Amount { return fit.Need(f, h) }, false); err != nil {
 			return nil, err
 		}
 	}
@@ -171,7 +173,11 @@ func (w *WriteTxn) DeleteDevserver(name string) error {
 		return err
 	}
 	if d.GetHost() != "" {
-		return w.refreshAllocated(d.GetHost())
+		f, err := w.GetFlavor(d.GetFlavor())
+		if err != nil {
+			return err
+		}
+		return w.allocate(d.GetHost(), func(h *v1.Host) fit.Amount { return fit.Need(f, h) }, true)
 	}
 	return nil
 }

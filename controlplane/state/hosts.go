@@ -3,6 +3,8 @@ package state
 import (
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -37,7 +39,7 @@ func (v *View) ListHosts(f HostFilter, p Page) ([]*v1.Host, string) {
 	case f.Site != "":
 		return list(v, TableHosts, "site", f.Site, p, keep)
 	case f.Region != "":
-		return list(v, TableHosts, "region", f.Region, p, keep)
+		return list(v, TableHosts, "", "", p, keep)
 	default:
 		return list(v, TableHosts, "", "", p, keep)
 	}
@@ -152,20 +154,20 @@ func (v *View) allocatedOn(h *v1.Host) (fit.Amount, error) {
 	return sum, nil
 }
 
-// refreshAllocated recomputes a host's allocation after its devservers changed.
-func (w *WriteTxn) refreshAllocated(name string) error {
+// allocate adds delta (negative to release) to a host's allocation. Incremental, so a write
+// costs the same however many devservers the host runs; UpdateHost recomputes from scratch.
+func (w *WriteTxn) allocate(name string, delta func(h *v1.Host) fit.Amount, release bool) error {
 	cur, err := w.GetHost(name)
 	if err != nil {
 		return err
 	}
-	alloc, err := w.allocatedOn(cur)
-	if err != nil {
-		return err
-	}
-	if fit.Of(cur.GetAllocated()) == alloc {
-		return nil
-	}
 	h := proto.Clone(cur).(*v1.Host)
+	alloc := fit.Of(h.GetAllocated())
+	if release {
+		alloc = alloc.Sub(delta(cur))
+	} else {
+		alloc = alloc.Add(delta(cur))
+	}
 	h.Allocated = alloc.Proto()
 	h.UpdateTime, h.ModifyIndex = w.now, w.index
 	return w.insert(TableHosts, h)
@@ -256,10 +258,14 @@ func HostStateName(s v1.HostState) string {
 // HostsIn returns every host of a region, in name order.
 func (v *View) HostsIn(region string) []*v1.Host {
 	var out []*v1.Host
-	it := v.iter(TableHosts, "region", region)
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*v1.Host))
+	sites := v.iter(TableSites, "region", region)
+	for raw := sites.Next(); raw != nil; raw = sites.Next() {
+		it := v.iter(TableHosts, "site", raw.(*v1.Site).GetName())
+		for h := it.Next(); h != nil; h = it.Next() {
+			out = append(out, h.(*v1.Host))
+		}
 	}
+	slices.SortFunc(out, func(a, b *v1.Host) int { return strings.Compare(a.GetName(), b.GetName()) })
 	return out
 }
 

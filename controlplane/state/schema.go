@@ -72,10 +72,11 @@ func schema() *memdb.DBSchema {
 			index("id", true, false, func(s *v1.Site) string { return s.GetName() }),
 			index("region", false, false, func(s *v1.Site) string { return s.GetRegion() }),
 		),
+		// Hosts are rewritten whenever a devserver lands on or leaves them (their allocation),
+		// so they carry no region index: a region's hosts are found through its sites.
 		table(TableHosts,
 			index("id", true, false, func(h *v1.Host) string { return h.GetName() }),
 			index("site", false, false, func(h *v1.Host) string { return h.GetSite() }),
-			index("region", false, false, func(h *v1.Host) string { return h.GetRegion() }),
 		),
 		table(TableFlavors, index("id", true, false, func(f *v1.Flavor) string { return f.GetName() })),
 		// Devservers are the hottest table and every index costs on every write (about 10µs

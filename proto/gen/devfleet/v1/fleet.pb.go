@@ -307,6 +307,58 @@ func (DevserverState) EnumDescriptor() ([]byte, []int) {
 	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{4}
 }
 
+// Spread asks placement to keep one owner's devservers apart.
+type Spread int32
+
+const (
+	Spread_SPREAD_NONE Spread = 0
+	// No two devservers of the owner on one host.
+	Spread_SPREAD_HOSTS Spread = 1
+	// No two in one site.
+	Spread_SPREAD_SITES Spread = 2
+)
+
+// Enum value maps for Spread.
+var (
+	Spread_name = map[int32]string{
+		0: "SPREAD_NONE",
+		1: "SPREAD_HOSTS",
+		2: "SPREAD_SITES",
+	}
+	Spread_value = map[string]int32{
+		"SPREAD_NONE":  0,
+		"SPREAD_HOSTS": 1,
+		"SPREAD_SITES": 2,
+	}
+)
+
+func (x Spread) Enum() *Spread {
+	p := new(Spread)
+	*p = x
+	return p
+}
+
+func (x Spread) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Spread) Descriptor() protoreflect.EnumDescriptor {
+	return file_devfleet_v1_fleet_proto_enumTypes[5].Descriptor()
+}
+
+func (Spread) Type() protoreflect.EnumType {
+	return &file_devfleet_v1_fleet_proto_enumTypes[5]
+}
+
+func (x Spread) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Spread.Descriptor instead.
+func (Spread) EnumDescriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
 // A region groups sites; losing a whole region is the failure capacity plans for.
 type Region struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -2555,10 +2607,15 @@ func (x *DeleteFlavorRequest) GetName() string {
 }
 
 type CreateDevserverRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Devserver *Devserver             `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Without host, devfleet places the devserver (see CapacityService.PlaceDevserver).
+	Devserver *Devserver `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
 	// For a temporary devserver without expire_time: expire this long after creation.
-	ExpiresIn     *durationpb.Duration `protobuf:"bytes,2,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	ExpiresIn *durationpb.Duration `protobuf:"bytes,2,opt,name=expires_in,json=expiresIn,proto3" json:"expires_in,omitempty"`
+	// Placement: only this site.
+	Site string `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
+	// Placement: keep away from the owner's other devservers.
+	Spread        Spread `protobuf:"varint,4,opt,name=spread,proto3,enum=devfleet.v1.Spread" json:"spread,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2605,6 +2662,20 @@ func (x *CreateDevserverRequest) GetExpiresIn() *durationpb.Duration {
 		return x.ExpiresIn
 	}
 	return nil
+}
+
+func (x *CreateDevserverRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *CreateDevserverRequest) GetSpread() Spread {
+	if x != nil {
+		return x.Spread
+	}
+	return Spread_SPREAD_NONE
 }
 
 type GetDevserverRequest struct {
@@ -3086,11 +3157,13 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\")\n" +
 	"\x13DeleteFlavorRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x88\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xc9\x01\n" +
 	"\x16CreateDevserverRequest\x124\n" +
 	"\tdevserver\x18\x01 \x01(\v2\x16.devfleet.v1.DevserverR\tdevserver\x128\n" +
 	"\n" +
-	"expires_in\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\texpiresIn\"?\n" +
+	"expires_in\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\texpiresIn\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\x12+\n" +
+	"\x06spread\x18\x04 \x01(\x0e2\x13.devfleet.v1.SpreadR\x06spread\"?\n" +
 	"\x13GetDevserverRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xbf\x01\n" +
@@ -3143,7 +3216,11 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\x19DEVSERVER_STATE_MIGRATING\x10\x03\x12\x1b\n" +
 	"\x17DEVSERVER_STATE_STOPPED\x10\x04\x12\x18\n" +
 	"\x14DEVSERVER_STATE_LOST\x10\x05\x12\x1b\n" +
-	"\x17DEVSERVER_STATE_DELETED\x10\x062\xe2\x15\n" +
+	"\x17DEVSERVER_STATE_DELETED\x10\x06*=\n" +
+	"\x06Spread\x12\x0f\n" +
+	"\vSPREAD_NONE\x10\x00\x12\x10\n" +
+	"\fSPREAD_HOSTS\x10\x01\x12\x10\n" +
+	"\fSPREAD_SITES\x10\x022\xe2\x15\n" +
 	"\fFleetService\x12b\n" +
 	"\fCreateRegion\x12 .devfleet.v1.CreateRegionRequest\x1a\x13.devfleet.v1.Region\"\x1b\x82\xd3\xe4\x93\x02\x15:\x06region\"\v/v1/regions\x12[\n" +
 	"\tGetRegion\x12\x1d.devfleet.v1.GetRegionRequest\x1a\x13.devfleet.v1.Region\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/regions/{name}\x12e\n" +
@@ -3193,7 +3270,7 @@ func file_devfleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_fleet_proto_rawDescData
 }
 
-var file_devfleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_devfleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
 var file_devfleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_devfleet_v1_fleet_proto_goTypes = []any{
 	(HostState)(0),                 // 0: devfleet.v1.HostState
@@ -3201,158 +3278,160 @@ var file_devfleet_v1_fleet_proto_goTypes = []any{
 	(FlavorKind)(0),                // 2: devfleet.v1.FlavorKind
 	(Lifespan)(0),                  // 3: devfleet.v1.Lifespan
 	(DevserverState)(0),            // 4: devfleet.v1.DevserverState
-	(*Region)(nil),                 // 5: devfleet.v1.Region
-	(*CapacityReserve)(nil),        // 6: devfleet.v1.CapacityReserve
-	(*Site)(nil),                   // 7: devfleet.v1.Site
-	(*Resources)(nil),              // 8: devfleet.v1.Resources
-	(*Overcommit)(nil),             // 9: devfleet.v1.Overcommit
-	(*Host)(nil),                   // 10: devfleet.v1.Host
-	(*Flavor)(nil),                 // 11: devfleet.v1.Flavor
-	(*Devserver)(nil),              // 12: devfleet.v1.Devserver
-	(*DeleteResponse)(nil),         // 13: devfleet.v1.DeleteResponse
-	(*CreateRegionRequest)(nil),    // 14: devfleet.v1.CreateRegionRequest
-	(*GetRegionRequest)(nil),       // 15: devfleet.v1.GetRegionRequest
-	(*ListRegionsRequest)(nil),     // 16: devfleet.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),    // 17: devfleet.v1.ListRegionsResponse
-	(*UpdateRegionRequest)(nil),    // 18: devfleet.v1.UpdateRegionRequest
-	(*DeleteRegionRequest)(nil),    // 19: devfleet.v1.DeleteRegionRequest
-	(*CreateSiteRequest)(nil),      // 20: devfleet.v1.CreateSiteRequest
-	(*GetSiteRequest)(nil),         // 21: devfleet.v1.GetSiteRequest
-	(*ListSitesRequest)(nil),       // 22: devfleet.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),      // 23: devfleet.v1.ListSitesResponse
-	(*UpdateSiteRequest)(nil),      // 24: devfleet.v1.UpdateSiteRequest
-	(*DeleteSiteRequest)(nil),      // 25: devfleet.v1.DeleteSiteRequest
-	(*CreateHostRequest)(nil),      // 26: devfleet.v1.CreateHostRequest
-	(*GetHostRequest)(nil),         // 27: devfleet.v1.GetHostRequest
-	(*ListHostsRequest)(nil),       // 28: devfleet.v1.ListHostsRequest
-	(*ListHostsResponse)(nil),      // 29: devfleet.v1.ListHostsResponse
-	(*UpdateHostRequest)(nil),      // 30: devfleet.v1.UpdateHostRequest
-	(*DeleteHostRequest)(nil),      // 31: devfleet.v1.DeleteHostRequest
-	(*CordonHostRequest)(nil),      // 32: devfleet.v1.CordonHostRequest
-	(*UncordonHostRequest)(nil),    // 33: devfleet.v1.UncordonHostRequest
-	(*CreateFlavorRequest)(nil),    // 34: devfleet.v1.CreateFlavorRequest
-	(*GetFlavorRequest)(nil),       // 35: devfleet.v1.GetFlavorRequest
-	(*ListFlavorsRequest)(nil),     // 36: devfleet.v1.ListFlavorsRequest
-	(*ListFlavorsResponse)(nil),    // 37: devfleet.v1.ListFlavorsResponse
-	(*UpdateFlavorRequest)(nil),    // 38: devfleet.v1.UpdateFlavorRequest
-	(*DeleteFlavorRequest)(nil),    // 39: devfleet.v1.DeleteFlavorRequest
-	(*CreateDevserverRequest)(nil), // 40: devfleet.v1.CreateDevserverRequest
-	(*GetDevserverRequest)(nil),    // 41: devfleet.v1.GetDevserverRequest
-	(*ListDevserversRequest)(nil),  // 42: devfleet.v1.ListDevserversRequest
-	(*ListDevserversResponse)(nil), // 43: devfleet.v1.ListDevserversResponse
-	(*UpdateDevserverRequest)(nil), // 44: devfleet.v1.UpdateDevserverRequest
-	(*DeleteDevserverRequest)(nil), // 45: devfleet.v1.DeleteDevserverRequest
-	nil,                            // 46: devfleet.v1.Host.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 47: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 48: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
+	(Spread)(0),                    // 5: devfleet.v1.Spread
+	(*Region)(nil),                 // 6: devfleet.v1.Region
+	(*CapacityReserve)(nil),        // 7: devfleet.v1.CapacityReserve
+	(*Site)(nil),                   // 8: devfleet.v1.Site
+	(*Resources)(nil),              // 9: devfleet.v1.Resources
+	(*Overcommit)(nil),             // 10: devfleet.v1.Overcommit
+	(*Host)(nil),                   // 11: devfleet.v1.Host
+	(*Flavor)(nil),                 // 12: devfleet.v1.Flavor
+	(*Devserver)(nil),              // 13: devfleet.v1.Devserver
+	(*DeleteResponse)(nil),         // 14: devfleet.v1.DeleteResponse
+	(*CreateRegionRequest)(nil),    // 15: devfleet.v1.CreateRegionRequest
+	(*GetRegionRequest)(nil),       // 16: devfleet.v1.GetRegionRequest
+	(*ListRegionsRequest)(nil),     // 17: devfleet.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),    // 18: devfleet.v1.ListRegionsResponse
+	(*UpdateRegionRequest)(nil),    // 19: devfleet.v1.UpdateRegionRequest
+	(*DeleteRegionRequest)(nil),    // 20: devfleet.v1.DeleteRegionRequest
+	(*CreateSiteRequest)(nil),      // 21: devfleet.v1.CreateSiteRequest
+	(*GetSiteRequest)(nil),         // 22: devfleet.v1.GetSiteRequest
+	(*ListSitesRequest)(nil),       // 23: devfleet.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),      // 24: devfleet.v1.ListSitesResponse
+	(*UpdateSiteRequest)(nil),      // 25: devfleet.v1.UpdateSiteRequest
+	(*DeleteSiteRequest)(nil),      // 26: devfleet.v1.DeleteSiteRequest
+	(*CreateHostRequest)(nil),      // 27: devfleet.v1.CreateHostRequest
+	(*GetHostRequest)(nil),         // 28: devfleet.v1.GetHostRequest
+	(*ListHostsRequest)(nil),       // 29: devfleet.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),      // 30: devfleet.v1.ListHostsResponse
+	(*UpdateHostRequest)(nil),      // 31: devfleet.v1.UpdateHostRequest
+	(*DeleteHostRequest)(nil),      // 32: devfleet.v1.DeleteHostRequest
+	(*CordonHostRequest)(nil),      // 33: devfleet.v1.CordonHostRequest
+	(*UncordonHostRequest)(nil),    // 34: devfleet.v1.UncordonHostRequest
+	(*CreateFlavorRequest)(nil),    // 35: devfleet.v1.CreateFlavorRequest
+	(*GetFlavorRequest)(nil),       // 36: devfleet.v1.GetFlavorRequest
+	(*ListFlavorsRequest)(nil),     // 37: devfleet.v1.ListFlavorsRequest
+	(*ListFlavorsResponse)(nil),    // 38: devfleet.v1.ListFlavorsResponse
+	(*UpdateFlavorRequest)(nil),    // 39: devfleet.v1.UpdateFlavorRequest
+	(*DeleteFlavorRequest)(nil),    // 40: devfleet.v1.DeleteFlavorRequest
+	(*CreateDevserverRequest)(nil), // 41: devfleet.v1.CreateDevserverRequest
+	(*GetDevserverRequest)(nil),    // 42: devfleet.v1.GetDevserverRequest
+	(*ListDevserversRequest)(nil),  // 43: devfleet.v1.ListDevserversRequest
+	(*ListDevserversResponse)(nil), // 44: devfleet.v1.ListDevserversResponse
+	(*UpdateDevserverRequest)(nil), // 45: devfleet.v1.UpdateDevserverRequest
+	(*DeleteDevserverRequest)(nil), // 46: devfleet.v1.DeleteDevserverRequest
+	nil,                            // 47: devfleet.v1.Host.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 48: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 49: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
 }
 var file_devfleet_v1_fleet_proto_depIdxs = []int32{
-	47, // 0: devfleet.v1.Region.create_time:type_name -> google.protobuf.Timestamp
-	47, // 1: devfleet.v1.Region.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 2: devfleet.v1.Region.reserve:type_name -> devfleet.v1.CapacityReserve
-	47, // 3: devfleet.v1.Site.create_time:type_name -> google.protobuf.Timestamp
-	47, // 4: devfleet.v1.Site.update_time:type_name -> google.protobuf.Timestamp
-	8,  // 5: devfleet.v1.Host.capacity:type_name -> devfleet.v1.Resources
-	9,  // 6: devfleet.v1.Host.overcommit:type_name -> devfleet.v1.Overcommit
-	8,  // 7: devfleet.v1.Host.reserved:type_name -> devfleet.v1.Resources
-	46, // 8: devfleet.v1.Host.labels:type_name -> devfleet.v1.Host.LabelsEntry
+	48, // 0: devfleet.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	48, // 1: devfleet.v1.Region.update_time:type_name -> google.protobuf.Timestamp
+	7,  // 2: devfleet.v1.Region.reserve:type_name -> devfleet.v1.CapacityReserve
+	48, // 3: devfleet.v1.Site.create_time:type_name -> google.protobuf.Timestamp
+	48, // 4: devfleet.v1.Site.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 5: devfleet.v1.Host.capacity:type_name -> devfleet.v1.Resources
+	10, // 6: devfleet.v1.Host.overcommit:type_name -> devfleet.v1.Overcommit
+	9,  // 7: devfleet.v1.Host.reserved:type_name -> devfleet.v1.Resources
+	47, // 8: devfleet.v1.Host.labels:type_name -> devfleet.v1.Host.LabelsEntry
 	0,  // 9: devfleet.v1.Host.state:type_name -> devfleet.v1.HostState
-	47, // 10: devfleet.v1.Host.state_change_time:type_name -> google.protobuf.Timestamp
-	47, // 11: devfleet.v1.Host.create_time:type_name -> google.protobuf.Timestamp
-	47, // 12: devfleet.v1.Host.update_time:type_name -> google.protobuf.Timestamp
-	8,  // 13: devfleet.v1.Host.allocated:type_name -> devfleet.v1.Resources
+	48, // 10: devfleet.v1.Host.state_change_time:type_name -> google.protobuf.Timestamp
+	48, // 11: devfleet.v1.Host.create_time:type_name -> google.protobuf.Timestamp
+	48, // 12: devfleet.v1.Host.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 13: devfleet.v1.Host.allocated:type_name -> devfleet.v1.Resources
 	1,  // 14: devfleet.v1.Host.health:type_name -> devfleet.v1.HostHealth
-	8,  // 15: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
+	9,  // 15: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
 	2,  // 16: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
-	47, // 17: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
-	47, // 18: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
+	48, // 17: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
+	48, // 18: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
 	3,  // 19: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
-	47, // 20: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
+	48, // 20: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 21: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
-	47, // 22: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
-	47, // 23: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 24: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
-	5,  // 25: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
-	5,  // 26: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
-	48, // 27: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	7,  // 28: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
-	7,  // 29: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
-	7,  // 30: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
-	48, // 31: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 32: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
+	48, // 22: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
+	48, // 23: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 24: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
+	6,  // 25: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
+	6,  // 26: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
+	49, // 27: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	8,  // 28: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
+	8,  // 29: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
+	8,  // 30: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
+	49, // 31: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 32: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
 	0,  // 33: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
-	10, // 34: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
-	10, // 35: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
-	48, // 36: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11, // 37: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	11, // 38: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
-	11, // 39: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	48, // 40: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12, // 41: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	49, // 42: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
-	12, // 43: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
-	12, // 44: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	48, // 45: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
-	14, // 46: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
-	15, // 47: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
-	16, // 48: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
-	18, // 49: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
-	19, // 50: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
-	20, // 51: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
-	21, // 52: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
-	22, // 53: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
-	24, // 54: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
-	25, // 55: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
-	26, // 56: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
-	27, // 57: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
-	28, // 58: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
-	30, // 59: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
-	31, // 60: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
-	32, // 61: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
-	33, // 62: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
-	34, // 63: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
-	35, // 64: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
-	36, // 65: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
-	38, // 66: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
-	39, // 67: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
-	40, // 68: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
-	41, // 69: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
-	42, // 70: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
-	44, // 71: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
-	45, // 72: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
-	5,  // 73: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
-	5,  // 74: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
-	17, // 75: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
-	5,  // 76: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
-	13, // 77: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
-	7,  // 78: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
-	7,  // 79: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
-	23, // 80: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
-	7,  // 81: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
-	13, // 82: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
-	10, // 83: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
-	10, // 84: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
-	29, // 85: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
-	10, // 86: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
-	13, // 87: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
-	10, // 88: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
-	10, // 89: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
-	11, // 90: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
-	11, // 91: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
-	37, // 92: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
-	11, // 93: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
-	13, // 94: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
-	12, // 95: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
-	12, // 96: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
-	43, // 97: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
-	12, // 98: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
-	13, // 99: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
-	73, // [73:100] is the sub-list for method output_type
-	46, // [46:73] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	11, // 34: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
+	11, // 35: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
+	49, // 36: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
+	12, // 37: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	12, // 38: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
+	12, // 39: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	49, // 40: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
+	13, // 41: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	50, // 42: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
+	5,  // 43: devfleet.v1.CreateDevserverRequest.spread:type_name -> devfleet.v1.Spread
+	13, // 44: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
+	13, // 45: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	49, // 46: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
+	15, // 47: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
+	16, // 48: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
+	17, // 49: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
+	19, // 50: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
+	20, // 51: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
+	21, // 52: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
+	22, // 53: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
+	23, // 54: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
+	25, // 55: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
+	26, // 56: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
+	27, // 57: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
+	28, // 58: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
+	29, // 59: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
+	31, // 60: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
+	32, // 61: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
+	33, // 62: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
+	34, // 63: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
+	35, // 64: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
+	36, // 65: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
+	37, // 66: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
+	39, // 67: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
+	40, // 68: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
+	41, // 69: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
+	42, // 70: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
+	43, // 71: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
+	45, // 72: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
+	46, // 73: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
+	6,  // 74: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
+	6,  // 75: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
+	18, // 76: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
+	6,  // 77: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
+	14, // 78: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
+	8,  // 79: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
+	8,  // 80: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
+	24, // 81: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
+	8,  // 82: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
+	14, // 83: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
+	11, // 84: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
+	11, // 85: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
+	30, // 86: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
+	11, // 87: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
+	14, // 88: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
+	11, // 89: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
+	11, // 90: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
+	12, // 91: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
+	12, // 92: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
+	38, // 93: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
+	12, // 94: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
+	14, // 95: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
+	13, // 96: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
+	13, // 97: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
+	44, // 98: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
+	13, // 99: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
+	14, // 100: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
+	74, // [74:101] is the sub-list for method output_type
+	47, // [47:74] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_fleet_proto_init() }
@@ -3365,7 +3444,7 @@ func file_devfleet_v1_fleet_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_fleet_proto_rawDesc), len(file_devfleet_v1_fleet_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      6,
 			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
