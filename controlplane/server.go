@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/devfleet/devfleet/controlplane/api"
+	"github.com/devfleet/devfleet/controlplane/capacitywatch"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/leader"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
@@ -121,6 +122,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 
 	s.lifecycle = leader.New(s.node, log)
+	s.lifecycle.Register(capacitywatch.New(f.Store(), s.registry, log))
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)
 	}
