@@ -72,6 +72,9 @@ func eligible(h *v1.Host) bool {
 // ReserveOf is the room a region keeps free, from its reserve setting and its eligible hosts.
 func ReserveOf(r *v1.Region, hosts []*v1.Host) fit.Amount {
 	res := r.GetReserve()
+	if res.GetFraction() <= 0 && res.GetHosts() <= 0 {
+		return fit.Amount{}
+	}
 	var usable []fit.Amount
 	var total fit.Amount
 	for _, h := range hosts {

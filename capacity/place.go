@@ -203,8 +203,8 @@ func reject(req *Request, h *v1.Host, free fit.Amount) (reason string, order int
 	return "", 0
 }
 
-// Place chooses a host for req among hosts (the region's hosts, in name order): the best-scoring
-// host that passes every filter, ties going to the first name. With none, the decision carries
+// Place chooses a host for req among hosts (the region's hosts, in any order): the
+// best-scoring host that passes every filter, ties going to the first name. With none, the decision carries
 // the explanation.
 func Place(hosts []*v1.Host, req *Request) Decision {
 	d := Decision{Explanation: Explanation{Region: req.Region, Hosts: len(hosts)}}
@@ -214,7 +214,8 @@ func Place(hosts []*v1.Host, req *Request) Decision {
 	var reasons map[string]*counted
 	var regionFree fit.Amount
 	for _, h := range hosts {
-		free := fit.Free(h)
+		usable := fit.Usable(h)
+		free := usable.Sub(fit.Of(h.GetAllocated()))
 		if req.Pending != nil {
 			free = free.Sub(req.Pending(h.GetName()))
 		}
@@ -233,8 +234,12 @@ func Place(hosts []*v1.Host, req *Request) Decision {
 			continue
 		}
 		d.Candidates++
-		s := score(req.Scorers, fit.Usable(h), free, fit.Need(req.Flavor, h))
-		if d.Host == nil || s > d.Score {
+		need := usable
+		if !fit.Physical(req.Flavor) {
+			need = fit.Of(req.Flavor.GetResources())
+		}
+		s := score(req.Scorers, usable, free, need)
+		if d.Host == nil || s > d.Score || (s == d.Score && h.GetName() < d.Host.GetName()) {
 			d.Host, d.Score = h, s
 		}
 	}

@@ -66,8 +66,8 @@ func (a Amount) Times(b Amount) int64 {
 func Usable(h *v1.Host) Amount {
 	c, o, r := h.GetCapacity(), h.GetOvercommit(), h.GetReserved()
 	scale := func(v int64, ratio float64) int64 {
-		if ratio < 1 {
-			ratio = 1
+		if ratio <= 1 {
+			return v
 		}
 		return int64(math.Floor(float64(v) * ratio))
 	}

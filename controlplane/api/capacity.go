@@ -89,10 +89,6 @@ func (s *Server) place(v *state.View, a placeArgs) (capacity.Decision, *v1.Flavo
 	if !state.FlavorAllowedIn(flavor, a.region) {
 		return capacity.Decision{}, nil, apierror.Blocked("flavor %q is not allowed in region %q", a.flavor, a.region)
 	}
-	if !fitsSomewhere(v, flavor) {
-		return capacity.Decision{}, nil, apierror.Blocked("flavor %q fits no host of the fleet, even an empty one: it needs %d vCPUs, %d MiB memory, %d GiB disk, %d GPUs",
-			a.flavor, flavor.GetResources().GetVcpus(), flavor.GetResources().GetMemoryMib(), flavor.GetResources().GetDiskGib(), flavor.GetResources().GetGpus())
-	}
 	hosts := v.HostsIn(a.region)
 	req := &capacity.Request{
 		Flavor:  flavor,
@@ -106,7 +102,13 @@ func (s *Server) place(v *state.View, a placeArgs) (capacity.Decision, *v1.Flavo
 	if a.spread != v1.Spread_SPREAD_NONE {
 		req.Avoid = capacity.AvoidFor(v, a.owner)
 	}
-	return capacity.Place(hosts, req), flavor, nil
+	d := capacity.Place(hosts, req)
+	// Only a refusal pays for the fleet-wide scan that tells "no room now" from "never".
+	if d.Host == nil && !fitsSomewhere(v, flavor) {
+		return capacity.Decision{}, nil, apierror.Blocked("flavor %q fits no host of the fleet, even an empty one: it needs %d vCPUs, %d MiB memory, %d GiB disk, %d GPUs",
+			a.flavor, flavor.GetResources().GetVcpus(), flavor.GetResources().GetMemoryMib(), flavor.GetResources().GetDiskGib(), flavor.GetResources().GetGpus())
+	}
+	return d, flavor, nil
 }
 
 // fitsSomewhere reports whether any host of the fleet, emptied, could take the flavor.

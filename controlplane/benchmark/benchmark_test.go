@@ -44,3 +44,22 @@ func TestRunScaleSmall(t *testing.T) {
 		t.Fatalf("report: %+v", rep)
 	}
 }
+
+func TestRunCapacityAndPlaceSmall(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	rep, err := RunCapacity(ScaleOptions{Hosts: 100, Devservers: 1000}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Placements == 0 || rep.PlaceP99 <= 0 || rep.N1All <= 0 || rep.RegionLossOK != 5 {
+		t.Fatalf("report %+v\n%s", rep, out.String())
+	}
+	res, err := RunPlace(context.Background(), PlaceOptions{Dir: t.TempDir(), Clients: []int{4}, Duration: 300 * time.Millisecond, Hosts: 100, Devservers: 1000}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Writes == 0 || res[0].Errors != 0 {
+		t.Fatalf("placements %+v\n%s", res, out.String())
+	}
+}

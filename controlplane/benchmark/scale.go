@@ -43,40 +43,9 @@ type ScaleReport struct {
 func RunScale(o ScaleOptions, out io.Writer) (ScaleReport, error) {
 	rep := ScaleReport{Hosts: o.Hosts, Devservers: o.Devservers}
 	log := slog.New(slog.DiscardHandler)
-	f := fsm.New(state.New(), log, nil)
-
 	start := time.Now()
-	index := uint64(0)
-	var pending []*fsmv1.Command
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		index++
-		data, err := fsm.EncodeBatch(pending)
-		if err != nil {
-			return err
-		}
-		for _, r := range f.Apply(rawLog(index, data)).([]fsm.Result) {
-			if r.Err != nil {
-				return r.Err
-			}
-		}
-		pending = pending[:0]
-		return nil
-	}
-	add := func(c *fsmv1.Command) error {
-		c.TimeUnixNano = time.Now().UnixNano()
-		pending = append(pending, c)
-		if len(pending) == 256 {
-			return flush()
-		}
-		return nil
-	}
-	if err := seedScale(o, add); err != nil {
-		return rep, err
-	}
-	if err := flush(); err != nil {
+	f, err := BuildFleet(o)
+	if err != nil {
 		return rep, err
 	}
 	rep.LoadTime = time.Since(start)
@@ -174,6 +143,44 @@ func seedScale(o ScaleOptions, add func(*fsmv1.Command) error) error {
 		}
 	}
 	return nil
+}
+
+// BuildFleet fills a state machine with a generated fleet through its commands, in raft-entry
+// sized batches: 5 regions of 4 sites, o.Hosts hosts (128 vCPUs at 2x overcommit, 1 TiB) and
+// o.Devservers devservers of flavor medium spread evenly over them.
+func BuildFleet(o ScaleOptions) (*fsm.FSM, error) {
+	f := fsm.New(state.New(), slog.New(slog.DiscardHandler), nil)
+	index := uint64(0)
+	var pending []*fsmv1.Command
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		index++
+		data, err := fsm.EncodeBatch(pending)
+		if err != nil {
+			return err
+		}
+		for _, r := range f.Apply(rawLog(index, data)).([]fsm.Result) {
+			if r.Err != nil {
+				return r.Err
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
+	add := func(c *fsmv1.Command) error {
+		c.TimeUnixNano = time.Now().UnixNano()
+		pending = append(pending, c)
+		if len(pending) == 256 {
+			return flush()
+		}
+		return nil
+	}
+	if err := seedScale(o, add); err != nil {
+		return nil, err
+	}
+	return f, flush()
 }
 
 // rss is the process's resident set size from /proc/self/status (0 where unavailable).

@@ -3,8 +3,6 @@ package state
 import (
 	"fmt"
 	"maps"
-	"slices"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -255,7 +253,7 @@ func HostStateName(s v1.HostState) string {
 	return "unknown"
 }
 
-// HostsIn returns every host of a region, in name order.
+// HostsIn returns every host of a region, site by site (in name order within a site).
 func (v *View) HostsIn(region string) []*v1.Host {
 	var out []*v1.Host
 	sites := v.iter(TableSites, "region", region)
@@ -265,7 +263,6 @@ func (v *View) HostsIn(region string) []*v1.Host {
 			out = append(out, h.(*v1.Host))
 		}
 	}
-	slices.SortFunc(out, func(a, b *v1.Host) int { return strings.Compare(a.GetName(), b.GetName()) })
 	return out
 }
 
