@@ -107,6 +107,10 @@ func TestStartInOrderStopInReverse(t *testing.T) {
 
 	changes <- true
 	waitFor(t, "ready", l.Ready)
+	waitFor(t, "both controllers running", func() bool {
+		ev := ev.get()
+		return slices.Contains(ev, "start a") && slices.Contains(ev, "start b")
+	})
 	changes <- false
 	waitFor(t, "not ready", func() bool { return !l.Ready() })
 	want := []string{"barrier failed", "barrier failed", "barrier", "start a", "start b", "stop b", "stop a"}
