@@ -21,7 +21,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
 		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
-	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a))
+	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a))
 	return cmd
 }
 
@@ -84,6 +84,56 @@ func newBenchScaleCmd(a *app) *cobra.Command {
 	cmd.Flags().IntVar(&hosts, "hosts", 10000, "hosts in the fleet")
 	cmd.Flags().IntVar(&devservers, "devservers", 100000, "devserver records in the fleet")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the snapshot file (default: a temporary dir)")
+	return cmd
+}
+
+func newBenchCapacityCmd(a *app) *cobra.Command {
+	var hosts, devservers int
+	cmd := &cobra.Command{
+		Use:   "capacity",
+		Short: "Placement decision latency and N-1 check time on a generated fleet",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if hosts < 1 || devservers < 0 {
+				return usagef("--hosts must be positive and --devservers not negative")
+			}
+			return a.runBench("", func(_ string, out io.Writer) (any, error) {
+				return benchmark.RunCapacity(benchmark.ScaleOptions{Hosts: hosts, Devservers: devservers}, out)
+			})
+		},
+	}
+	cmd.Flags().IntVar(&hosts, "hosts", 10000, "hosts in the fleet (5 regions)")
+	cmd.Flags().IntVar(&devservers, "devservers", 100000, "devservers in the fleet")
+	return cmd
+}
+
+func newBenchPlaceCmd(a *app) *cobra.Command {
+	var (
+		clients           []int
+		duration          time.Duration
+		hosts, devservers int
+		dir               string
+	)
+	cmd := &cobra.Command{
+		Use:   "place",
+		Short: "Placed devserver creates per second committed through a 3-node loopback cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(clients) == 0 || duration <= 0 || hosts < 1 || devservers < 0 {
+				return usagef("--clients, --duration and --hosts must be positive")
+			}
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				return benchmark.RunPlace(cmd.Context(), benchmark.PlaceOptions{
+					Dir: scratch, Clients: clients, Duration: duration, Hosts: hosts, Devservers: devservers,
+				}, out)
+			})
+		},
+	}
+	cmd.Flags().IntSliceVar(&clients, "clients", []int{1, 64}, "concurrent clients, one run per count")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each run")
+	cmd.Flags().IntVar(&hosts, "hosts", 10000, "hosts in the fleet (5 regions)")
+	cmd.Flags().IntVar(&devservers, "devservers", 100000, "devservers in the fleet")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir)")
 	return cmd
 }
 
