@@ -160,9 +160,9 @@ func TestInventoryTableAndJSON(t *testing.T) {
 
 	t.Run("table", func(t *testing.T) {
 		want := [][]string{
-			{"NAME", "SITE", "REGION", "STATE", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
-			{"fra1-h1", "fra1", "eu", "active", "32", "131072", "2000", "2", "-"},
-			{"fra1-h2", "fra1", "eu", "active", "8", "16384", "100", "0", "-"},
+			{"NAME", "SITE", "REGION", "STATE", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
+			{"fra1-h1", "fra1", "eu", "active", "32", "0", "131072", "0", "2000", "2", "-"},
+			{"fra1-h2", "fra1", "eu", "active", "8", "0", "16384", "0", "100", "0", "-"},
 		}
 		if got := rows(f.ok("host", "list")); !reflect.DeepEqual(got, want) {
 			t.Errorf("host list:\n got %q\nwant %q", got, want)
@@ -171,16 +171,16 @@ func TestInventoryTableAndJSON(t *testing.T) {
 		if lines := strings.Split(out, "\n"); strings.Index(lines[0], "STATE") != strings.Index(lines[1], "active") {
 			t.Errorf("host list columns are not aligned:\n%s", out)
 		}
-		if got, want := rows(f.ok("region", "list")), [][]string{{"NAME", "DESCRIPTION"}, {"eu", "Europe"}}; !reflect.DeepEqual(got, want) {
+		if got, want := rows(f.ok("region", "list")), [][]string{{"NAME", "RESERVE", "DESCRIPTION"}, {"eu", "-", "Europe"}}; !reflect.DeepEqual(got, want) {
 			t.Errorf("region list: got %q, want %q", got, want)
 		}
 		if got, want := rows(f.ok("site", "list", "--region", "eu")), [][]string{{"NAME", "REGION", "DESCRIPTION"}, {"fra1", "eu", "Frankfurt", "1"}}; !reflect.DeepEqual(got, want) {
 			t.Errorf("site list: got %q, want %q", got, want)
 		}
 		wantFlavors := [][]string{
-			{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "DESCRIPTION"},
-			{"metal", "physical", "64", "262144", "2000", "0", "a", "whole", "machine"},
-			{"small", "vm", "4", "16384", "100", "0", "-"},
+			{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "DESCRIPTION"},
+			{"metal", "physical", "64", "262144", "2000", "0", "any", "a", "whole", "machine"},
+			{"small", "vm", "4", "16384", "100", "0", "any", "-"},
 		}
 		if got := rows(f.ok("flavor", "list")); !reflect.DeepEqual(got, wantFlavors) {
 			t.Errorf("flavor list:\n got %q\nwant %q", got, wantFlavors)
@@ -193,8 +193,10 @@ func TestInventoryTableAndJSON(t *testing.T) {
 			"region":       "eu",
 			"state":        "active",
 			"state_reason": "-",
+			"health":       "unknown",
 			"capacity":     "vcpus=32 memory_mib=131072 disk_gib=2000 gpus=2",
 			"reserved":     "vcpus=2 memory_mib=4096 disk_gib=0 gpus=0",
+			"allocated":    "vcpus=0 memory_mib=0 disk_gib=0 gpus=0",
 			"overcommit":   "cpu=4 memory=1 disk=1",
 			"labels":       "rack=r12,tier=gold",
 			"libvirt_uri":  "qemu+ssh://fra1-h1/system",
@@ -206,13 +208,13 @@ func TestInventoryTableAndJSON(t *testing.T) {
 		if _, err := time.Parse(time.RFC3339, host["create_time"]); err != nil {
 			t.Errorf("host show: create_time %q: %v", host["create_time"], err)
 		}
-		if r := keyValues(t, f.ok("region", "show", "eu")); r["name"] != "eu" || r["description"] != "Europe" {
+		if r := keyValues(t, f.ok("region", "show", "eu")); r["name"] != "eu" || r["description"] != "Europe" || r["reserve"] != "-" {
 			t.Errorf("region show = %v", r)
 		}
 		if s := keyValues(t, f.ok("site", "show", "fra1")); s["region"] != "eu" || s["description"] != "Frankfurt 1" {
 			t.Errorf("site show = %v", s)
 		}
-		if fl := keyValues(t, f.ok("flavor", "show", "metal")); fl["kind"] != "physical" || fl["resources"] != "vcpus=64 memory_mib=262144 disk_gib=2000 gpus=0" {
+		if fl := keyValues(t, f.ok("flavor", "show", "metal")); fl["kind"] != "physical" || fl["resources"] != "vcpus=64 memory_mib=262144 disk_gib=2000 gpus=0" || fl["allowed_regions"] != "any" {
 			t.Errorf("flavor show = %v", fl)
 		}
 	})
@@ -281,7 +283,7 @@ func TestCordonUncordon(t *testing.T) {
 	if got, want := f.ok("host", "cordon", "fra1-h1", "--reason", "disk swap"), "host fra1-h1 cordoned: disk swap\n"; got != want {
 		t.Errorf("cordon printed %q, want %q", got, want)
 	}
-	if got := rows(f.ok("host", "list", "--state", "cordoned")); len(got) != 2 || got[1][0] != "fra1-h1" || got[1][3] != "cordoned" || strings.Join(got[1][8:], " ") != "disk swap" {
+	if got := rows(f.ok("host", "list", "--state", "cordoned")); len(got) != 2 || got[1][0] != "fra1-h1" || got[1][3] != "cordoned" || strings.Join(got[1][10:], " ") != "disk swap" {
 		t.Errorf("host list --state cordoned = %q", got)
 	}
 	if got := rows(f.ok("host", "list", "--state", "ACTIVE")); len(got) != 2 || got[1][0] != "fra1-h2" {
@@ -390,6 +392,13 @@ func TestUsageErrors(t *testing.T) {
 		{"host without capacity", []string{"host", "add", "h1", "--site", "s"}, []string{`"cpus"`, `"disk-gib"`, `"memory-mib"`}},
 		{"site without region", []string{"site", "add", "s"}, []string{`"region"`}},
 		{"join without raft address", []string{"cluster", "join", "n4", "--grpc-addr", "10.0.0.4:7401"}, []string{`"raft-addr"`}},
+		{"region update without a change", []string{"region", "update", "eu"}, []string{"region update: nothing to change: give --description, --reserve-fraction, --reserve-hosts or --no-reserve"}},
+		{"two reserves", []string{"region", "update", "eu", "--reserve-fraction", "0.1", "--reserve-hosts", "2"}, []string{"--reserve-fraction and --reserve-hosts exclude each other"}},
+		{"reserve and no reserve", []string{"region", "update", "eu", "--reserve-hosts", "2", "--no-reserve"}, []string{"--reserve-hosts and --no-reserve exclude each other"}},
+		{"flavor update without a change", []string{"flavor", "update", "xl"}, []string{"flavor update: nothing to change: give --description, --allowed-regions or --any-region"}},
+		{"allowed and any region", []string{"flavor", "update", "xl", "--allowed-regions", "eu", "--any-region"}, []string{"--allowed-regions and --any-region exclude each other"}},
+		{"empty allowed regions", []string{"flavor", "update", "xl", "--allowed-regions", ""}, []string{"--allowed-regions needs at least one name"}},
+		{"empty name in allowed regions", []string{"flavor", "add", "xl", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--allowed-regions", "eu,"}, []string{`--allowed-regions: empty name in "eu,"`}},
 		{"unknown flag", []string{"region", "list", "--colour"}, []string{"unknown flag: --colour"}},
 		{"unknown command", []string{"hots", "list"}, []string{`unknown command "hots"`, "did you mean host?"}},
 		{"unknown subcommand", []string{"host", "lsit"}, []string{`unknown command "lsit" for "devfleet host"`, "did you mean list?"}},

@@ -100,6 +100,99 @@ func (f *labelsFlag) Set(s string) error {
 	return nil
 }
 
+// exclusive refuses a command line that gives more than one of the named flags.
+func exclusive(cmd *cobra.Command, names ...string) error {
+	var given []string
+	for _, n := range names {
+		if cmd.Flags().Changed(n) {
+			given = append(given, "--"+n)
+		}
+	}
+	if len(given) > 1 {
+		return usagef("%s exclude each other", andList(given))
+	}
+	return nil
+}
+
+// anyChanged reports whether the command line gives any of the named flags.
+func anyChanged(cmd *cobra.Command, names ...string) bool {
+	for _, n := range names {
+		if cmd.Flags().Changed(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// flagList names flags for a message: --a, --b or --c.
+func flagList(names ...string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = "--" + n
+	}
+	return orList(out)
+}
+
+// nonEmptyList refuses a list flag that was given but names nothing (--allowed-regions ""),
+// which would otherwise read as "the flag was left out".
+func nonEmptyList(cmd *cobra.Command, name string, vals []string) error {
+	if !cmd.Flags().Changed(name) {
+		return nil
+	}
+	for _, v := range vals {
+		if v == "" {
+			return usagef("--%s: empty name in %q", name, strings.Join(vals, ","))
+		}
+	}
+	if len(vals) == 0 {
+		return usagef("--%s needs at least one name", name)
+	}
+	return nil
+}
+
+// distinct drops repeated names, keeping the first of each.
+func distinct(vals []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range vals {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// spreadFlag is --spread: keep one owner's devservers on different hosts or sites.
+type spreadFlag struct{ value v1.Spread }
+
+func (f *spreadFlag) String() string {
+	switch f.value {
+	case v1.Spread_SPREAD_HOSTS:
+		return "hosts"
+	case v1.Spread_SPREAD_SITES:
+		return "sites"
+	}
+	return ""
+}
+func (f *spreadFlag) Type() string { return "string" }
+
+func (f *spreadFlag) complete(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return []string{"hosts", "sites"}, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (f *spreadFlag) Set(s string) error {
+	switch s {
+	case "hosts":
+		f.value = v1.Spread_SPREAD_HOSTS
+	case "sites":
+		f.value = v1.Spread_SPREAD_SITES
+	default:
+		return fmt.Errorf("must be hosts or sites")
+	}
+	return nil
+}
+
 func orList(vals []string) string {
 	switch len(vals) {
 	case 0:
@@ -108,6 +201,13 @@ func orList(vals []string) string {
 		return vals[0]
 	}
 	return strings.Join(vals[:len(vals)-1], ", ") + " or " + vals[len(vals)-1]
+}
+
+func andList(vals []string) string {
+	if len(vals) < 2 {
+		return orList(vals)
+	}
+	return strings.Join(vals[:len(vals)-1], ", ") + " and " + vals[len(vals)-1]
 }
 
 // readFlags are the flags every read command has.
@@ -156,7 +256,7 @@ func (a *app) completeNames(names func(ctx context.Context, c client) ([]string,
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(cmd.Context(), completionTimeout)
 		defer cancel()
-		all, err := names(ctx, client{fleet: v1.NewFleetServiceClient(conn), cluster: v1.NewClusterServiceClient(conn)})
+		all, err := names(ctx, newClient(conn))
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -13,7 +14,7 @@ func newFlavorCmd(a *app) *cobra.Command {
 		Use:   "flavor",
 		Short: "Manage flavors (the sizes developers pick for devservers)",
 	})
-	cmd.AddCommand(flavorAddCmd(a), flavorListCmd(a), flavorShowCmd(a), flavorDeleteCmd(a))
+	cmd.AddCommand(flavorAddCmd(a), flavorListCmd(a), flavorShowCmd(a), flavorUpdateCmd(a), flavorDeleteCmd(a))
 	return cmd
 }
 
@@ -23,16 +24,19 @@ func flavorAddCmd(a *app) *cobra.Command {
 		kind = newEnumFlag(v1.FlavorKind_FLAVOR_KIND_UNSPECIFIED)
 	)
 	cmd := &cobra.Command{
-		Use:   "add NAME --cpus N --memory-mib M --disk-gib D",
+		Use:   "add NAME --cpus N --memory-mib M --disk-gib D [--allowed-regions R1,R2]",
 		Short: "Create a flavor",
 		Args:  exactArgs("NAME"),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			return nonEmptyList(cmd, "allowed-regions", fl.AllowedRegions)
+		},
 		RunE: a.action(func(ctx context.Context, c client, args []string) error {
 			fl.Name, fl.Kind = args[0], v1.FlavorKind(kind.num)
 			out, err := c.fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: fl})
 			if err != nil {
 				return err
 			}
-			return a.done(out, "flavor %s created (%s: %s)", out.GetName(), short(out.GetKind()), resources(out.GetResources()))
+			return a.done(out, "flavor %s created (%s: %s; regions %s)", out.GetName(), short(out.GetKind()), resources(out.GetResources()), allowedRegions(out))
 		}),
 	}
 	f := cmd.Flags()
@@ -42,10 +46,12 @@ func flavorAddCmd(a *app) *cobra.Command {
 	f.Int64Var(&fl.Resources.Gpus, "gpus", 0, "GPUs")
 	f.Var(kind, "kind", "vm or physical (server default: vm)")
 	f.StringVar(&fl.Description, "description", "", "what the flavor is for")
+	f.StringSliceVar(&fl.AllowedRegions, "allowed-regions", nil, "regions devservers of this flavor may live in, comma-separated (default: any region)")
 	for _, name := range []string{"cpus", "memory-mib", "disk-gib"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	_ = cmd.RegisterFlagCompletionFunc("kind", kind.complete)
+	_ = cmd.RegisterFlagCompletionFunc("allowed-regions", a.completeNames(regionNames))
 	return cmd
 }
 
@@ -60,12 +66,13 @@ func flavorListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printList(a, flavors, []string{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "DESCRIPTION"}, func(f *v1.Flavor) []string {
+			header := []string{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "DESCRIPTION"}
+			return printList(a, flavors, header, func(f *v1.Flavor) []string {
 				r := f.GetResources()
 				return []string{
 					f.GetName(), short(f.GetKind()),
 					i64(r.GetVcpus()), i64(r.GetMemoryMib()), i64(r.GetDiskGib()), i64(r.GetGpus()),
-					f.GetDescription(),
+					allowedRegions(f), f.GetDescription(),
 				}
 			})
 		}),
@@ -97,11 +104,62 @@ func flavorShowCmd(a *app) *cobra.Command {
 				{"name", f.GetName()},
 				{"kind", short(f.GetKind())},
 				{"resources", resources(f.GetResources())},
+				{"allowed_regions", allowedRegions(f)},
 				{"description", f.GetDescription()},
 			}, timestamps(f.GetCreateTime(), f.GetUpdateTime(), f.GetCreateIndex(), f.GetModifyIndex())...))
 		}),
 	}
 	addReadFlags(cmd, &rf, false)
+	return cmd
+}
+
+func flavorUpdateCmd(a *app) *cobra.Command {
+	var (
+		in        v1.Flavor
+		anyRegion bool
+	)
+	fields := []string{"description", "allowed-regions", "any-region"}
+	cmd := &cobra.Command{
+		Use:   "update NAME [--description D] [--allowed-regions R1,R2 | --any-region]",
+		Short: "Change a flavor's description or the regions it may live in",
+		Long: `Change what the flags name, and nothing else. The allowed regions bound where devservers of
+the flavor are placed, and where they may move when their region is lost; a list that leaves out
+a region where such devservers live now is refused.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(flavorNames)),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if !anyChanged(cmd, fields...) {
+				return usagef("nothing to change: give %s", flagList(fields...))
+			}
+			if err := exclusive(cmd, "allowed-regions", "any-region"); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("any-region") && !anyRegion {
+				return usagef("--any-region=false changes nothing; leave it out")
+			}
+			return nonEmptyList(cmd, "allowed-regions", in.AllowedRegions)
+		},
+	}
+	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
+		in.Name = args[0]
+		var paths []string
+		if cmd.Flags().Changed("description") {
+			paths = append(paths, "description")
+		}
+		if anyChanged(cmd, "allowed-regions", "any-region") {
+			paths = append(paths, "allowed_regions") // --any-region: an empty list
+		}
+		out, err := c.fleet.UpdateFlavor(ctx, &v1.UpdateFlavorRequest{Flavor: &in, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+		if err != nil {
+			return err
+		}
+		return a.done(out, "flavor %s updated; regions %s", out.GetName(), allowedRegions(out))
+	})
+	f := cmd.Flags()
+	f.StringVar(&in.Description, "description", "", "what the flavor is for")
+	f.StringSliceVar(&in.AllowedRegions, "allowed-regions", nil, "the only regions devservers of this flavor may live in, comma-separated")
+	f.BoolVar(&anyRegion, "any-region", false, "let devservers of this flavor live in any region")
+	_ = cmd.RegisterFlagCompletionFunc("allowed-regions", a.completeNames(regionNames))
 	return cmd
 }
 

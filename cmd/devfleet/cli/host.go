@@ -17,13 +17,14 @@ func newHostCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-var hostColumns = []string{"NAME", "SITE", "REGION", "STATE", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"}
+// hostColumns put what the devservers on a host take (USED_) beside what it has.
+var hostColumns = []string{"NAME", "SITE", "REGION", "STATE", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"}
 
 func hostRow(h *v1.Host) []string {
-	c := h.GetCapacity()
+	c, used := h.GetCapacity(), h.GetAllocated()
 	return []string{
 		h.GetName(), h.GetSite(), h.GetRegion(), short(h.GetState()),
-		i64(c.GetVcpus()), i64(c.GetMemoryMib()), i64(c.GetDiskGib()), i64(c.GetGpus()),
+		i64(c.GetVcpus()), i64(used.GetVcpus()), i64(c.GetMemoryMib()), i64(used.GetMemoryMib()), i64(c.GetDiskGib()), i64(c.GetGpus()),
 		h.GetStateReason(),
 	}
 }
@@ -132,8 +133,10 @@ func hostShowCmd(a *app) *cobra.Command {
 				{"state", short(h.GetState())},
 				{"state_reason", h.GetStateReason()},
 				{"state_change_time", ts(h.GetStateChangeTime())},
+				{"health", health(h.GetHealth())},
 				{"capacity", resources(h.GetCapacity())},
 				{"reserved", resources(h.GetReserved())},
+				{"allocated", resources(h.GetAllocated())},
 				{"overcommit", overcommit(h.GetOvercommit())},
 				{"labels", labels(h.GetLabels())},
 				{"libvirt_uri", h.GetLibvirtUri()},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -178,6 +179,44 @@ func yesNo(b bool) string {
 }
 
 func float(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// plural is "1 host", "2 hosts".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return i64(n) + " " + many
+}
+
+// reserve is a region's capacity reserve as set: "10%", "2 hosts", or empty for none.
+func reserve(r *v1.CapacityReserve) string {
+	switch {
+	case r.GetFraction() > 0:
+		// Rounded to hundredths of a percent: 0.07 is 7%, not 7.000000000000001%.
+		return strconv.FormatFloat(math.Round(r.GetFraction()*1e4)/1e2, 'f', -1, 64) + "%"
+	case r.GetHosts() > 0:
+		return plural(int64(r.GetHosts()), "host", "hosts")
+	}
+	return ""
+}
+
+// allowedRegions is a flavor's region list, or "any" when it is empty.
+func allowedRegions(f *v1.Flavor) string {
+	if len(f.GetAllowedRegions()) == 0 {
+		return "any"
+	}
+	return strings.Join(f.GetAllowedRegions(), ",")
+}
+
+// health is a host's health: unknown, healthy or unhealthy. (HostHealth's zero value is
+// UNKNOWN, a real value, so short would hide it.)
+func health(h v1.HostHealth) string {
+	name, ok := v1.HostHealth_name[int32(h)]
+	if !ok {
+		return strconv.Itoa(int(h))
+	}
+	return strings.ToLower(strings.TrimPrefix(name, "HOST_HEALTH_"))
+}
 
 func resources(r *v1.Resources) string {
 	return fmt.Sprintf("vcpus=%d memory_mib=%d disk_gib=%d gpus=%d", r.GetVcpus(), r.GetMemoryMib(), r.GetDiskGib(), r.GetGpus())

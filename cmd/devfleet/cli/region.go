@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -13,7 +14,7 @@ func newRegionCmd(a *app) *cobra.Command {
 		Use:   "region",
 		Short: "Manage regions (groups of sites)",
 	})
-	cmd.AddCommand(regionAddCmd(a), regionListCmd(a), regionShowCmd(a), regionDeleteCmd(a))
+	cmd.AddCommand(regionAddCmd(a), regionListCmd(a), regionShowCmd(a), regionUpdateCmd(a), regionDeleteCmd(a))
 	return cmd
 }
 
@@ -46,8 +47,8 @@ func regionListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printList(a, regions, []string{"NAME", "DESCRIPTION"}, func(r *v1.Region) []string {
-				return []string{r.GetName(), r.GetDescription()}
+			return printList(a, regions, []string{"NAME", "RESERVE", "DESCRIPTION"}, func(r *v1.Region) []string {
+				return []string{r.GetName(), reserve(r.GetReserve()), r.GetDescription()}
 			})
 		}),
 	}
@@ -77,10 +78,72 @@ func regionShowCmd(a *app) *cobra.Command {
 			return printObject(a, r, append([]field{
 				{"name", r.GetName()},
 				{"description", r.GetDescription()},
+				{"reserve", reserve(r.GetReserve())},
 			}, timestamps(r.GetCreateTime(), r.GetUpdateTime(), r.GetCreateIndex(), r.GetModifyIndex())...))
 		}),
 	}
 	addReadFlags(cmd, &rf, false)
+	return cmd
+}
+
+func regionUpdateCmd(a *app) *cobra.Command {
+	var (
+		desc      string
+		fraction  float64
+		hosts     int32
+		noReserve bool
+	)
+	fields := []string{"description", "reserve-fraction", "reserve-hosts", "no-reserve"}
+	cmd := &cobra.Command{
+		Use:   "update NAME [--description D] [--reserve-fraction F | --reserve-hosts N | --no-reserve]",
+		Short: "Change a region's description or capacity reserve",
+		Long: `Change what the flags name, and nothing else. The reserve is room the region keeps free for
+evacuations (losing another region or site): a fraction of its eligible capacity
+(--reserve-fraction 0.1), or the capacity of its N largest hosts (--reserve-hosts 2). Placement
+refuses devservers that would eat into it.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(regionNames)),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if !anyChanged(cmd, fields...) {
+				return usagef("nothing to change: give %s", flagList(fields...))
+			}
+			if cmd.Flags().Changed("no-reserve") && !noReserve {
+				return usagef("--no-reserve=false changes nothing; leave it out")
+			}
+			return exclusive(cmd, "reserve-fraction", "reserve-hosts", "no-reserve")
+		},
+	}
+	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
+		fl := cmd.Flags()
+		in := &v1.Region{Name: args[0], Description: desc}
+		var paths []string
+		if fl.Changed("description") {
+			paths = append(paths, "description")
+		}
+		switch {
+		case fl.Changed("reserve-fraction"):
+			in.Reserve = &v1.CapacityReserve{Fraction: fraction}
+		case fl.Changed("reserve-hosts"):
+			in.Reserve = &v1.CapacityReserve{Hosts: hosts}
+		}
+		if anyChanged(cmd, "reserve-fraction", "reserve-hosts", "no-reserve") {
+			paths = append(paths, "reserve") // --no-reserve: an empty reserve
+		}
+		r, err := c.fleet.UpdateRegion(ctx, &v1.UpdateRegionRequest{Region: in, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+		if err != nil {
+			return err
+		}
+		res := reserve(r.GetReserve())
+		if res == "" {
+			res = "none"
+		}
+		return a.done(r, "region %s updated; reserve %s", r.GetName(), res)
+	})
+	f := cmd.Flags()
+	f.StringVar(&desc, "description", "", "what the region is")
+	f.Float64Var(&fraction, "reserve-fraction", 0, "keep this fraction (0-0.9) of the region's capacity free")
+	f.Int32Var(&hosts, "reserve-hosts", 0, "keep the capacity of the region's N largest hosts free")
+	f.BoolVar(&noReserve, "no-reserve", false, "keep no reserve")
 	return cmd
 }
 

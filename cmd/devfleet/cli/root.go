@@ -49,8 +49,18 @@ type app struct {
 
 // client holds the API clients of one command's connection.
 type client struct {
-	fleet   v1.FleetServiceClient
-	cluster v1.ClusterServiceClient
+	fleet    v1.FleetServiceClient
+	cluster  v1.ClusterServiceClient
+	capacity v1.CapacityServiceClient
+}
+
+// newClient makes the API clients of a connection.
+func newClient(conn *grpc.ClientConn) client {
+	return client{
+		fleet:    v1.NewFleetServiceClient(conn),
+		cluster:  v1.NewClusterServiceClient(conn),
+		capacity: v1.NewCapacityServiceClient(conn),
+	}
 }
 
 // Main runs a command line and returns its exit code rather than exiting, so tests can call it.
@@ -137,7 +147,7 @@ func (a *app) action(fn func(ctx context.Context, c client, args []string) error
 			ctx, cancel = context.WithTimeout(parent, a.timeout)
 		}
 		defer cancel() // also ends a stream a command body gave up on
-		err = fn(ctx, client{fleet: v1.NewFleetServiceClient(conn), cluster: v1.NewClusterServiceClient(conn)}, args)
+		err = fn(ctx, newClient(conn), args)
 		if err == nil {
 			return nil
 		}
