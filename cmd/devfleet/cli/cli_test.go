@@ -370,6 +370,7 @@ func TestUsageErrors(t *testing.T) {
 	t.Cleanup(func() { ln.Close() })
 	addr := ln.Addr().String()
 	hostAdd := []string{"host", "add", "h1", "--site", "s", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1"}
+	create := []string{"devserver", "create", "d1", "--owner", "bob", "--flavor", "small", "--region", "eu"}
 
 	for _, tc := range []struct {
 		name  string
@@ -392,6 +393,17 @@ func TestUsageErrors(t *testing.T) {
 		{"host without capacity", []string{"host", "add", "h1", "--site", "s"}, []string{`"cpus"`, `"disk-gib"`, `"memory-mib"`}},
 		{"site without region", []string{"site", "add", "s"}, []string{`"region"`}},
 		{"join without raft address", []string{"cluster", "join", "n4", "--grpc-addr", "10.0.0.4:7401"}, []string{`"raft-addr"`}},
+		{"expires-in and permanent", slices.Concat(create, []string{"--expires-in", "72h", "--permanent"}), []string{"devserver create: --expires-in and --permanent exclude each other"}},
+		{"neither expires-in nor permanent", create, []string{"devserver create: give --expires-in DURATION for a temporary devserver, or --permanent"}},
+		{"expires-in not positive", slices.Concat(create, []string{"--expires-in", "0s"}), []string{"--expires-in must be positive, got 0s"}},
+		{"host with site", slices.Concat(create, []string{"--permanent", "--host", "h1", "--site", "s"}), []string{"--site and --spread guide placement; leave them out with --host"}},
+		{"host with spread", slices.Concat(create, []string{"--permanent", "--host", "h1", "--spread", "sites"}), []string{"leave them out with --host"}},
+		{"bad spread", slices.Concat(create, []string{"--permanent", "--spread", "racks"}), []string{`"racks"`, "--spread", "must be hosts or sites"}},
+		{"create without owner", []string{"devserver", "create", "d1", "--flavor", "small", "--region", "eu", "--permanent"}, []string{`required flag(s) "owner" not set`}},
+		{"extend without by", []string{"devserver", "extend", "d1"}, []string{`required flag(s) "by" not set`}},
+		{"extend by nothing", []string{"devserver", "extend", "d1", "--by", "-1h"}, []string{"devserver extend: --by must be positive, got -1h0m0s"}},
+		{"share without anyone", []string{"devserver", "share", "d1"}, []string{`required flag(s) "with" not set`}},
+		{"unshare with nobody", []string{"devserver", "unshare", "d1", "--with", ""}, []string{"devserver unshare: --with needs at least one name"}},
 		{"region update without a change", []string{"region", "update", "eu"}, []string{"region update: nothing to change: give --description, --reserve-fraction, --reserve-hosts or --no-reserve"}},
 		{"two reserves", []string{"region", "update", "eu", "--reserve-fraction", "0.1", "--reserve-hosts", "2"}, []string{"--reserve-fraction and --reserve-hosts exclude each other"}},
 		{"reserve and no reserve", []string{"region", "update", "eu", "--reserve-hosts", "2", "--no-reserve"}, []string{"--reserve-hosts and --no-reserve exclude each other"}},
@@ -641,12 +653,10 @@ func TestDevservers(t *testing.T) {
 	f := newFleet(t)
 	f.seed("fra1-h1")
 	f.ok("flavor", "add", "small", "--cpus", "4", "--memory-mib", "16384", "--disk-gib", "100")
-	// The CLI does not create devservers; the API does.
-	_, err := f.c.Nodes[0].Fleet().CreateDevserver(context.Background(), &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
-		Name: "alice-dev", Owner: "alice", Flavor: "small", Region: "eu", Host: "fra1-h1", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
-	}})
-	if err != nil {
-		t.Fatal(err)
+	// On a host of the operator's choosing, rather than placed.
+	if got, want := f.ok("devserver", "create", "alice-dev", "--owner", "alice", "--flavor", "small", "--region", "eu", "--host", "fra1-h1", "--permanent"),
+		"devserver alice-dev created on fra1-h1 (site fra1, region eu), permanent\n"; got != want {
+		t.Errorf("devserver create --host printed %q, want %q", got, want)
 	}
 
 	want := [][]string{

@@ -2,9 +2,16 @@ package cli
 
 import (
 	"context"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -12,10 +19,101 @@ import (
 func newDevserverCmd(a *app) *cobra.Command {
 	cmd := group(&cobra.Command{
 		Use:   "devserver",
-		Short: "Inspect devservers (developers' machines)",
+		Short: "Manage devservers (developers' machines)",
 	})
-	cmd.AddCommand(devserverListCmd(a), devserverShowCmd(a))
+	cmd.AddCommand(
+		devserverCreateCmd(a),
+		devserverListCmd(a),
+		devserverShowCmd(a),
+		devserverExtendCmd(a),
+		devserverShareCmd(a),
+		devserverUnshareCmd(a),
+		devserverDeleteCmd(a),
+	)
 	return cmd
+}
+
+func devserverCreateCmd(a *app) *cobra.Command {
+	var (
+		d         = &v1.Devserver{}
+		expiresIn time.Duration
+		permanent bool
+		site      string
+		spread    spreadFlag
+	)
+	cmd := &cobra.Command{
+		Use:   "create NAME --owner USER --flavor FLAVOR --region REGION (--expires-in DURATION | --permanent)",
+		Short: "Create a devserver, placed by devfleet unless --host is given",
+		Long: `Create a devserver record. Without --host, devfleet places it: on an active, healthy host of the
+region (or of --site) with room for the flavor, the fullest that fits, keeping the region's
+reserve. When nothing fits, the command fails and says why host by host
+("no room for flavor xl: region eu: 3 hosts; 3 lack vCPUs for flavor xl (need 16)").
+"devfleet capacity place" answers the same question without creating anything.
+
+A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of them is required.`,
+		Example: `  devfleet devserver create bob-dev --owner bob --flavor small --region eu-west --expires-in 72h
+  devfleet devserver create ci-1 --owner ci --flavor xl --region eu-west --permanent --spread hosts
+  devfleet devserver create db-1 --owner bob --flavor metal --region eu-west --permanent --host fra1-h7`,
+		Args: exactArgs("NAME"),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			fl := cmd.Flags()
+			switch {
+			case fl.Changed("expires-in") && permanent:
+				return usagef("--expires-in and --permanent exclude each other")
+			case !fl.Changed("expires-in") && !permanent:
+				return usagef("give --expires-in DURATION for a temporary devserver, or --permanent")
+			case fl.Changed("expires-in") && expiresIn <= 0:
+				return usagef("--expires-in must be positive, got %s", expiresIn)
+			}
+			if fl.Changed("host") && anyChanged(cmd, "site", "spread") {
+				return usagef("--site and --spread guide placement; leave them out with --host")
+			}
+			return nil
+		},
+	}
+	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
+		d.Name = args[0]
+		req := &v1.CreateDevserverRequest{Devserver: d, Site: site, Spread: spread.value}
+		if permanent {
+			d.Lifespan = v1.Lifespan_LIFESPAN_PERMANENT
+		} else {
+			req.ExpiresIn = durationpb.New(expiresIn)
+		}
+		out, err := c.fleet.CreateDevserver(ctx, req)
+		if err != nil {
+			return err
+		}
+		return a.done(out, "devserver %s created on %s (site %s, region %s), %s", out.GetName(), out.GetHost(), out.GetSite(), out.GetRegion(), expiry(out))
+	})
+	f := cmd.Flags()
+	f.StringVar(&d.Owner, "owner", "", "user the devserver belongs to (required)")
+	f.StringVar(&d.Flavor, "flavor", "", "size of the devserver (required)")
+	f.StringVar(&d.Region, "region", "", "region to run in (required)")
+	f.DurationVar(&expiresIn, "expires-in", 0, "temporary: expire this long from now (e.g. 72h)")
+	f.BoolVar(&permanent, "permanent", false, "never expire")
+	f.StringVar(&d.Host, "host", "", "run on this host instead of letting devfleet place it")
+	f.StringVar(&site, "site", "", "place only in this site of the region")
+	f.Var(&spread, "spread", "keep away from the owner's other devservers: hosts (not on a host that runs one) or sites")
+	f.StringSliceVar(&d.Sharers, "sharer", nil, "user who may use the devserver too (repeatable, or comma-separated)")
+	for _, name := range []string{"owner", "flavor", "region"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	_ = cmd.RegisterFlagCompletionFunc("flavor", a.completeNames(flavorNames))
+	_ = cmd.RegisterFlagCompletionFunc("region", a.completeNames(regionNames))
+	_ = cmd.RegisterFlagCompletionFunc("site", a.completeNames(siteNames))
+	_ = cmd.RegisterFlagCompletionFunc("host", a.completeNames(hostNames))
+	_ = cmd.RegisterFlagCompletionFunc("spread", spread.complete)
+	_ = cmd.RegisterFlagCompletionFunc("owner", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("sharer", cobra.NoFileCompletions)
+	return cmd
+}
+
+// expiry is "expires <time>" for a temporary devserver, "permanent" for a permanent one.
+func expiry(d *v1.Devserver) string {
+	if d.GetLifespan() == v1.Lifespan_LIFESPAN_PERMANENT {
+		return "permanent"
+	}
+	return "expires " + ts(d.GetExpireTime())
 }
 
 func devserverListCmd(a *app) *cobra.Command {
@@ -93,6 +191,140 @@ func devserverShowCmd(a *app) *cobra.Command {
 	}
 	addReadFlags(cmd, &rf, false)
 	return cmd
+}
+
+func devserverExtendCmd(a *app) *cobra.Command {
+	var by time.Duration
+	cmd := &cobra.Command{
+		Use:   "extend NAME --by DURATION",
+		Short: "Push a temporary devserver's expiry back",
+		Long: `Move a temporary devserver's expiry DURATION later: the new expire_time is the current one
+plus DURATION, not now plus DURATION. A permanent devserver has no expiry and is refused.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("by") && by <= 0 {
+				return usagef("--by must be positive, got %s", by)
+			}
+			return nil
+		},
+	}
+	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
+		cur, err := c.fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: args[0]})
+		if err != nil {
+			return err
+		}
+		if cur.GetLifespan() == v1.Lifespan_LIFESPAN_PERMANENT || cur.GetExpireTime() == nil {
+			return status.Errorf(codes.FailedPrecondition, "devserver %q is permanent: it does not expire, so there is nothing to extend", cur.GetName())
+		}
+		in := &v1.Devserver{Name: cur.GetName(), ExpireTime: timestamppb.New(cur.GetExpireTime().AsTime().Add(by))}
+		out, err := c.fleet.UpdateDevserver(ctx, &v1.UpdateDevserverRequest{Devserver: in, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"expire_time"}}})
+		if err != nil {
+			return err
+		}
+		return a.done(out, "devserver %s %s", out.GetName(), expiry(out))
+	})
+	cmd.Flags().DurationVar(&by, "by", 0, "how much longer the devserver lives, e.g. 24h (required)")
+	_ = cmd.MarkFlagRequired("by")
+	return cmd
+}
+
+func devserverShareCmd(a *app) *cobra.Command {
+	var with []string
+	cmd := &cobra.Command{
+		Use:               "share NAME --with USER [--with USER]",
+		Short:             "Let more users use a devserver",
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		PreRunE:           func(cmd *cobra.Command, _ []string) error { return nonEmptyList(cmd, "with", with) },
+	}
+	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
+		return a.updateSharers(ctx, c, args[0], func(d *v1.Devserver) ([]string, error) {
+			sharers := slices.Clone(d.GetSharers())
+			for _, u := range with {
+				if !slices.Contains(sharers, u) {
+					sharers = append(sharers, u)
+				}
+			}
+			return sharers, nil
+		})
+	})
+	cmd.Flags().StringSliceVar(&with, "with", nil, "user to share with (repeatable, or comma-separated; required)")
+	_ = cmd.MarkFlagRequired("with")
+	_ = cmd.RegisterFlagCompletionFunc("with", cobra.NoFileCompletions)
+	return cmd
+}
+
+func devserverUnshareCmd(a *app) *cobra.Command {
+	var with []string
+	cmd := &cobra.Command{
+		Use:               "unshare NAME --with USER [--with USER]",
+		Short:             "Stop sharing a devserver with users",
+		Long:              `Stop sharing a devserver with users. Naming a user it is not shared with fails and changes nothing.`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		PreRunE:           func(cmd *cobra.Command, _ []string) error { return nonEmptyList(cmd, "with", with) },
+	}
+	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
+		return a.updateSharers(ctx, c, args[0], func(d *v1.Devserver) ([]string, error) {
+			var missing []string
+			for _, u := range distinct(with) {
+				if !slices.Contains(d.GetSharers(), u) {
+					missing = append(missing, u)
+				}
+			}
+			if len(missing) > 0 {
+				return nil, status.Errorf(codes.FailedPrecondition, "devserver %q is not shared with %s", d.GetName(), strings.Join(missing, ", "))
+			}
+			return slices.DeleteFunc(slices.Clone(d.GetSharers()), func(u string) bool { return slices.Contains(with, u) }), nil
+		})
+	})
+	cmd.Flags().StringSliceVar(&with, "with", nil, "user to stop sharing with (repeatable, or comma-separated; required)")
+	_ = cmd.MarkFlagRequired("with")
+	_ = cmd.RegisterFlagCompletionFunc("with", cobra.NoFileCompletions)
+	return cmd
+}
+
+// updateSharers reads a devserver, computes its new sharers and writes them (read-modify-write:
+// the API has no compare-and-set, so a concurrent change of the sharers can be lost). An
+// unchanged list is not written.
+func (a *app) updateSharers(ctx context.Context, c client, name string, change func(*v1.Devserver) ([]string, error)) error {
+	d, err := c.fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	sharers, err := change(d)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(sharers, d.GetSharers()) {
+		in := &v1.Devserver{Name: d.GetName(), Sharers: sharers}
+		d, err = c.fleet.UpdateDevserver(ctx, &v1.UpdateDevserverRequest{Devserver: in, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"sharers"}}})
+		if err != nil {
+			return err
+		}
+	}
+	who := strings.Join(d.GetSharers(), ", ")
+	if who == "" {
+		who = "nobody"
+	}
+	return a.done(d, "devserver %s is shared with %s", d.GetName(), who)
+}
+
+func devserverDeleteCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:               "delete NAME",
+		Short:             "Delete a devserver record, freeing its room on the host",
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		RunE: a.action(func(ctx context.Context, c client, args []string) error {
+			resp, err := c.fleet.DeleteDevserver(ctx, &v1.DeleteDevserverRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.done(resp, "devserver %s deleted", args[0])
+		}),
+	}
 }
 
 // devserverNames lists devserver names for shell completion.

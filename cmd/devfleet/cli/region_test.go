@@ -81,4 +81,10 @@ func TestRegionReserveAndFlavorRegions(t *testing.T) {
 	}
 	f.fail(1, []string{"flavor", "update", "xl", "--allowed-regions", "mars"}, `region "mars" not found (NotFound)`)
 	f.fail(1, []string{"flavor", "add", "gpu", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--allowed-regions", "eu,eu"}, `"eu" is listed twice`, "(InvalidArgument)")
+	// A devserver in us pins us in the list.
+	f.ok("region", "update", "us", "--no-reserve")
+	f.ok("site", "add", "nyc1", "--region", "us")
+	f.ok("host", "add", "nyc1-h1", "--site", "nyc1", "--cpus", "32", "--memory-mib", "131072", "--disk-gib", "2000")
+	f.ok("devserver", "create", "us-dev", "--owner", "bob", "--flavor", "small", "--region", "us", "--permanent")
+	f.fail(1, []string{"flavor", "update", "small", "--allowed-regions", "eu"}, `flavor "small" has 1 devserver (us-dev) in regions the new list leaves out`, "(FailedPrecondition)")
 }
