@@ -126,6 +126,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newHostCmd(a),
 		newFlavorCmd(a),
 		newDevserverCmd(a),
+		newCapacityCmd(a),
 		newBenchCmd(a),
 	)
 	return root
