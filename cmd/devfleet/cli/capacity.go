@@ -125,7 +125,8 @@ if that survives, otherwise in the regions its flavor allows. Surviving regions 
 reserves, as in a real loss; --keep-reserve forbids that (the question a drain asks).
 
 Devservers with no home are part of the answer, not a failure: the exit code is 0 either way.
-Scripts read "ok" from -o json.`,
+In -o json, "ok" is true when every devserver finds a home; like every false or empty field, it
+is left out otherwise.`,
 		Example: `  devfleet capacity lose --region eu-west
   devfleet capacity lose --site fra1 --site fra2 --keep-reserve
   devfleet capacity lose --hosts fra1-h1,fra1-h2 -o json`,

@@ -399,6 +399,7 @@ func TestUsageErrors(t *testing.T) {
 		{"host with site", slices.Concat(create, []string{"--permanent", "--host", "h1", "--site", "s"}), []string{"--site and --spread guide placement; leave them out with --host"}},
 		{"host with spread", slices.Concat(create, []string{"--permanent", "--host", "h1", "--spread", "sites"}), []string{"leave them out with --host"}},
 		{"bad spread", slices.Concat(create, []string{"--permanent", "--spread", "racks"}), []string{`"racks"`, "--spread", "must be hosts or sites"}},
+		{"empty sharer", slices.Concat(create, []string{"--permanent", "--sharer", "alice,"}), []string{`--sharer: empty name in "alice,"`}},
 		{"create without owner", []string{"devserver", "create", "d1", "--flavor", "small", "--region", "eu", "--permanent"}, []string{`required flag(s) "owner" not set`}},
 		{"extend without by", []string{"devserver", "extend", "d1"}, []string{`required flag(s) "by" not set`}},
 		{"extend by nothing", []string{"devserver", "extend", "d1", "--by", "-1h"}, []string{"devserver extend: --by must be positive, got -1h0m0s"}},
@@ -720,6 +721,12 @@ func TestCompletion(t *testing.T) {
 	}
 	if got, want := complete("site", "add", "x", "--region", ""), []string{"eu"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("completing --region: %q, want %q", got, want)
+	}
+	if got, want := complete("devserver", "create", "x", "--spread", ""), []string{"hosts", "sites"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("completing --spread: %q, want %q", got, want)
+	}
+	if got, want := complete("capacity", "lose", "--hosts", "fra1-"), []string{"fra1-h1", "fra1-h2"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("completing capacity lose --hosts fra1-: %q, want %q", got, want)
 	}
 	if got := complete("host", "show", "fra1-h1", ""); len(got) != 0 {
 		t.Errorf("completing a second name: %q, want nothing", got)

@@ -68,7 +68,7 @@ A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of t
 			if fl.Changed("host") && anyChanged(cmd, "site", "spread") {
 				return usagef("--site and --spread guide placement; leave them out with --host")
 			}
-			return nil
+			return nonEmptyList(cmd, "sharer", d.Sharers)
 		},
 	}
 	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {

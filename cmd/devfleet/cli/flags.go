@@ -175,6 +175,7 @@ func (f *spreadFlag) String() string {
 	}
 	return ""
 }
+
 func (f *spreadFlag) Type() string { return "string" }
 
 func (f *spreadFlag) complete(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
