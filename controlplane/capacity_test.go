@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/clustertest"
@@ -106,6 +108,15 @@ func TestCreatePlacesAndCapacityAnswers(t *testing.T) {
 	us := rep.GetRegions()[1]
 	if us.GetRegion() != "us" || us.GetFlavors()[0].GetFlavor() != "huge" || us.GetFlavors()[1].GetFits() != 8 || us.GetFlavors()[2].GetFits() != 2 {
 		t.Fatalf("us headroom: %v", us)
+	}
+
+	// Extending cannot outlive what a new devserver may.
+	_, err = fleet.UpdateDevserver(ctx, &v1.UpdateDevserverRequest{
+		Devserver:  &v1.Devserver{Name: "d1", ExpireTime: timestamppb.New(time.Now().Add(400 * 24 * time.Hour))},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"expire_time"}},
+	})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "devserver.expire_time: must be in the future and at most") {
+		t.Fatalf("extending past a year: %v", err)
 	}
 
 	// Bad input.

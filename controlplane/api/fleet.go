@@ -454,11 +454,25 @@ func (s *Server) UpdateDevserver(ctx context.Context, req *v1.UpdateDevserverReq
 		return nil, err
 	}
 	for _, p := range m.GetPaths() {
-		if p == "sharers" {
+		switch p {
+		case "sharers":
 			for _, sh := range in.GetSharers() {
 				if err := validate.User("devserver.sharers", sh); err != nil {
 					return nil, err
 				}
+			}
+		case "expire_time":
+			if in.GetExpireTime() == nil {
+				continue
+			}
+			if err := in.GetExpireTime().CheckValid(); err != nil {
+				return nil, apierror.Invalid("devserver.expire_time", "%v", err)
+			}
+			// The same bound as at creation, counted from now: an extension cannot make a
+			// temporary devserver outlive what a new one may.
+			life := time.Until(in.GetExpireTime().AsTime())
+			if life <= 0 || life > MaxDevserverLifetime {
+				return nil, apierror.Invalid("devserver.expire_time", "must be in the future and at most %s from now, got %s", MaxDevserverLifetime, life.Round(time.Second))
 			}
 		}
 	}
