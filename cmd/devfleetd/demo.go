@@ -29,7 +29,7 @@ var demoFlavors = []*v1.Flavor{
 	{Name: "medium", Resources: &v1.Resources{Vcpus: 8, MemoryMib: 32768, DiskGib: 250}, Description: "large builds"},
 	{Name: "large", Resources: &v1.Resources{Vcpus: 16, MemoryMib: 65536, DiskGib: 500}, Description: "full-stack work"},
 	{Name: "gpu", Resources: &v1.Resources{Vcpus: 16, MemoryMib: 131072, DiskGib: 500, Gpus: 1}, Description: "ML work"},
-	{Name: "metal", Resources: &v1.Resources{Vcpus: 64, MemoryMib: 262144, DiskGib: 2000}, Kind: v1.FlavorKind_FLAVOR_KIND_PHYSICAL, Description: "a whole machine"},
+	{Name: "metal", Resources: &v1.Resources{Vcpus: 32, MemoryMib: 131072, DiskGib: 1000}, Kind: v1.FlavorKind_FLAVOR_KIND_PHYSICAL, Description: "a whole machine (at least this big)"},
 }
 
 // seedDemoFleet creates the demo fleet through the API, as an operator would. Objects that
