@@ -32,7 +32,10 @@ run: build
 	  sleep 0.2; $(BIN)/devfleet --addr $(DEV_GRPC) cluster status; \
 	  $(BIN)/devfleet --addr $(DEV_GRPC) host list --region eu-west; \
 	  $(BIN)/devfleet --addr $(DEV_GRPC) host cordon fra1-h1 --reason "make run: disk swap"; \
+	  $(BIN)/devfleet --addr $(DEV_GRPC) devserver create dana-dev --owner dana --flavor large --region eu-west --expires-in 72h; \
 	  $(BIN)/devfleet --addr $(DEV_GRPC) devserver list; \
+	  $(BIN)/devfleet --addr $(DEV_GRPC) capacity report --region eu-west; \
+	  $(BIN)/devfleet --addr $(DEV_GRPC) capacity lose --region us-east; \
 	  set +x; \
 	  echo; echo "devfleetd --dev keeps running; try: export DEVFLEET_ADDR=$(DEV_GRPC); $(BIN)/devfleet --help   (Ctrl-C stops it)"; \
 	  wait $$pid
