@@ -64,8 +64,9 @@ func (f *Fleet) Hosts(region string) []*v1.Host { return f.hosts[region] }
 // SiteRegion returns the region of a site that has hosts, or "".
 func (f *Fleet) SiteRegion(site string) string { return f.siteRegion[site] }
 
-// eligible reports whether a host may take new devservers at all (whatever the flavor).
-func eligible(h *v1.Host) bool {
+// Eligible reports whether a host may take new devservers at all (whatever the flavor): active
+// and not known to be unhealthy.
+func Eligible(h *v1.Host) bool {
 	return h.GetState() == v1.HostState_HOST_STATE_ACTIVE && h.GetHealth() != v1.HostHealth_HOST_HEALTH_UNHEALTHY
 }
 
@@ -78,7 +79,7 @@ func ReserveOf(r *v1.Region, hosts []*v1.Host) fit.Amount {
 	var usable []fit.Amount
 	var total fit.Amount
 	for _, h := range hosts {
-		if eligible(h) {
+		if Eligible(h) {
 			u := fit.Usable(h)
 			usable = append(usable, u)
 			total = total.Add(u)

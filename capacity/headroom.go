@@ -27,7 +27,7 @@ func (f *Fleet) Headroom(region string) []Headroom {
 	reserve := ReserveOf(r, hosts)
 	var free fit.Amount
 	for _, h := range hosts {
-		if eligible(h) {
+		if Eligible(h) {
 			free = free.Add(fit.Free(h))
 		}
 	}
@@ -42,7 +42,7 @@ func (f *Fleet) Headroom(region string) []Headroom {
 		} else {
 			need := fit.Of(fl.GetResources())
 			for _, h := range hosts {
-				if eligible(h) {
+				if Eligible(h) {
 					row.Fits += fit.Free(h).Times(need)
 				}
 			}
@@ -60,7 +60,7 @@ func (f *Fleet) Headroom(region string) []Headroom {
 func physicalHeadroom(fl *v1.Flavor, hosts []*v1.Host, free, reserve fit.Amount) (fits, beyond int64) {
 	var usable []fit.Amount
 	for _, h := range hosts {
-		if eligible(h) && fit.Check(fl, h, fit.Free(h)) == fit.None {
+		if Eligible(h) && fit.Check(fl, h, fit.Free(h)) == fit.None {
 			usable = append(usable, fit.Usable(h))
 		}
 	}

@@ -99,7 +99,7 @@ func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
 				continue
 			}
 			survivors = append(survivors, h)
-			if eligible(h) {
+			if Eligible(h) {
 				free[h.GetName()] = fit.Free(h)
 				regionFree[name] = regionFree[name].Add(fit.Free(h))
 			}

@@ -219,7 +219,7 @@ func Place(hosts []*v1.Host, req *Request) Decision {
 		if req.Pending != nil {
 			free = free.Sub(req.Pending(h.GetName()))
 		}
-		if eligible(h) {
+		if Eligible(h) {
 			regionFree = regionFree.Add(free)
 		}
 		if reason, order := reject(req, h, free); reason != "" {

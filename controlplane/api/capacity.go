@@ -181,7 +181,7 @@ func regionCapacity(fleet *capacity.Fleet, r *v1.Region) *v1.RegionCapacity {
 	rc := &v1.RegionCapacity{Region: r.GetName(), Hosts: int32(len(hosts)), ReserveSetting: r.GetReserve()}
 	var usable, free fit.Amount
 	for _, h := range hosts {
-		if h.GetState() == v1.HostState_HOST_STATE_ACTIVE && h.GetHealth() != v1.HostHealth_HOST_HEALTH_UNHEALTHY {
+		if capacity.Eligible(h) {
 			rc.EligibleHosts++
 			usable, free = usable.Add(fit.Usable(h)), free.Add(fit.Free(h))
 		}

@@ -41,7 +41,6 @@ const (
 	// notLeaderReason marks an Unavailable error for a command that was not appended: the
 	// forwarder may retry it safely on the new leader.
 	notLeaderReason = "NOT_LEADER"
-	errorDomain     = "devfleet.dev"
 )
 
 type method struct {
@@ -277,7 +276,7 @@ func outgoing(ctx context.Context, self string) context.Context {
 
 func notLeader(self string) error {
 	st := status.New(codes.Unavailable, fmt.Sprintf("node %s is no longer the leader; retry", self))
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: notLeaderReason, Domain: errorDomain}); err == nil {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: notLeaderReason, Domain: apierror.Domain}); err == nil {
 		st = d
 	}
 	return st.Err()

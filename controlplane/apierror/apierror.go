@@ -45,6 +45,9 @@ type Error struct {
 	Code string
 }
 
+// Domain is the ErrorInfo domain of devfleet's machine-readable error reasons.
+const Domain = "devfleet.dev"
+
 // Codes of refusals that callers act on.
 const (
 	// CodeNoRoom: the chosen host no longer has room; placing again may succeed.
@@ -80,7 +83,7 @@ func (e *Error) status(msg string) *status.Status {
 		}
 	}
 	if e.Code != "" {
-		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Code, Domain: "devfleet.dev"}); err == nil {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: e.Code, Domain: Domain}); err == nil {
 			st = d
 		}
 	}

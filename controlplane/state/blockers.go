@@ -5,8 +5,6 @@ import (
 	"strings"
 )
 
-func rowName(raw any) string { return raw.(named).GetName() }
-
 // listing names the blockers of a refusal: `2 hosts (h1, h2)` or `12 hosts (h1, ..., h5 and 7 more)`.
 func listing(kind string, names []string, total int) string {
 	plural := kind + "s"

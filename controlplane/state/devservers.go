@@ -98,7 +98,7 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 		return nil, err
 	}
 	if d.Host != "" {
-		if err := w.allocate(d.Host, func(h *v1.Host) fit.Amount { return fit.Need(f, h) }, false); err != nil {
+		if err := w.allocate(d.Host, f, false); err != nil {
 			return nil, err
 		}
 	}
@@ -177,7 +177,7 @@ func (w *WriteTxn) DeleteDevserver(name string) error {
 		if err != nil {
 			return err
 		}
-		return w.allocate(d.GetHost(), func(h *v1.Host) fit.Amount { return fit.Need(f, h) }, true)
+		return w.allocate(d.GetHost(), f, true)
 	}
 	return nil
 }
@@ -186,38 +186,17 @@ func (w *WriteTxn) DeleteDevserver(name string) error {
 // scans the table: it serves rare checks (deleting a region or a flavor), and an index would
 // cost every devserver write.
 func (v *View) devserversWhere(match func(*v1.Devserver) bool, max int) ([]string, int) {
-	var out []string
-	n := 0
-	it := v.iter(TableDevservers, "id")
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if d := raw.(*v1.Devserver); match(d) {
-			if n < max {
-				out = append(out, d.GetName())
-			}
-			n++
-		}
-	}
-	return out, n
+	return namesWhere(v, max, match, TableDevservers, "id")
 }
 
 // DevserversOf returns every devserver of an owner.
 func (v *View) DevserversOf(owner string) []*v1.Devserver {
-	var out []*v1.Devserver
-	it := v.iter(TableDevservers, "owner", owner)
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*v1.Devserver))
-	}
-	return out
+	return rows[*v1.Devserver](v, TableDevservers, "owner", owner)
 }
 
 // DevserversOn returns every devserver on a host.
 func (v *View) DevserversOn(host string) []*v1.Devserver {
-	var out []*v1.Devserver
-	it := v.iter(TableDevservers, "host", host)
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*v1.Devserver))
-	}
-	return out
+	return rows[*v1.Devserver](v, TableDevservers, "host", host)
 }
 
 // EachDevserver calls fn for every devserver, in name order.

@@ -113,26 +113,8 @@ func (v *View) regionsExist(names []string) error {
 
 // flavorsAllowing returns up to 5 names of the flavors that list region as allowed, and their number.
 func (v *View) flavorsAllowing(region string) ([]string, int) {
-	var out []string
-	n := 0
-	it := v.iter(TableFlavors, "id")
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if f := raw.(*v1.Flavor); slices.Contains(f.GetAllowedRegions(), region) {
-			if n < 5 {
-				out = append(out, f.GetName())
-			}
-			n++
-		}
-	}
-	return out, n
+	return namesWhere(v, 5, func(f *v1.Flavor) bool { return slices.Contains(f.GetAllowedRegions(), region) }, TableFlavors, "id")
 }
 
 // Flavors returns every flavor, in name order.
-func (v *View) Flavors() []*v1.Flavor {
-	var out []*v1.Flavor
-	it := v.iter(TableFlavors, "id")
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*v1.Flavor))
-	}
-	return out
-}
+func (v *View) Flavors() []*v1.Flavor { return rows[*v1.Flavor](v, TableFlavors, "id") }

@@ -152,9 +152,10 @@ func (v *View) allocatedOn(h *v1.Host) (fit.Amount, error) {
 	return sum, nil
 }
 
-// allocate adds delta (negative to release) to a host's allocation. Incremental, so a write
-// costs the same however many devservers the host runs; UpdateHost recomputes from scratch.
-func (w *WriteTxn) allocate(name string, delta func(h *v1.Host) fit.Amount, release bool) error {
+// allocate adds what a devserver of flavor f takes to a host's allocation, or takes it back
+// with release. Incremental, so a write costs the same however many devservers the host runs;
+// UpdateHost recomputes from scratch.
+func (w *WriteTxn) allocate(name string, f *v1.Flavor, release bool) error {
 	cur, err := w.GetHost(name)
 	if err != nil {
 		return err
@@ -162,9 +163,9 @@ func (w *WriteTxn) allocate(name string, delta func(h *v1.Host) fit.Amount, rele
 	h := proto.Clone(cur).(*v1.Host)
 	alloc := fit.Of(h.GetAllocated())
 	if release {
-		alloc = alloc.Sub(delta(cur))
+		alloc = alloc.Sub(fit.Need(f, cur))
 	} else {
-		alloc = alloc.Add(delta(cur))
+		alloc = alloc.Add(fit.Need(f, cur))
 	}
 	h.Allocated = alloc.Proto()
 	h.UpdateTime, h.ModifyIndex = w.now, w.index
@@ -181,7 +182,7 @@ func (w *WriteTxn) DeleteHost(name string) error {
 	if err != nil {
 		return err
 	}
-	if names, n := w.names(TableDevservers, "host", name, 5, rowName); n > 0 {
+	if names, n := namesWhere[*v1.Devserver](&w.View, 5, nil, TableDevservers, "host", name); n > 0 {
 		return apierror.Blocked("host %q still runs %s; move or delete them first", name, listing("devserver", names, n))
 	}
 	return w.remove(TableHosts, h)

@@ -16,14 +16,7 @@ func (v *View) GetNode(id string) *fsmv1.Node {
 }
 
 // Nodes returns every announced member, by ID.
-func (v *View) Nodes() []*fsmv1.Node {
-	var out []*fsmv1.Node
-	it := v.iter(TableNodes, "id")
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*fsmv1.Node))
-	}
-	return out
-}
+func (v *View) Nodes() []*fsmv1.Node { return rows[*fsmv1.Node](v, TableNodes, "id") }
 
 // RegisterNode records (or refreshes) a member's addresses. Registering the same addresses
 // again changes nothing.

@@ -77,7 +77,7 @@ func (w *WriteTxn) DeleteRegion(name string) error {
 	if err != nil {
 		return err
 	}
-	if names, n := w.names(TableSites, "region", name, 5, rowName); n > 0 {
+	if names, n := namesWhere[*v1.Site](&w.View, 5, nil, TableSites, "region", name); n > 0 {
 		return apierror.Blocked("region %q still has %s; delete them first", name, listing("site", names, n))
 	}
 	if names, n := w.flavorsAllowing(name); n > 0 {
@@ -90,11 +90,4 @@ func (w *WriteTxn) DeleteRegion(name string) error {
 }
 
 // Regions returns every region, in name order.
-func (v *View) Regions() []*v1.Region {
-	var out []*v1.Region
-	it := v.iter(TableRegions, "id")
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(*v1.Region))
-	}
-	return out
-}
+func (v *View) Regions() []*v1.Region { return rows[*v1.Region](v, TableRegions, "id") }

@@ -74,7 +74,7 @@ func (w *WriteTxn) DeleteSite(name string) error {
 	if err != nil {
 		return err
 	}
-	if names, n := w.names(TableHosts, "site", name, 5, rowName); n > 0 {
+	if names, n := namesWhere[*v1.Host](&w.View, 5, nil, TableHosts, "site", name); n > 0 {
 		return apierror.Blocked("site %q still has %s; delete them first", name, listing("host", names, n))
 	}
 	return w.remove(TableSites, s)

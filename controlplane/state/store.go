@@ -114,16 +114,29 @@ func (v *View) iter(table, index string, args ...any) memdb.ResultIterator {
 	return it
 }
 
-// names returns up to max primary names of the rows matched by table.index=arg, and the total.
-func (v *View) names(table, index, arg string, max int, name func(any) string) ([]string, int) {
+// rows returns every row of table matched by index=args, in index order.
+func rows[T any](v *View, table, index string, args ...any) []T {
+	var out []T
+	it := v.iter(table, index, args...)
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(T))
+	}
+	return out
+}
+
+// namesWhere returns up to max names of the rows of table matched by index=args that also
+// match (nil: all), and how many match: the blockers a refusal names.
+func namesWhere[T named](v *View, max int, match func(T) bool, table, index string, args ...any) ([]string, int) {
 	var out []string
 	n := 0
-	it := v.iter(table, index, arg)
+	it := v.iter(table, index, args...)
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if n < max {
-			out = append(out, name(raw))
+		if row := raw.(T); match == nil || match(row) {
+			if n < max {
+				out = append(out, row.GetName())
+			}
+			n++
 		}
-		n++
 	}
 	return out, n
 }
