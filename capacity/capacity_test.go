@@ -65,12 +65,7 @@ func TestPlaceFiltersAndExplanation(t *testing.T) {
 		{"anti-affinity by host", Request{Flavor: xl, Region: "eu", Spread: SpreadHosts, Owner: "alice", Avoid: Avoid{Hosts: map[string]bool{"h-half": true}}}, "h-empty", ""},
 		{"anti-affinity by site", Request{Flavor: xl, Region: "eu", Spread: SpreadSites, Owner: "alice", Avoid: Avoid{Sites: map[string]bool{"eu-2": true}}}, "",
 			"region eu: 7 hosts; 1 cordoned, 1 draining, 1 unhealthy, 3 are in sites that already run a devserver of alice, 1 lack memory for flavor xl (need 65536 MiB)"},
-		{"pending placements count", Request{Flavor: xl, Region: "eu", Pending: func(h string) fit.Amount {
-			if h == "h-half" {
-				return fit.Amount{VCPUs: 32}
-			}
-			return fit.Amount{}
-		}}, "h-empty", ""},
+		{"pending placements count", Request{Flavor: xl, Region: "eu", Pending: map[string]fit.Amount{"h-half": {VCPUs: 32}}}, "h-empty", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Place(hosts, &tc.req)
@@ -109,20 +104,12 @@ func TestPhysicalNeedsAnEmptyHost(t *testing.T) {
 
 // fleetOf builds a Fleet directly (Load reads a state view; these tests need none).
 func fleetOf(regions []*v1.Region, flavors []*v1.Flavor, hosts []*v1.Host, devs []*v1.Devserver) *Fleet {
-	f := &Fleet{Regions: regions, Flavors: flavors, flavors: map[string]*v1.Flavor{}, regions: map[string]*v1.Region{},
-		hosts: map[string][]*v1.Host{}, siteRegion: map[string]string{}, onHost: map[string][]*v1.Devserver{}}
-	for _, fl := range flavors {
-		f.flavors[fl.GetName()] = fl
-	}
-	for _, r := range regions {
-		f.regions[r.GetName()] = r
-	}
+	f := newFleet(0, regions, flavors)
 	for _, h := range hosts {
-		f.hosts[h.GetRegion()] = append(f.hosts[h.GetRegion()], h)
-		f.siteRegion[h.GetSite()] = h.GetRegion()
+		f.addHost(h)
 	}
 	for _, d := range devs {
-		f.onHost[d.GetHost()] = append(f.onHost[d.GetHost()], d)
+		f.addDevserver(d)
 	}
 	return f
 }
@@ -252,6 +239,11 @@ func TestLossMatchesHostByHostPlacement(t *testing.T) {
 	if withMoves < 100 || withHomeless < 30 {
 		t.Fatalf("only %d fleets with moves and %d with homeless devservers", withMoves, withHomeless)
 	}
+}
+
+// larger orders devservers as Lose does.
+func (f *Fleet) larger(a, b *v1.Devserver) bool {
+	return compareLarger(f.flavors[a.GetFlavor()].GetResources(), f.flavors[b.GetFlavor()].GetResources(), a, b) < 0
 }
 
 func contains(list []string, s string) bool {

@@ -20,36 +20,57 @@ type Fleet struct {
 	hosts      map[string][]*v1.Host // by region, in name order
 	siteRegion map[string]string
 	onHost     map[string][]*v1.Devserver
+
+	// Simulations keep running figures per host in slices indexed by a host number, not in
+	// maps keyed by name: ids[region][i] numbers hosts[region][i]; usable and free are by number.
+	ids    map[string][]int
+	usable []fit.Amount
+	free   []fit.Amount
 }
 
 // Load builds a Fleet from a state view.
 func Load(v *state.View) *Fleet {
+	f := newFleet(v.LatestIndex(), v.Regions(), v.Flavors())
+	v.EachHost(f.addHost)
+	v.EachDevserver(f.addDevserver)
+	return f
+}
+
+func newFleet(index uint64, regions []*v1.Region, flavors []*v1.Flavor) *Fleet {
 	f := &Fleet{
-		Index:      v.LatestIndex(),
-		Regions:    v.Regions(),
-		Flavors:    v.Flavors(),
+		Index:      index,
+		Regions:    regions,
+		Flavors:    flavors,
 		flavors:    map[string]*v1.Flavor{},
 		regions:    map[string]*v1.Region{},
 		hosts:      map[string][]*v1.Host{},
 		siteRegion: map[string]string{},
 		onHost:     map[string][]*v1.Devserver{},
+		ids:        map[string][]int{},
 	}
-	for _, fl := range f.Flavors {
+	for _, fl := range flavors {
 		f.flavors[fl.GetName()] = fl
 	}
-	for _, r := range f.Regions {
+	for _, r := range regions {
 		f.regions[r.GetName()] = r
 	}
-	v.EachHost(func(h *v1.Host) {
-		f.hosts[h.GetRegion()] = append(f.hosts[h.GetRegion()], h)
-		f.siteRegion[h.GetSite()] = h.GetRegion()
-	})
-	v.EachDevserver(func(d *v1.Devserver) {
-		if d.GetHost() != "" {
-			f.onHost[d.GetHost()] = append(f.onHost[d.GetHost()], d)
-		}
-	})
 	return f
+}
+
+// addHost adds a host; hosts come in name order.
+func (f *Fleet) addHost(h *v1.Host) {
+	f.hosts[h.GetRegion()] = append(f.hosts[h.GetRegion()], h)
+	f.ids[h.GetRegion()] = append(f.ids[h.GetRegion()], len(f.usable))
+	u := fit.Usable(h)
+	f.usable = append(f.usable, u)
+	f.free = append(f.free, u.Sub(fit.Of(h.GetAllocated())))
+	f.siteRegion[h.GetSite()] = h.GetRegion()
+}
+
+func (f *Fleet) addDevserver(d *v1.Devserver) {
+	if d.GetHost() != "" {
+		f.onHost[d.GetHost()] = append(f.onHost[d.GetHost()], d)
+	}
 }
 
 // Flavor returns a flavor by name, or nil.

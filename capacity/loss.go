@@ -1,9 +1,13 @@
 package capacity
 
 import (
+	"cmp"
 	"container/heap"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/state"
@@ -86,28 +90,32 @@ func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
 		return goneRegion[h.GetRegion()] || goneSite[h.GetSite()] || goneHost[h.GetName()]
 	}
 	loss := Loss{Gone: g}
-	free := map[string]fit.Amount{}       // running free resources of surviving eligible hosts
-	regionFree := map[string]fit.Amount{} // and their sum per region
-	reserve := map[string]fit.Amount{}
+	sim := &simulation{
+		free:       make([]fit.Amount, len(f.free)),
+		takes:      make([]bool, len(f.free)),
+		regionFree: map[string]fit.Amount{},
+		reserve:    map[string]fit.Amount{},
+	}
 	var moving []*v1.Devserver
 	for _, r := range f.Regions {
 		name := r.GetName()
 		var survivors []*v1.Host
-		for _, h := range f.hosts[name] {
+		for i, h := range f.hosts[name] {
 			if lost(h) {
 				moving = append(moving, f.onHost[h.GetName()]...)
 				continue
 			}
 			survivors = append(survivors, h)
 			if Eligible(h) {
-				free[h.GetName()] = fit.Free(h)
-				regionFree[name] = regionFree[name].Add(fit.Free(h))
+				id := f.ids[name][i]
+				sim.free[id], sim.takes[id] = f.free[id], true
+				sim.regionFree[name] = sim.regionFree[name].Add(f.free[id])
 			}
 		}
-		reserve[name] = ReserveOf(r, survivors)
+		sim.reserve[name] = ReserveOf(r, survivors)
 	}
 	loss.Affected = len(moving)
-	sort.Slice(moving, func(i, j int) bool { return f.larger(moving[i], moving[j]) })
+	f.sortLargestFirst(moving)
 
 	var (
 		curFlavor string
@@ -123,28 +131,12 @@ func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
 		for _, region := range f.targets(fl, d.GetRegion(), goneRegion) {
 			hp := heaps[region]
 			if hp == nil {
-				hp = f.heapFor(fl, region, free, lost, o.Scorers)
+				hp = f.heapFor(fl, region, sim, o.Scorers)
 				heaps[region] = hp
 			}
-			for hp.Len() > 0 {
-				h := hp.entries[0].host
-				need := fit.Need(fl, h)
-				if fit.Check(fl, h, free[h.GetName()]) != fit.None {
-					heap.Pop(hp) // free only shrinks: it will not fit this flavor again
-					continue
-				}
-				if o.KeepReserve && !regionFree[region].Sub(need).Covers(reserve[region]) {
-					break // any host here would break the region's reserve
-				}
-				free[h.GetName()] = free[h.GetName()].Sub(need)
-				regionFree[region] = regionFree[region].Sub(need)
-				hp.entries[0].score = score(o.Scorers, fit.Usable(h), free[h.GetName()], need)
-				heap.Fix(hp, 0)
-				loss.Moves = append(loss.Moves, Move{Devserver: d.GetName(), Flavor: fl.GetName(), From: d.GetHost(), To: h.GetName(), ToRegion: region})
+			if to := f.take(hp, fl, region, sim, o); to != nil {
+				loss.Moves = append(loss.Moves, Move{Devserver: d.GetName(), Flavor: fl.GetName(), From: d.GetHost(), To: to.GetName(), ToRegion: region})
 				placed = true
-				break
-			}
-			if placed {
 				break
 			}
 		}
@@ -161,23 +153,66 @@ func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
 	return loss
 }
 
-// larger orders devservers largest first (memory, then vCPUs, GPUs, disk), then by flavor and
-// name, so that devservers of one flavor are consecutive and the order is deterministic.
-func (f *Fleet) larger(a, b *v1.Devserver) bool {
-	ra, rb := f.flavors[a.GetFlavor()].GetResources(), f.flavors[b.GetFlavor()].GetResources()
-	switch {
-	case ra.GetMemoryMib() != rb.GetMemoryMib():
-		return ra.GetMemoryMib() > rb.GetMemoryMib()
-	case ra.GetVcpus() != rb.GetVcpus():
-		return ra.GetVcpus() > rb.GetVcpus()
-	case ra.GetGpus() != rb.GetGpus():
-		return ra.GetGpus() > rb.GetGpus()
-	case ra.GetDiskGib() != rb.GetDiskGib():
-		return ra.GetDiskGib() > rb.GetDiskGib()
-	case a.GetFlavor() != b.GetFlavor():
-		return a.GetFlavor() < b.GetFlavor()
+// simulation is the running state of one Lose: free room by host number, whether the host may
+// take devservers (survives and eligible), and per region the free room and the reserve.
+type simulation struct {
+	free       []fit.Amount
+	takes      []bool
+	regionFree map[string]fit.Amount
+	reserve    map[string]fit.Amount
+}
+
+// take places one devserver of fl on the best host of the region's heap, or returns nil.
+func (f *Fleet) take(hp *hostHeap, fl *v1.Flavor, region string, sim *simulation, o LossOptions) *v1.Host {
+	for hp.Len() > 0 {
+		e := &hp.entries[0]
+		need := fit.Need(fl, e.host)
+		if fit.Check(fl, e.host, sim.free[e.id]) != fit.None {
+			heap.Pop(hp) // free only shrinks: it will not fit this flavor again
+			continue
+		}
+		if o.KeepReserve && !sim.regionFree[region].Sub(need).Covers(sim.reserve[region]) {
+			return nil // any host here would break the region's reserve
+		}
+		sim.free[e.id] = sim.free[e.id].Sub(need)
+		sim.regionFree[region] = sim.regionFree[region].Sub(need)
+		e.score = score(o.Scorers, f.usable[e.id], sim.free[e.id], need)
+		h := e.host
+		heap.Fix(hp, 0)
+		return h
 	}
-	return a.GetName() < b.GetName()
+	return nil
+}
+
+// sortLargestFirst orders devservers as larger does, with each one's flavor looked up once.
+func (f *Fleet) sortLargestFirst(ds []*v1.Devserver) {
+	type keyed struct {
+		r *v1.Resources
+		d *v1.Devserver
+	}
+	ks := make([]keyed, len(ds))
+	for i, d := range ds {
+		ks[i] = keyed{f.flavors[d.GetFlavor()].GetResources(), d}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int { return compareLarger(a.r, b.r, a.d, b.d) })
+	for i := range ks {
+		ds[i] = ks[i].d
+	}
+}
+
+// compareLarger orders devservers largest first (memory, then vCPUs, GPUs, disk), then by
+// flavor and name, so that devservers of one flavor are consecutive and the order is
+// deterministic.
+func compareLarger(ra, rb *v1.Resources, a, b *v1.Devserver) int {
+	if c := cmp.Or(
+		cmp.Compare(rb.GetMemoryMib(), ra.GetMemoryMib()),
+		cmp.Compare(rb.GetVcpus(), ra.GetVcpus()),
+		cmp.Compare(rb.GetGpus(), ra.GetGpus()),
+		cmp.Compare(rb.GetDiskGib(), ra.GetDiskGib()),
+	); c != 0 {
+		return c
+	}
+	return cmp.Or(strings.Compare(a.GetFlavor(), b.GetFlavor()), strings.Compare(a.GetName(), b.GetName()))
 }
 
 // targets lists the regions a devserver may go to: its own if it survives, then the other
@@ -195,14 +230,18 @@ func (f *Fleet) targets(fl *v1.Flavor, own string, gone map[string]bool) []strin
 	return out
 }
 
-func (f *Fleet) heapFor(fl *v1.Flavor, region string, free map[string]fit.Amount, lost func(*v1.Host) bool, scorers []Weighted) *hostHeap {
+func (f *Fleet) heapFor(fl *v1.Flavor, region string, sim *simulation, scorers []Weighted) *hostHeap {
 	hp := &hostHeap{}
-	for _, h := range f.hosts[region] {
-		fr, ok := free[h.GetName()]
-		if !ok || lost(h) || fit.Check(fl, h, fr) != fit.None {
+	for i, h := range f.hosts[region] {
+		id := f.ids[region][i]
+		if !sim.takes[id] || fit.Check(fl, h, sim.free[id]) != fit.None {
 			continue
 		}
-		hp.entries = append(hp.entries, hostEntry{host: h, score: score(scorers, fit.Usable(h), fr, fit.Need(fl, h))})
+		need := fit.Of(fl.GetResources())
+		if fit.Physical(fl) {
+			need = f.usable[id]
+		}
+		hp.entries = append(hp.entries, hostEntry{host: h, id: id, score: score(scorers, f.usable[id], sim.free[id], need)})
 	}
 	heap.Init(hp)
 	return hp
@@ -210,6 +249,7 @@ func (f *Fleet) heapFor(fl *v1.Flavor, region string, free map[string]fit.Amount
 
 type hostEntry struct {
 	host  *v1.Host
+	id    int
 	score float64
 }
 
@@ -251,8 +291,10 @@ type RegionLoss struct {
 // spent). Sites are those that have hosts, in name order within their region.
 func (f *Fleet) N1() []RegionLoss {
 	var out []RegionLoss
+	var gones []Gone
 	for _, r := range f.Regions {
-		out = append(out, RegionLoss{Scope: "region", Name: r.GetName(), Loss: f.Lose(Gone{Regions: []string{r.GetName()}}, LossOptions{})})
+		out = append(out, RegionLoss{Scope: "region", Name: r.GetName()})
+		gones = append(gones, Gone{Regions: []string{r.GetName()}})
 	}
 	var sites []string
 	for s := range f.siteRegion {
@@ -260,7 +302,32 @@ func (f *Fleet) N1() []RegionLoss {
 	}
 	sort.Strings(sites)
 	for _, s := range sites {
-		out = append(out, RegionLoss{Scope: "site", Name: s, Loss: f.Lose(Gone{Sites: []string{s}}, LossOptions{})})
+		out = append(out, RegionLoss{Scope: "site", Name: s})
+		gones = append(gones, Gone{Sites: []string{s}})
 	}
+	for i, l := range f.LoseEach(gones, LossOptions{}) {
+		out[i].Loss = l
+	}
+	return out
+}
+
+// LoseEach answers several what-ifs, each on its own, side by side on every CPU: a Fleet is
+// read-only and each simulation keeps its own figures.
+func (f *Fleet) LoseEach(gones []Gone, o LossOptions) []Loss {
+	out := make([]Loss, len(gones))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(gones)) {
+		wg.Go(func() {
+			for i := range work {
+				out[i] = f.Lose(gones[i], o)
+			}
+		})
+	}
+	for i := range gones {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
 	return out
 }

@@ -6,7 +6,7 @@ package capacity
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/devfleet/devfleet/capacity/fit"
@@ -40,8 +40,8 @@ type Request struct {
 	// Scorers rank the hosts that pass the filters; empty means Binpack.
 	Scorers []Weighted
 	// Pending is taken off a host's free resources before fitting (placements proposed and not
-	// yet applied); nil means none.
-	Pending func(host string) fit.Amount
+	// yet applied), by host name; nil means none.
+	Pending map[string]fit.Amount
 	// Reserve, if not zero, is the room the region must keep free: a placement that would eat
 	// into it is refused.
 	Reserve fit.Amount
@@ -183,62 +183,110 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-// reject is the reason the filters turn host h away for req, or "".
-func reject(req *Request, h *v1.Host, free fit.Amount) (reason string, order int) {
+// A rejection code says which filter turned a host away; codes sort in filter order, and each
+// stands for one reason text for a given request, so placement counts codes and writes the
+// text once per code, not once per host.
+const (
+	codePass       = 0
+	codeOtherSite  = 1
+	codeState      = 2 // + the host state
+	codeUnhealthy  = 20
+	codeSpreadHost = 30
+	codeSpreadSite = 31
+	codeShortage   = 40 // + the fit.Shortage
+	codeCount      = 48
+)
+
+// reject says which filter, if any, turns host h away for req.
+func reject(req *Request, h *v1.Host, free fit.Amount) int {
 	switch {
 	case req.Site != "" && h.GetSite() != req.Site:
-		return "in other sites", 0
+		return codeOtherSite
 	case h.GetState() != v1.HostState_HOST_STATE_ACTIVE:
-		return state.HostStateName(h.GetState()), 1 + int(h.GetState())
+		return codeState + int(h.GetState())
 	case h.GetHealth() == v1.HostHealth_HOST_HEALTH_UNHEALTHY:
-		return "unhealthy", 20
+		return codeUnhealthy
 	case req.Spread == SpreadHosts && req.Avoid.Hosts[h.GetName()]:
-		return "already run a devserver of " + req.Owner, 30
+		return codeSpreadHost
 	case req.Spread == SpreadSites && req.Avoid.Sites[h.GetSite()]:
-		return "are in sites that already run a devserver of " + req.Owner, 31
+		return codeSpreadSite
 	}
 	if s := fit.Check(req.Flavor, h, free); s != fit.None {
-		return s.Describe(req.Flavor), 40 + int(s)
+		return codeShortage + int(s)
 	}
-	return "", 0
+	return codePass
+}
+
+// reason is the explanation's text for a rejection code.
+func reason(req *Request, code int) string {
+	switch {
+	case code == codeOtherSite:
+		return "in other sites"
+	case code >= codeState && code < codeUnhealthy:
+		return state.HostStateName(v1.HostState(code - codeState))
+	case code == codeUnhealthy:
+		return "unhealthy"
+	case code == codeSpreadHost:
+		return "already run a devserver of " + req.Owner
+	case code == codeSpreadSite:
+		return "are in sites that already run a devserver of " + req.Owner
+	}
+	return fit.Shortage(code - codeShortage).Describe(req.Flavor)
 }
 
 // Place chooses a host for req among hosts (the region's hosts, in any order): the
-// best-scoring host that passes every filter, ties going to the first name. With none, the decision carries
-// the explanation.
+// best-scoring host that passes every filter, ties going to the first name. With none, the
+// decision carries the explanation.
 func Place(hosts []*v1.Host, req *Request) Decision {
-	d := Decision{Explanation: Explanation{Region: req.Region, Hosts: len(hosts)}}
-	type counted struct {
-		n, order int
+	cands := make([]candidate, len(hosts))
+	at := make(map[string]int, len(hosts))
+	for i, h := range hosts {
+		cands[i] = candidateOf(h)
+		at[h.GetName()] = i
 	}
-	var reasons map[string]*counted
+	return decide(cands, req, pendingAt(req.Pending, func(host string) (int, bool) { i, ok := at[host]; return i, ok }))
+}
+
+// candidate is a host with the figures placement needs, worked out once.
+type candidate struct {
+	host   *v1.Host
+	usable fit.Amount
+	free   fit.Amount // before pending placements
+}
+
+func candidateOf(h *v1.Host) candidate {
+	u := fit.Usable(h)
+	return candidate{host: h, usable: u, free: u.Sub(fit.Of(h.GetAllocated()))}
+}
+
+// decide is Place over hosts whose figures are already worked out.
+// pending holds req.Pending by candidate position, in position order.
+func decide(cands []candidate, req *Request, pending []pendingOn) Decision {
+	d := Decision{Explanation: Explanation{Region: req.Region, Hosts: len(cands)}}
+	var rejected [codeCount]int
 	var regionFree fit.Amount
-	for _, h := range hosts {
-		usable := fit.Usable(h)
-		free := usable.Sub(fit.Of(h.GetAllocated()))
-		if req.Pending != nil {
-			free = free.Sub(req.Pending(h.GetName()))
+	need := fit.Of(req.Flavor.GetResources())
+	physical := fit.Physical(req.Flavor)
+	for i := range cands {
+		c := &cands[i]
+		h, free := c.host, c.free
+		if len(pending) > 0 && pending[0].at == i {
+			free = free.Sub(pending[0].amount)
+			pending = pending[1:]
 		}
 		if Eligible(h) {
 			regionFree = regionFree.Add(free)
 		}
-		if reason, order := reject(req, h, free); reason != "" {
-			if reasons == nil {
-				reasons = map[string]*counted{}
-			}
-			if c := reasons[reason]; c != nil {
-				c.n++
-			} else {
-				reasons[reason] = &counted{n: 1, order: order}
-			}
+		if code := reject(req, h, free); code != codePass {
+			rejected[code]++
 			continue
 		}
 		d.Candidates++
-		need := usable
-		if !fit.Physical(req.Flavor) {
-			need = fit.Of(req.Flavor.GetResources())
+		n := need
+		if physical {
+			n = c.usable
 		}
-		s := score(req.Scorers, usable, free, need)
+		s := score(req.Scorers, c.usable, free, n)
 		if d.Host == nil || s > d.Score || (s == d.Score && h.GetName() < d.Host.GetName()) {
 			d.Host, d.Score = h, s
 		}
@@ -247,15 +295,27 @@ func Place(hosts []*v1.Host, req *Request) Decision {
 		d.Host, d.Score = nil, 0
 		d.Explanation.ReserveBlocked, d.Explanation.Reserve, d.Explanation.Free = true, req.Reserve, regionFree
 	}
-	for reason, c := range reasons {
-		d.Explanation.Rejected = append(d.Explanation.Rejected, Rejection{Reason: reason, Hosts: c.n})
-	}
-	sort.SliceStable(d.Explanation.Rejected, func(i, j int) bool {
-		a, b := reasons[d.Explanation.Rejected[i].Reason], reasons[d.Explanation.Rejected[j].Reason]
-		if a.order != b.order {
-			return a.order < b.order
+	for code, n := range rejected {
+		if n > 0 {
+			d.Explanation.Rejected = append(d.Explanation.Rejected, Rejection{Reason: reason(req, code), Hosts: n})
 		}
-		return d.Explanation.Rejected[i].Reason < d.Explanation.Rejected[j].Reason
-	})
+	}
 	return d
+}
+
+type pendingOn struct {
+	at     int // position in the candidates
+	amount fit.Amount
+}
+
+// pendingAt places the pending amounts on the candidates' positions, in position order.
+func pendingAt(pending map[string]fit.Amount, position func(host string) (int, bool)) []pendingOn {
+	var out []pendingOn
+	for host, a := range pending {
+		if i, ok := position(host); ok {
+			out = append(out, pendingOn{at: i, amount: a})
+		}
+	}
+	slices.SortFunc(out, func(a, b pendingOn) int { return a.at - b.at })
+	return out
 }

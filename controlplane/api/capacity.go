@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"maps"
 	"sync"
 
 	"github.com/devfleet/devfleet/capacity"
@@ -34,10 +35,15 @@ func (p *pendingPlacements) remove(host string, a fit.Amount) {
 	}
 }
 
-func (p *pendingPlacements) get(host string) fit.Amount {
+// snapshot copies the pending placements (nil when there are none): a placement reads it once
+// per host, so it must not take the lock each time.
+func (p *pendingPlacements) snapshot() map[string]fit.Amount {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.byHost[host]
+	if len(p.byHost) == 0 {
+		return nil
+	}
+	return maps.Clone(p.byHost)
 }
 
 // placeArgs is a placement question as the API receives it.
@@ -89,20 +95,19 @@ func (s *Server) place(v *state.View, a placeArgs) (capacity.Decision, *v1.Flavo
 	if !state.FlavorAllowedIn(flavor, a.region) {
 		return capacity.Decision{}, nil, apierror.Blocked("flavor %q is not allowed in region %q", a.flavor, a.region)
 	}
-	hosts := v.HostsIn(a.region)
 	req := &capacity.Request{
 		Flavor:  flavor,
-		Region:  a.region,
+		Region:  region.GetName(),
 		Site:    a.site,
 		Spread:  capacity.Spread(a.spread),
 		Owner:   a.owner,
-		Pending: s.pending.get,
-		Reserve: capacity.ReserveOf(region, hosts),
+		Pending: s.pending.snapshot(),
+		Reserve: s.hosts.Reserve(a.region),
 	}
 	if a.spread != v1.Spread_SPREAD_NONE {
 		req.Avoid = capacity.AvoidFor(v, a.owner)
 	}
-	d := capacity.Place(hosts, req)
+	d := s.hosts.Place(req)
 	// Only a refusal pays for the fleet-wide scan that tells "no room now" from "never".
 	if d.Host == nil && !fitsSomewhere(v, flavor) {
 		return capacity.Decision{}, nil, apierror.Blocked("flavor %q fits no host of the fleet, even an empty one: it needs %d vCPUs, %d MiB memory, %d GiB disk, %d GPUs",

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
@@ -79,6 +80,8 @@ type Server struct {
 	// pending holds placements proposed and not yet applied, so that concurrent creates on the
 	// leader do not all pick the same last slot.
 	pending pendingPlacements
+	// hosts is placement's index of the hosts, kept in step with the store.
+	hosts *capacity.Index
 }
 
 // New returns a Server. Register it on a grpc.Server created with its ServerOptions.
@@ -89,7 +92,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{
+	s := &Server{
 		cfg:     cfg,
 		raft:    cfg.Raft,
 		store:   cfg.Raft.FSM().Store(),
@@ -97,7 +100,10 @@ func New(cfg Config) *Server {
 		metrics: newMetrics(cfg.Registry),
 		conns:   map[string]*grpc.ClientConn{},
 		pending: pendingPlacements{byHost: map[string]fit.Amount{}},
+		hosts:   capacity.NewIndex(),
 	}
+	s.store.Observe(s.hosts)
+	return s
 }
 
 // ServerOptions returns the interceptors every devfleet gRPC server needs: metrics outermost,

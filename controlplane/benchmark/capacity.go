@@ -35,7 +35,7 @@ type CapacityReport struct {
 }
 
 // RunCapacity measures placement decisions and the N-1 check on a generated fleet (BuildFleet):
-// single decisions as the API makes them (the region's hosts from the state, filters, scores),
+// single decisions as the API makes them (the leader's host index, filters, scores),
 // and the loss of every region (and site) simulated from a fresh load of the state.
 func RunCapacity(o ScaleOptions, out io.Writer) (CapacityReport, error) {
 	rep := CapacityReport{Hosts: o.Hosts, Devservers: o.Devservers}
@@ -49,13 +49,14 @@ func RunCapacity(o ScaleOptions, out io.Writer) (CapacityReport, error) {
 		return rep, err
 	}
 	regions := v.Regions()
+	idx := capacity.NewIndex()
+	f.Store().Observe(idx)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var lat []time.Duration
 	for i := 0; i < 2000; i++ {
 		region := regions[rng.IntN(len(regions))]
 		start := time.Now()
-		hosts := v.HostsIn(region.GetName())
-		d := capacity.Place(hosts, &capacity.Request{Flavor: medium, Region: region.GetName(), Reserve: capacity.ReserveOf(region, hosts)})
+		d := idx.Place(&capacity.Request{Flavor: medium, Region: region.GetName(), Reserve: idx.Reserve(region.GetName())})
 		lat = append(lat, time.Since(start))
 		if d.Host == nil {
 			return rep, fmt.Errorf("benchmark fleet is full: %s", d.Explanation)
@@ -71,8 +72,12 @@ func RunCapacity(o ScaleOptions, out io.Writer) (CapacityReport, error) {
 	fleet := capacity.Load(v)
 	rep.LoadTime = time.Since(start)
 	start = time.Now()
+	var gones []capacity.Gone
 	for _, r := range fleet.Regions {
-		if fleet.Lose(capacity.Gone{Regions: []string{r.GetName()}}, capacity.LossOptions{}).OK() {
+		gones = append(gones, capacity.Gone{Regions: []string{r.GetName()}})
+	}
+	for _, l := range fleet.LoseEach(gones, capacity.LossOptions{}) {
+		if l.OK() {
 			rep.RegionLossOK++
 		}
 	}

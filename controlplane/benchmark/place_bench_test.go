@@ -14,11 +14,12 @@ func BenchmarkPlaceDecision(b *testing.B) {
 	}
 	v := f.Store().View()
 	medium, _ := v.GetFlavor("medium")
-	region := v.Regions()[0]
+	region := v.Regions()[0].GetName()
+	idx := capacity.NewIndex()
+	f.Store().Observe(idx)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		hosts := v.HostsIn(region.GetName())
-		d := capacity.Place(hosts, &capacity.Request{Flavor: medium, Region: region.GetName(), Reserve: capacity.ReserveOf(region, hosts)})
+		d := idx.Place(&capacity.Request{Flavor: medium, Region: region, Reserve: idx.Reserve(region)})
 		if d.Host == nil {
 			b.Fatal("full")
 		}

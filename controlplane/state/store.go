@@ -21,6 +21,11 @@ type Store struct {
 	mu      sync.RWMutex
 	db      *memdb.MemDB
 	abandon chan struct{}
+
+	// commitMu orders commits, restores and new observers, so that observers see every change
+	// once and in order.
+	commitMu  sync.Mutex
+	observers []Observer
 }
 
 // New returns an empty store.
@@ -50,18 +55,23 @@ func (s *Store) AbandonCh() <-chan struct{} {
 func (s *Store) Begin(index uint64, now time.Time) *WriteTxn {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return &WriteTxn{View: View{txn: s.db.Txn(true)}, index: index, now: timestamppb.New(now)}
+	return &WriteTxn{View: View{txn: s.db.Txn(true)}, store: s, index: index, now: timestamppb.New(now)}
 }
 
 // ReplaceWith swaps in the contents of another store (restored from a snapshot) and wakes every
 // watcher of the old contents.
 func (s *Store) ReplaceWith(other *Store) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	s.mu.Lock()
 	old := s.abandon
 	s.db = other.db
 	s.abandon = make(chan struct{})
 	s.mu.Unlock()
 	close(old)
+	for _, o := range s.observers {
+		o.Reset(s.View())
+	}
 }
 
 // View is a consistent read-only view of the state.
@@ -145,9 +155,11 @@ func namesWhere[T named](v *View, max int, match func(T) bool, table, index stri
 // discards everything, so a rejected command changes nothing.
 type WriteTxn struct {
 	View
+	store   *Store
 	index   uint64
 	now     *timestamppb.Timestamp
 	touched []string
+	changes []Change
 }
 
 // RaftIndex is the index of the command being applied.
@@ -174,6 +186,7 @@ func (w *WriteTxn) insert(table string, row any) error {
 		return fmt.Errorf("state: insert into %s: %w", table, err)
 	}
 	w.touch(table)
+	w.record(table, row, false)
 	return nil
 }
 
@@ -182,10 +195,12 @@ func (w *WriteTxn) remove(table string, row any) error {
 		return fmt.Errorf("state: delete from %s: %w", table, err)
 	}
 	w.touch(table)
+	w.record(table, row, true)
 	return nil
 }
 
-// Commit makes the transaction's changes visible and wakes watchers of the tables it touched.
+// Commit makes the transaction's changes visible, wakes watchers of the tables it touched and
+// tells observers.
 func (w *WriteTxn) Commit() error {
 	for _, t := range w.touched {
 		if err := w.txn.Insert(TableIndex, &fsmv1.TableIndex{Table: t, Index: w.index}); err != nil {
@@ -193,7 +208,15 @@ func (w *WriteTxn) Commit() error {
 			return fmt.Errorf("state: bump index of %s: %w", t, err)
 		}
 	}
+	s := w.store
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	w.txn.Commit()
+	if len(w.changes) > 0 {
+		for _, o := range s.observers {
+			o.Changed(w.index, w.changes)
+		}
+	}
 	return nil
 }
 
