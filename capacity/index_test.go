@@ -103,7 +103,10 @@ func TestIndexDecidesAsAFullScan(t *testing.T) {
 			if len(ds) == 0 {
 				continue
 			}
-			write(func(w *state.WriteTxn) error { return w.DeleteDevserver(ds[rng.IntN(len(ds))].GetName()) })
+			write(func(w *state.WriteTxn) error {
+				_, err := w.DeleteDevserver(ds[rng.IntN(len(ds))].GetName())
+				return err
+			})
 		case op < 8:
 			name := hostName()
 			write(func(w *state.WriteTxn) error {

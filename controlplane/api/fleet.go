@@ -485,3 +485,37 @@ func (s *Server) DeleteDevserver(ctx context.Context, req *v1.DeleteDevserverReq
 	}
 	return s.proposeDelete(ctx, &fsmv1.Command{Op: &fsmv1.Command_DeleteDevserver{DeleteDevserver: &fsmv1.DeleteDevserver{Name: req.GetName()}}})
 }
+
+func (s *Server) StopDevserver(ctx context.Context, req *v1.StopDevserverRequest) (*v1.Devserver, error) {
+	return s.setPower(ctx, req.GetName(), v1.Power_POWER_OFF)
+}
+
+func (s *Server) StartDevserver(ctx context.Context, req *v1.StartDevserverRequest) (*v1.Devserver, error) {
+	return s.setPower(ctx, req.GetName(), v1.Power_POWER_ON)
+}
+
+// setPower records what the owner wants; the provisioner shuts the guest down or starts it.
+func (s *Server) setPower(ctx context.Context, name string, p v1.Power) (*v1.Devserver, error) {
+	if err := validate.Name("name", name); err != nil {
+		return nil, err
+	}
+	return proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_UpdateDevserver{UpdateDevserver: &fsmv1.UpdateDevserver{
+		Devserver:  &v1.Devserver{Name: name, Power: p},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"power"}},
+	}}})
+}
+
+func (s *Server) ListNotices(_ context.Context, req *v1.ListNoticesRequest) (*v1.ListNoticesResponse, error) {
+	if err := validate.User("owner", req.GetOwner()); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit < 0 || limit > state.MaxNoticesPerOwner {
+		return nil, apierror.Invalid("limit", "must be between 0 and %d, got %d", state.MaxNoticesPerOwner, limit)
+	}
+	if limit == 0 {
+		limit = state.MaxNoticesPerOwner
+	}
+	ns := s.store.View().NoticesOf(req.GetOwner())
+	return &v1.ListNoticesResponse{Notices: ns[:min(limit, len(ns))]}, nil
+}

@@ -78,13 +78,35 @@ func registerFleet(r *registry) {
 	})
 	r.register("update_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		u := c.GetUpdateDevserver()
-		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.DevserverUpdatable, validate.DevserverUpdatable)
+		paths, err := validate.UpdatePaths("update_mask", u.GetUpdateMask(), validate.DevserverCommandUpdatable, validate.DevserverUpdatable)
 		if err != nil {
 			return nil, err
 		}
 		return w.UpdateDevserver(u.GetDevserver(), paths)
 	})
 	r.register("delete_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
-		return nil, w.DeleteDevserver(c.GetDeleteDevserver().GetName())
+		return w.DeleteDevserver(c.GetDeleteDevserver().GetName())
+	})
+	r.register("set_devserver_state", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		s := c.GetSetDevserverState()
+		return w.SetDevserverState(s.GetName(), s.GetId(), s.GetState(), s.GetReason(), s.GetDomain(), s.GetFrom())
+	})
+	r.register("purge_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		p := c.GetPurgeDevserver()
+		return nil, w.PurgeDevserver(p.GetName(), p.GetId())
+	})
+	r.register("rehome_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		r := c.GetRehomeDevserver()
+		return w.RehomeDevserver(r.GetName(), r.GetId(), r.GetHost(), r.GetReason())
+	})
+	r.register("report_host_health", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		var reports []state.HostHealthReport
+		for _, r := range c.GetReportHostHealth().GetReports() {
+			reports = append(reports, state.HostHealthReport{Host: r.GetHost(), Health: r.GetHealth(), Reason: r.GetReason(), LastSeen: r.GetLastSeenTime()})
+		}
+		return nil, w.ReportHostHealth(reports)
+	})
+	r.register("create_notice", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateNotice(c.GetCreateNotice().GetNotice())
 	})
 }

@@ -383,6 +383,8 @@ func TestSnapshotRestoreEveryTable(t *testing.T) {
 	h.ok(&fsmv1.Command{Op: &fsmv1.Command_RegisterNode{RegisterNode: &fsmv1.RegisterNode{Node: &fsmv1.Node{
 		Id: "n1", RaftAddress: "127.0.0.1:7000", GrpcAddress: "127.0.0.1:7001", HttpAddress: "127.0.0.1:7002",
 	}}}})
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateNotice{CreateNotice: &fsmv1.CreateNotice{Notice: &v1.Notice{
+		Id: "n1", Owner: "alice", Kind: v1.NoticeKind_NOTICE_KIND_EXPIRING, Subject: "d1", Message: "expires in 24h"}}}})
 	want := h.persisted()
 
 	snap, err := h.fsm.Snapshot()
@@ -414,6 +416,9 @@ func TestSnapshotRestoreEveryTable(t *testing.T) {
 	}
 	if v.GetNode("n1") == nil {
 		t.Error("nodes table not restored")
+	}
+	if len(v.NoticesOf("alice")) != 1 {
+		t.Error("notices table not restored")
 	}
 	if fresh.fsm.AppliedIndex() != h.index {
 		t.Errorf("applied index after restore = %d, want %d", fresh.fsm.AppliedIndex(), h.index)

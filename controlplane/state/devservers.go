@@ -59,7 +59,10 @@ func (w *WriteTxn) CreateDevserver(in *v1.Devserver) (*v1.Devserver, error) {
 	if err := validate.Devserver("devserver", d); err != nil {
 		return nil, err
 	}
-	if w.first(TableDevservers, "id", d.Name) != nil {
+	if old, ok := w.first(TableDevservers, "id", d.Name).(*v1.Devserver); ok {
+		if Deleting(old) {
+			return nil, apierror.Blocked("devserver %q is still being deleted; its name is free once its guest is gone", d.Name)
+		}
 		return nil, apierror.Exists("devserver", d.Name)
 	}
 	f, err := w.GetFlavor(d.Flavor)
@@ -123,6 +126,8 @@ func NewDevserver(in *v1.Devserver) *v1.Devserver {
 		Host:       in.GetHost(),
 		Lifespan:   in.GetLifespan(),
 		ExpireTime: in.GetExpireTime(),
+		Power:      in.GetPower(),
+		Features:   slices.Clone(in.GetFeatures()),
 		State:      v1.DevserverState_DEVSERVER_STATE_PROVISIONING,
 	}
 	if d.ExpireTime != nil {
@@ -136,6 +141,9 @@ func (w *WriteTxn) UpdateDevserver(in *v1.Devserver, paths []string) (*v1.Devser
 	cur, err := w.GetDevserver(in.GetName())
 	if err != nil {
 		return nil, err
+	}
+	if Deleting(cur) {
+		return nil, apierror.Blocked("devserver %q is being deleted", cur.GetName())
 	}
 	d := proto.Clone(cur).(*v1.Devserver)
 	for _, p := range paths {
@@ -152,6 +160,18 @@ func (w *WriteTxn) UpdateDevserver(in *v1.Devserver, paths []string) (*v1.Devser
 			if in.GetExpireTime() != nil {
 				d.ExpireTime = proto.Clone(in.GetExpireTime()).(*timestamppb.Timestamp)
 			}
+			// A new expiry earns a new warning before it.
+			d.ExpiryNoticeTime = nil
+		case "power":
+			if _, ok := v1.Power_name[int32(in.GetPower())]; !ok {
+				return nil, apierror.Invalid("devserver.power", "unknown power %d", in.GetPower())
+			}
+			d.Power = in.GetPower()
+		case "expiry_notice_time":
+			d.ExpiryNoticeTime = nil
+			if in.GetExpiryNoticeTime() != nil {
+				d.ExpiryNoticeTime = proto.Clone(in.GetExpiryNoticeTime()).(*timestamppb.Timestamp)
+			}
 		default:
 			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a devserver", p)
 		}
@@ -163,12 +183,35 @@ func (w *WriteTxn) UpdateDevserver(in *v1.Devserver, paths []string) (*v1.Devser
 	return d, w.insert(TableDevservers, d)
 }
 
-// DeleteDevserver removes a devserver record.
-func (w *WriteTxn) DeleteDevserver(name string) error {
+// DeleteDevserver removes a devserver, or, when its guest runs on a libvirt host, marks it for
+// deletion: the provisioner destroys the guest and then purges the record (PurgeDevserver).
+// Asking again while it is being deleted changes nothing.
+func (w *WriteTxn) DeleteDevserver(name string) (*v1.Devserver, error) {
 	d, err := w.GetDevserver(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	if Deleting(d) {
+		return d, nil
+	}
+	if d.GetHost() != "" {
+		h, err := w.GetHost(d.GetHost())
+		if err != nil {
+			return nil, err
+		}
+		if Managed(h) {
+			d = proto.Clone(d).(*v1.Devserver)
+			d.DeleteTime = w.now
+			d.State, d.StateReason = v1.DevserverState_DEVSERVER_STATE_DELETED, "deletion asked"
+			d.UpdateTime, d.ModifyIndex = w.now, w.index
+			return d, w.insert(TableDevservers, d)
+		}
+	}
+	return nil, w.removeDevserver(d)
+}
+
+// removeDevserver removes a devserver record and frees its room.
+func (w *WriteTxn) removeDevserver(d *v1.Devserver) error {
 	if err := w.remove(TableDevservers, d); err != nil {
 		return err
 	}

@@ -3,8 +3,10 @@ package state
 import (
 	"fmt"
 	"maps"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/apierror"
@@ -117,6 +119,12 @@ func (w *WriteTxn) UpdateHost(in *v1.Host, paths []string) (*v1.Host, error) {
 		case "labels":
 			h.Labels = maps.Clone(in.GetLabels())
 		case "libvirt_uri":
+			if in.GetLibvirtUri() != cur.GetLibvirtUri() {
+				if names, n := namesWhere[*v1.Devserver](&w.View, 3, nil, TableDevservers, "host", h.GetName()); n > 0 {
+					return nil, apierror.Blocked("host %q runs %d devservers (%s); move them before changing how devfleet reaches it",
+						h.GetName(), n, strings.Join(names, ", "))
+				}
+			}
 			h.LibvirtUri = in.GetLibvirtUri()
 		default:
 			return nil, apierror.Invalid("update_mask", "path %q cannot be updated on a host", p)
@@ -273,4 +281,44 @@ func (v *View) EachHost(fn func(*v1.Host)) {
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		fn(raw.(*v1.Host))
 	}
+}
+
+// HostHealthReport is what the leader's libvirt connections saw of one host.
+type HostHealthReport struct {
+	Host     string
+	Health   v1.HostHealth
+	Reason   string
+	LastSeen *timestamppb.Timestamp
+}
+
+// ReportHostHealth records many hosts' health at once. Hosts deleted since the report are
+// skipped, and a report never moves a host's last-seen time backwards.
+func (w *WriteTxn) ReportHostHealth(reports []HostHealthReport) error {
+	for i, r := range reports {
+		if _, ok := v1.HostHealth_name[int32(r.Health)]; !ok {
+			return apierror.Invalid(fmt.Sprintf("reports[%d].health", i), "unknown health %d", r.Health)
+		}
+		if err := validate.Text(fmt.Sprintf("reports[%d].reason", i), r.Reason, validate.MaxReasonLen); err != nil {
+			return err
+		}
+	}
+	for _, r := range reports {
+		cur, ok := w.first(TableHosts, "id", r.Host).(*v1.Host)
+		if !ok {
+			continue
+		}
+		h := proto.Clone(cur).(*v1.Host)
+		h.Health, h.HealthReason = r.Health, r.Reason
+		if r.LastSeen != nil && (h.LastSeenTime == nil || r.LastSeen.AsTime().After(h.LastSeenTime.AsTime())) {
+			h.LastSeenTime = r.LastSeen
+		}
+		if proto.Equal(h, cur) {
+			continue
+		}
+		h.UpdateTime, h.ModifyIndex = w.now, w.index
+		if err := w.insert(TableHosts, h); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -18,10 +18,11 @@ const (
 	TableHosts      = "hosts"
 	TableFlavors    = "flavors"
 	TableDevservers = "devservers"
+	TableNotices    = "notices"
 )
 
 // Tables lists every table whose rows are fleet state, in snapshot order (parents first).
-var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers}
+var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices}
 
 // stringIndex indexes a table by a string that a function computes from the row. It replaces
 // memdb's reflection-based field indexers: type-checked, and faster on the apply path.
@@ -87,6 +88,10 @@ func schema() *memdb.DBSchema {
 			index("id", true, false, func(d *v1.Devserver) string { return d.GetName() }),
 			index("owner", false, false, func(d *v1.Devserver) string { return d.GetOwner() }),
 			index("host", false, true, func(d *v1.Devserver) string { return d.GetHost() }),
+		),
+		table(TableNotices,
+			index("id", true, false, func(n *v1.Notice) string { return n.GetId() }),
+			index("owner", false, false, func(n *v1.Notice) string { return n.GetOwner() }),
 		),
 	}
 	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}

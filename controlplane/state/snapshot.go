@@ -59,6 +59,8 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Flavor{Flavor: r}}
 	case *v1.Devserver:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Devserver{Devserver: r}}
+	case *v1.Notice:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Notice{Notice: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -107,6 +109,8 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TableFlavors, x.Flavor
 		case *fsmv1.SnapshotRecord_Devserver:
 			table, row = TableDevservers, x.Devserver
+		case *fsmv1.SnapshotRecord_Notice:
+			table, row = TableNotices, x.Notice
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

@@ -182,7 +182,34 @@ func Devserver(prefix string, d *v1.Devserver) error {
 	default:
 		return apierror.Invalid(prefix+".lifespan", "must be LIFESPAN_TEMPORARY or LIFESPAN_PERMANENT")
 	}
+	if _, ok := v1.Power_name[int32(d.GetPower())]; !ok {
+		return apierror.Invalid(prefix+".power", "unknown power %d", d.GetPower())
+	}
+	if err := Features(prefix+".features", d.GetFeatures()); err != nil {
+		return err
+	}
 	return Text(prefix+".state_reason", d.GetStateReason(), MaxReasonLen)
+}
+
+// MaxFeatures bounds the extras one devserver asks for.
+const MaxFeatures = 16
+
+// Features checks a devserver's feature names: valid names, distinct, at most MaxFeatures.
+func Features(field string, features []string) error {
+	if len(features) > MaxFeatures {
+		return apierror.Invalid(field, "at most %d features, got %d", MaxFeatures, len(features))
+	}
+	seen := map[string]bool{}
+	for _, f := range features {
+		if err := Name(field, f); err != nil {
+			return err
+		}
+		if seen[f] {
+			return apierror.Invalid(field, "%q is listed twice", f)
+		}
+		seen[f] = true
+	}
+	return nil
 }
 
 // Sharers checks the users a devserver is shared with: valid, distinct, not the owner.
@@ -235,4 +262,7 @@ var (
 	FlavorUpdatable    = []string{"description", "allowed_regions", "resources"}
 	FlavorDefault      = []string{"description"}
 	DevserverUpdatable = []string{"sharers", "lifespan", "expire_time"}
+	// DevserverCommandUpdatable adds what devfleet itself changes through UpdateDevserver
+	// commands: power (StopDevserver, StartDevserver) and the reaper's expiry warning.
+	DevserverCommandUpdatable = append(slices.Clone(DevserverUpdatable), "power", "expiry_notice_time")
 )

@@ -194,6 +194,103 @@ func (FlavorKind) EnumDescriptor() ([]byte, []int) {
 	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{2}
 }
 
+// RepairPolicy says what happens to a lost devserver.
+type RepairPolicy int32
+
+const (
+	// Recreate it on a host with room and tell the owner (the default).
+	RepairPolicy_REPAIR_POLICY_RECREATE RepairPolicy = 0
+	// Only mark it lost and tell the owner.
+	RepairPolicy_REPAIR_POLICY_NOTIFY_ONLY RepairPolicy = 1
+)
+
+// Enum value maps for RepairPolicy.
+var (
+	RepairPolicy_name = map[int32]string{
+		0: "REPAIR_POLICY_RECREATE",
+		1: "REPAIR_POLICY_NOTIFY_ONLY",
+	}
+	RepairPolicy_value = map[string]int32{
+		"REPAIR_POLICY_RECREATE":    0,
+		"REPAIR_POLICY_NOTIFY_ONLY": 1,
+	}
+)
+
+func (x RepairPolicy) Enum() *RepairPolicy {
+	p := new(RepairPolicy)
+	*p = x
+	return p
+}
+
+func (x RepairPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RepairPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_devfleet_v1_fleet_proto_enumTypes[3].Descriptor()
+}
+
+func (RepairPolicy) Type() protoreflect.EnumType {
+	return &file_devfleet_v1_fleet_proto_enumTypes[3]
+}
+
+func (x RepairPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RepairPolicy.Descriptor instead.
+func (RepairPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+// Power is whether the owner wants a devserver's guest running.
+type Power int32
+
+const (
+	// On (the default).
+	Power_POWER_ON  Power = 0
+	Power_POWER_OFF Power = 1
+)
+
+// Enum value maps for Power.
+var (
+	Power_name = map[int32]string{
+		0: "POWER_ON",
+		1: "POWER_OFF",
+	}
+	Power_value = map[string]int32{
+		"POWER_ON":  0,
+		"POWER_OFF": 1,
+	}
+)
+
+func (x Power) Enum() *Power {
+	p := new(Power)
+	*p = x
+	return p
+}
+
+func (x Power) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Power) Descriptor() protoreflect.EnumDescriptor {
+	return file_devfleet_v1_fleet_proto_enumTypes[4].Descriptor()
+}
+
+func (Power) Type() protoreflect.EnumType {
+	return &file_devfleet_v1_fleet_proto_enumTypes[4]
+}
+
+func (x Power) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Power.Descriptor instead.
+func (Power) EnumDescriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
 // Lifespan says whether a devserver expires.
 type Lifespan int32
 
@@ -229,11 +326,11 @@ func (x Lifespan) String() string {
 }
 
 func (Lifespan) Descriptor() protoreflect.EnumDescriptor {
-	return file_devfleet_v1_fleet_proto_enumTypes[3].Descriptor()
+	return file_devfleet_v1_fleet_proto_enumTypes[5].Descriptor()
 }
 
 func (Lifespan) Type() protoreflect.EnumType {
-	return &file_devfleet_v1_fleet_proto_enumTypes[3]
+	return &file_devfleet_v1_fleet_proto_enumTypes[5]
 }
 
 func (x Lifespan) Number() protoreflect.EnumNumber {
@@ -242,7 +339,7 @@ func (x Lifespan) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Lifespan.Descriptor instead.
 func (Lifespan) EnumDescriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{5}
 }
 
 // DevserverState is where a devserver is in its life.
@@ -291,11 +388,11 @@ func (x DevserverState) String() string {
 }
 
 func (DevserverState) Descriptor() protoreflect.EnumDescriptor {
-	return file_devfleet_v1_fleet_proto_enumTypes[4].Descriptor()
+	return file_devfleet_v1_fleet_proto_enumTypes[6].Descriptor()
 }
 
 func (DevserverState) Type() protoreflect.EnumType {
-	return &file_devfleet_v1_fleet_proto_enumTypes[4]
+	return &file_devfleet_v1_fleet_proto_enumTypes[6]
 }
 
 func (x DevserverState) Number() protoreflect.EnumNumber {
@@ -304,7 +401,62 @@ func (x DevserverState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DevserverState.Descriptor instead.
 func (DevserverState) EnumDescriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{6}
+}
+
+type NoticeKind int32
+
+const (
+	NoticeKind_NOTICE_KIND_UNSPECIFIED NoticeKind = 0
+	NoticeKind_NOTICE_KIND_EXPIRING    NoticeKind = 1
+	NoticeKind_NOTICE_KIND_EXPIRED     NoticeKind = 2
+	NoticeKind_NOTICE_KIND_LOST        NoticeKind = 3
+	NoticeKind_NOTICE_KIND_RECREATED   NoticeKind = 4
+)
+
+// Enum value maps for NoticeKind.
+var (
+	NoticeKind_name = map[int32]string{
+		0: "NOTICE_KIND_UNSPECIFIED",
+		1: "NOTICE_KIND_EXPIRING",
+		2: "NOTICE_KIND_EXPIRED",
+		3: "NOTICE_KIND_LOST",
+		4: "NOTICE_KIND_RECREATED",
+	}
+	NoticeKind_value = map[string]int32{
+		"NOTICE_KIND_UNSPECIFIED": 0,
+		"NOTICE_KIND_EXPIRING":    1,
+		"NOTICE_KIND_EXPIRED":     2,
+		"NOTICE_KIND_LOST":        3,
+		"NOTICE_KIND_RECREATED":   4,
+	}
+)
+
+func (x NoticeKind) Enum() *NoticeKind {
+	p := new(NoticeKind)
+	*p = x
+	return p
+}
+
+func (x NoticeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NoticeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_devfleet_v1_fleet_proto_enumTypes[7].Descriptor()
+}
+
+func (NoticeKind) Type() protoreflect.EnumType {
+	return &file_devfleet_v1_fleet_proto_enumTypes[7]
+}
+
+func (x NoticeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NoticeKind.Descriptor instead.
+func (NoticeKind) EnumDescriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 // Spread asks placement to keep one owner's devservers apart.
@@ -343,11 +495,11 @@ func (x Spread) String() string {
 }
 
 func (Spread) Descriptor() protoreflect.EnumDescriptor {
-	return file_devfleet_v1_fleet_proto_enumTypes[5].Descriptor()
+	return file_devfleet_v1_fleet_proto_enumTypes[8].Descriptor()
 }
 
 func (Spread) Type() protoreflect.EnumType {
-	return &file_devfleet_v1_fleet_proto_enumTypes[5]
+	return &file_devfleet_v1_fleet_proto_enumTypes[8]
 }
 
 func (x Spread) Number() protoreflect.EnumNumber {
@@ -356,7 +508,7 @@ func (x Spread) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Spread.Descriptor instead.
 func (Spread) EnumDescriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 // A region groups sites; losing a whole region is the failure capacity plans for.
@@ -763,7 +915,12 @@ type Host struct {
 	// takes the whole host.
 	Allocated *Resources `protobuf:"bytes,16,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	// Output only.
-	Health        HostHealth `protobuf:"varint,17,opt,name=health,proto3,enum=devfleet.v1.HostHealth" json:"health,omitempty"`
+	Health HostHealth `protobuf:"varint,17,opt,name=health,proto3,enum=devfleet.v1.HostHealth" json:"health,omitempty"`
+	// Output only: why the host is unhealthy (libvirt's error), empty when healthy.
+	HealthReason string `protobuf:"bytes,18,opt,name=health_reason,json=healthReason,proto3" json:"health_reason,omitempty"`
+	// Output only: when devfleet last reached the host's libvirt daemon (recorded at most every
+	// few seconds, in batches).
+	LastSeenTime  *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +1074,20 @@ func (x *Host) GetHealth() HostHealth {
 	return HostHealth_HOST_HEALTH_UNKNOWN
 }
 
+func (x *Host) GetHealthReason() string {
+	if x != nil {
+		return x.HealthReason
+	}
+	return ""
+}
+
+func (x *Host) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
 // A flavor is the size a developer picks for a devserver.
 type Flavor struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -931,8 +1102,11 @@ type Flavor struct {
 	// Regions a devserver of this flavor may live in, or move to when its region is lost; empty
 	// means any region.
 	AllowedRegions []string `protobuf:"bytes,9,rep,name=allowed_regions,json=allowedRegions,proto3" json:"allowed_regions,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What devfleet does when a devserver's guest vanishes or stops behind its back on a healthy
+	// host.
+	Repair        RepairPolicy `protobuf:"varint,10,opt,name=repair,proto3,enum=devfleet.v1.RepairPolicy" json:"repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Flavor) Reset() {
@@ -1028,6 +1202,13 @@ func (x *Flavor) GetAllowedRegions() []string {
 	return nil
 }
 
+func (x *Flavor) GetRepair() RepairPolicy {
+	if x != nil {
+		return x.Repair
+	}
+	return RepairPolicy_REPAIR_POLICY_RECREATE
+}
+
 // A devserver is a developer's long-lived machine.
 type Devserver struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1043,13 +1224,25 @@ type Devserver struct {
 	Host     string   `protobuf:"bytes,8,opt,name=host,proto3" json:"host,omitempty"`
 	Lifespan Lifespan `protobuf:"varint,9,opt,name=lifespan,proto3,enum=devfleet.v1.Lifespan" json:"lifespan,omitempty"`
 	// Set for temporary devservers.
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	State         DevserverState         `protobuf:"varint,11,opt,name=state,proto3,enum=devfleet.v1.DevserverState" json:"state,omitempty"`
-	StateReason   string                 `protobuf:"bytes,12,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	CreateIndex   uint64                 `protobuf:"varint,15,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64                 `protobuf:"varint,16,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	ExpireTime  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	State       DevserverState         `protobuf:"varint,11,opt,name=state,proto3,enum=devfleet.v1.DevserverState" json:"state,omitempty"`
+	StateReason string                 `protobuf:"bytes,12,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	CreateIndex uint64                 `protobuf:"varint,15,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex uint64                 `protobuf:"varint,16,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// What the owner asked for: the provisioner starts or shuts down the guest to match.
+	Power Power `protobuf:"varint,17,opt,name=power,proto3,enum=devfleet.v1.Power" json:"power,omitempty"`
+	// Optional extras asked for at creation (names, recorded in the guest's metadata).
+	Features []string `protobuf:"bytes,18,rep,name=features,proto3" json:"features,omitempty"`
+	// Output only: the libvirt domain's name on the host, once the provisioner defined it.
+	Domain string `protobuf:"bytes,19,opt,name=domain,proto3" json:"domain,omitempty"`
+	// Output only: how many times devfleet recreated the devserver after it was lost.
+	Repairs int32 `protobuf:"varint,20,opt,name=repairs,proto3" json:"repairs,omitempty"`
+	// Output only: set when the owner was told that the devserver expires soon.
+	ExpiryNoticeTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=expiry_notice_time,json=expiryNoticeTime,proto3" json:"expiry_notice_time,omitempty"`
+	// Output only: set when deletion was asked; the record goes once the guest is gone.
+	DeleteTime    *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=delete_time,json=deleteTime,proto3" json:"delete_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1196,6 +1389,339 @@ func (x *Devserver) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Devserver) GetPower() Power {
+	if x != nil {
+		return x.Power
+	}
+	return Power_POWER_ON
+}
+
+func (x *Devserver) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *Devserver) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *Devserver) GetRepairs() int32 {
+	if x != nil {
+		return x.Repairs
+	}
+	return 0
+}
+
+func (x *Devserver) GetExpiryNoticeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiryNoticeTime
+	}
+	return nil
+}
+
+func (x *Devserver) GetDeleteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeleteTime
+	}
+	return nil
+}
+
+// A notice tells a developer what devfleet did to their devserver or container (expiry coming,
+// reaped, lost, recreated), so that nothing happens to them silently.
+type Notice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stamped by the leader.
+	Id    string     `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Owner string     `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Kind  NoticeKind `protobuf:"varint,3,opt,name=kind,proto3,enum=devfleet.v1.NoticeKind" json:"kind,omitempty"`
+	// The devserver or container it is about.
+	Subject       string                 `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateIndex   uint64                 `protobuf:"varint,7,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notice) Reset() {
+	*x = Notice{}
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notice) ProtoMessage() {}
+
+func (x *Notice) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notice.ProtoReflect.Descriptor instead.
+func (*Notice) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Notice) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Notice) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Notice) GetKind() NoticeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return NoticeKind_NOTICE_KIND_UNSPECIFIED
+}
+
+func (x *Notice) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Notice) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Notice) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Notice) GetCreateIndex() uint64 {
+	if x != nil {
+		return x.CreateIndex
+	}
+	return 0
+}
+
+type StopDevserverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopDevserverRequest) Reset() {
+	*x = StopDevserverRequest{}
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopDevserverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopDevserverRequest) ProtoMessage() {}
+
+func (x *StopDevserverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopDevserverRequest.ProtoReflect.Descriptor instead.
+func (*StopDevserverRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StopDevserverRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type StartDevserverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDevserverRequest) Reset() {
+	*x = StartDevserverRequest{}
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDevserverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDevserverRequest) ProtoMessage() {}
+
+func (x *StartDevserverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDevserverRequest.ProtoReflect.Descriptor instead.
+func (*StartDevserverRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StartDevserverRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListNoticesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required.
+	Owner string `protobuf:"bytes,1,opt,name=owner,proto3" json:"owner,omitempty"`
+	// At most this many, newest first (default and maximum 100: devfleet keeps an owner's last
+	// 100 notices).
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Stale         bool  `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNoticesRequest) Reset() {
+	*x = ListNoticesRequest{}
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNoticesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNoticesRequest) ProtoMessage() {}
+
+func (x *ListNoticesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNoticesRequest.ProtoReflect.Descriptor instead.
+func (*ListNoticesRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListNoticesRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ListNoticesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListNoticesRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type ListNoticesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Notices       []*Notice              `protobuf:"bytes,1,rep,name=notices,proto3" json:"notices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNoticesResponse) Reset() {
+	*x = ListNoticesResponse{}
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNoticesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNoticesResponse) ProtoMessage() {}
+
+func (x *ListNoticesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNoticesResponse.ProtoReflect.Descriptor instead.
+func (*ListNoticesResponse) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListNoticesResponse) GetNotices() []*Notice {
+	if x != nil {
+		return x.Notices
+	}
+	return nil
+}
+
 // DeleteResponse reports the raft index at which a delete was applied.
 type DeleteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1206,7 +1732,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1744,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1757,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteResponse) GetIndex() uint64 {
@@ -1250,7 +1776,7 @@ type CreateRegionRequest struct {
 
 func (x *CreateRegionRequest) Reset() {
 	*x = CreateRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1788,7 @@ func (x *CreateRegionRequest) String() string {
 func (*CreateRegionRequest) ProtoMessage() {}
 
 func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1801,7 @@ func (x *CreateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRegionRequest.ProtoReflect.Descriptor instead.
 func (*CreateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateRegionRequest) GetRegion() *Region {
@@ -1296,7 +1822,7 @@ type GetRegionRequest struct {
 
 func (x *GetRegionRequest) Reset() {
 	*x = GetRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1834,7 @@ func (x *GetRegionRequest) String() string {
 func (*GetRegionRequest) ProtoMessage() {}
 
 func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1847,7 @@ func (x *GetRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRegionRequest.ProtoReflect.Descriptor instead.
 func (*GetRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetRegionRequest) GetName() string {
@@ -1351,7 +1877,7 @@ type ListRegionsRequest struct {
 
 func (x *ListRegionsRequest) Reset() {
 	*x = ListRegionsRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1889,7 @@ func (x *ListRegionsRequest) String() string {
 func (*ListRegionsRequest) ProtoMessage() {}
 
 func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1902,7 @@ func (x *ListRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsRequest.ProtoReflect.Descriptor instead.
 func (*ListRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListRegionsRequest) GetPageSize() int32 {
@@ -1411,7 +1937,7 @@ type ListRegionsResponse struct {
 
 func (x *ListRegionsResponse) Reset() {
 	*x = ListRegionsResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1949,7 @@ func (x *ListRegionsResponse) String() string {
 func (*ListRegionsResponse) ProtoMessage() {}
 
 func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1962,7 @@ func (x *ListRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRegionsResponse.ProtoReflect.Descriptor instead.
 func (*ListRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListRegionsResponse) GetRegions() []*Region {
@@ -1464,7 +1990,7 @@ type UpdateRegionRequest struct {
 
 func (x *UpdateRegionRequest) Reset() {
 	*x = UpdateRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +2002,7 @@ func (x *UpdateRegionRequest) String() string {
 func (*UpdateRegionRequest) ProtoMessage() {}
 
 func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +2015,7 @@ func (x *UpdateRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRegionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateRegionRequest) GetRegion() *Region {
@@ -1515,7 +2041,7 @@ type DeleteRegionRequest struct {
 
 func (x *DeleteRegionRequest) Reset() {
 	*x = DeleteRegionRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +2053,7 @@ func (x *DeleteRegionRequest) String() string {
 func (*DeleteRegionRequest) ProtoMessage() {}
 
 func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +2066,7 @@ func (x *DeleteRegionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRegionRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRegionRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteRegionRequest) GetName() string {
@@ -1559,7 +2085,7 @@ type CreateSiteRequest struct {
 
 func (x *CreateSiteRequest) Reset() {
 	*x = CreateSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +2097,7 @@ func (x *CreateSiteRequest) String() string {
 func (*CreateSiteRequest) ProtoMessage() {}
 
 func (x *CreateSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +2110,7 @@ func (x *CreateSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSiteRequest.ProtoReflect.Descriptor instead.
 func (*CreateSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateSiteRequest) GetSite() *Site {
@@ -1604,7 +2130,7 @@ type GetSiteRequest struct {
 
 func (x *GetSiteRequest) Reset() {
 	*x = GetSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +2142,7 @@ func (x *GetSiteRequest) String() string {
 func (*GetSiteRequest) ProtoMessage() {}
 
 func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +2155,7 @@ func (x *GetSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSiteRequest.ProtoReflect.Descriptor instead.
 func (*GetSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetSiteRequest) GetName() string {
@@ -1659,7 +2185,7 @@ type ListSitesRequest struct {
 
 func (x *ListSitesRequest) Reset() {
 	*x = ListSitesRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +2197,7 @@ func (x *ListSitesRequest) String() string {
 func (*ListSitesRequest) ProtoMessage() {}
 
 func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +2210,7 @@ func (x *ListSitesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesRequest.ProtoReflect.Descriptor instead.
 func (*ListSitesRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListSitesRequest) GetRegion() string {
@@ -1725,7 +2251,7 @@ type ListSitesResponse struct {
 
 func (x *ListSitesResponse) Reset() {
 	*x = ListSitesResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1737,7 +2263,7 @@ func (x *ListSitesResponse) String() string {
 func (*ListSitesResponse) ProtoMessage() {}
 
 func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1750,7 +2276,7 @@ func (x *ListSitesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSitesResponse.ProtoReflect.Descriptor instead.
 func (*ListSitesResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListSitesResponse) GetSites() []*Site {
@@ -1778,7 +2304,7 @@ type UpdateSiteRequest struct {
 
 func (x *UpdateSiteRequest) Reset() {
 	*x = UpdateSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2316,7 @@ func (x *UpdateSiteRequest) String() string {
 func (*UpdateSiteRequest) ProtoMessage() {}
 
 func (x *UpdateSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2329,7 @@ func (x *UpdateSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSiteRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateSiteRequest) GetSite() *Site {
@@ -1829,7 +2355,7 @@ type DeleteSiteRequest struct {
 
 func (x *DeleteSiteRequest) Reset() {
 	*x = DeleteSiteRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +2367,7 @@ func (x *DeleteSiteRequest) String() string {
 func (*DeleteSiteRequest) ProtoMessage() {}
 
 func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2380,7 @@ func (x *DeleteSiteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSiteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSiteRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteSiteRequest) GetName() string {
@@ -1873,7 +2399,7 @@ type CreateHostRequest struct {
 
 func (x *CreateHostRequest) Reset() {
 	*x = CreateHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2411,7 @@ func (x *CreateHostRequest) String() string {
 func (*CreateHostRequest) ProtoMessage() {}
 
 func (x *CreateHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2424,7 @@ func (x *CreateHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateHostRequest.ProtoReflect.Descriptor instead.
 func (*CreateHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateHostRequest) GetHost() *Host {
@@ -1918,7 +2444,7 @@ type GetHostRequest struct {
 
 func (x *GetHostRequest) Reset() {
 	*x = GetHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2456,7 @@ func (x *GetHostRequest) String() string {
 func (*GetHostRequest) ProtoMessage() {}
 
 func (x *GetHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2469,7 @@ func (x *GetHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostRequest.ProtoReflect.Descriptor instead.
 func (*GetHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetHostRequest) GetName() string {
@@ -1975,7 +2501,7 @@ type ListHostsRequest struct {
 
 func (x *ListHostsRequest) Reset() {
 	*x = ListHostsRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2513,7 @@ func (x *ListHostsRequest) String() string {
 func (*ListHostsRequest) ProtoMessage() {}
 
 func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2526,7 @@ func (x *ListHostsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsRequest.ProtoReflect.Descriptor instead.
 func (*ListHostsRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListHostsRequest) GetRegion() string {
@@ -2055,7 +2581,7 @@ type ListHostsResponse struct {
 
 func (x *ListHostsResponse) Reset() {
 	*x = ListHostsResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2593,7 @@ func (x *ListHostsResponse) String() string {
 func (*ListHostsResponse) ProtoMessage() {}
 
 func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2606,7 @@ func (x *ListHostsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHostsResponse.ProtoReflect.Descriptor instead.
 func (*ListHostsResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListHostsResponse) GetHosts() []*Host {
@@ -2109,7 +2635,7 @@ type UpdateHostRequest struct {
 
 func (x *UpdateHostRequest) Reset() {
 	*x = UpdateHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2647,7 @@ func (x *UpdateHostRequest) String() string {
 func (*UpdateHostRequest) ProtoMessage() {}
 
 func (x *UpdateHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2660,7 @@ func (x *UpdateHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateHostRequest.ProtoReflect.Descriptor instead.
 func (*UpdateHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateHostRequest) GetHost() *Host {
@@ -2160,7 +2686,7 @@ type DeleteHostRequest struct {
 
 func (x *DeleteHostRequest) Reset() {
 	*x = DeleteHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2172,7 +2698,7 @@ func (x *DeleteHostRequest) String() string {
 func (*DeleteHostRequest) ProtoMessage() {}
 
 func (x *DeleteHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2185,7 +2711,7 @@ func (x *DeleteHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteHostRequest.ProtoReflect.Descriptor instead.
 func (*DeleteHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteHostRequest) GetName() string {
@@ -2206,7 +2732,7 @@ type CordonHostRequest struct {
 
 func (x *CordonHostRequest) Reset() {
 	*x = CordonHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2744,7 @@ func (x *CordonHostRequest) String() string {
 func (*CordonHostRequest) ProtoMessage() {}
 
 func (x *CordonHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2757,7 @@ func (x *CordonHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonHostRequest.ProtoReflect.Descriptor instead.
 func (*CordonHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CordonHostRequest) GetName() string {
@@ -2258,7 +2784,7 @@ type UncordonHostRequest struct {
 
 func (x *UncordonHostRequest) Reset() {
 	*x = UncordonHostRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2796,7 @@ func (x *UncordonHostRequest) String() string {
 func (*UncordonHostRequest) ProtoMessage() {}
 
 func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2809,7 @@ func (x *UncordonHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UncordonHostRequest.ProtoReflect.Descriptor instead.
 func (*UncordonHostRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UncordonHostRequest) GetName() string {
@@ -2309,7 +2835,7 @@ type CreateFlavorRequest struct {
 
 func (x *CreateFlavorRequest) Reset() {
 	*x = CreateFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2847,7 @@ func (x *CreateFlavorRequest) String() string {
 func (*CreateFlavorRequest) ProtoMessage() {}
 
 func (x *CreateFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2860,7 @@ func (x *CreateFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFlavorRequest.ProtoReflect.Descriptor instead.
 func (*CreateFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateFlavorRequest) GetFlavor() *Flavor {
@@ -2354,7 +2880,7 @@ type GetFlavorRequest struct {
 
 func (x *GetFlavorRequest) Reset() {
 	*x = GetFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2892,7 @@ func (x *GetFlavorRequest) String() string {
 func (*GetFlavorRequest) ProtoMessage() {}
 
 func (x *GetFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2905,7 @@ func (x *GetFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFlavorRequest.ProtoReflect.Descriptor instead.
 func (*GetFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{30}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetFlavorRequest) GetName() string {
@@ -2407,7 +2933,7 @@ type ListFlavorsRequest struct {
 
 func (x *ListFlavorsRequest) Reset() {
 	*x = ListFlavorsRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2945,7 @@ func (x *ListFlavorsRequest) String() string {
 func (*ListFlavorsRequest) ProtoMessage() {}
 
 func (x *ListFlavorsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2958,7 @@ func (x *ListFlavorsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFlavorsRequest.ProtoReflect.Descriptor instead.
 func (*ListFlavorsRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListFlavorsRequest) GetPageSize() int32 {
@@ -2466,7 +2992,7 @@ type ListFlavorsResponse struct {
 
 func (x *ListFlavorsResponse) Reset() {
 	*x = ListFlavorsResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +3004,7 @@ func (x *ListFlavorsResponse) String() string {
 func (*ListFlavorsResponse) ProtoMessage() {}
 
 func (x *ListFlavorsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +3017,7 @@ func (x *ListFlavorsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFlavorsResponse.ProtoReflect.Descriptor instead.
 func (*ListFlavorsResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{32}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListFlavorsResponse) GetFlavors() []*Flavor {
@@ -2520,7 +3046,7 @@ type UpdateFlavorRequest struct {
 
 func (x *UpdateFlavorRequest) Reset() {
 	*x = UpdateFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2532,7 +3058,7 @@ func (x *UpdateFlavorRequest) String() string {
 func (*UpdateFlavorRequest) ProtoMessage() {}
 
 func (x *UpdateFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2545,7 +3071,7 @@ func (x *UpdateFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateFlavorRequest.ProtoReflect.Descriptor instead.
 func (*UpdateFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{33}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateFlavorRequest) GetFlavor() *Flavor {
@@ -2571,7 +3097,7 @@ type DeleteFlavorRequest struct {
 
 func (x *DeleteFlavorRequest) Reset() {
 	*x = DeleteFlavorRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2583,7 +3109,7 @@ func (x *DeleteFlavorRequest) String() string {
 func (*DeleteFlavorRequest) ProtoMessage() {}
 
 func (x *DeleteFlavorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2596,7 +3122,7 @@ func (x *DeleteFlavorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFlavorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFlavorRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{34}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeleteFlavorRequest) GetName() string {
@@ -2622,7 +3148,7 @@ type CreateDevserverRequest struct {
 
 func (x *CreateDevserverRequest) Reset() {
 	*x = CreateDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2634,7 +3160,7 @@ func (x *CreateDevserverRequest) String() string {
 func (*CreateDevserverRequest) ProtoMessage() {}
 
 func (x *CreateDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2647,7 +3173,7 @@ func (x *CreateDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDevserverRequest.ProtoReflect.Descriptor instead.
 func (*CreateDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{35}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateDevserverRequest) GetDevserver() *Devserver {
@@ -2688,7 +3214,7 @@ type GetDevserverRequest struct {
 
 func (x *GetDevserverRequest) Reset() {
 	*x = GetDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +3226,7 @@ func (x *GetDevserverRequest) String() string {
 func (*GetDevserverRequest) ProtoMessage() {}
 
 func (x *GetDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[36]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +3239,7 @@ func (x *GetDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDevserverRequest.ProtoReflect.Descriptor instead.
 func (*GetDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{36}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetDevserverRequest) GetName() string {
@@ -2745,7 +3271,7 @@ type ListDevserversRequest struct {
 
 func (x *ListDevserversRequest) Reset() {
 	*x = ListDevserversRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +3283,7 @@ func (x *ListDevserversRequest) String() string {
 func (*ListDevserversRequest) ProtoMessage() {}
 
 func (x *ListDevserversRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[37]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +3296,7 @@ func (x *ListDevserversRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevserversRequest.ProtoReflect.Descriptor instead.
 func (*ListDevserversRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{37}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListDevserversRequest) GetRegion() string {
@@ -2832,7 +3358,7 @@ type ListDevserversResponse struct {
 
 func (x *ListDevserversResponse) Reset() {
 	*x = ListDevserversResponse{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3370,7 @@ func (x *ListDevserversResponse) String() string {
 func (*ListDevserversResponse) ProtoMessage() {}
 
 func (x *ListDevserversResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[38]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3383,7 @@ func (x *ListDevserversResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDevserversResponse.ProtoReflect.Descriptor instead.
 func (*ListDevserversResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{38}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListDevserversResponse) GetDevservers() []*Devserver {
@@ -2885,7 +3411,7 @@ type UpdateDevserverRequest struct {
 
 func (x *UpdateDevserverRequest) Reset() {
 	*x = UpdateDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2897,7 +3423,7 @@ func (x *UpdateDevserverRequest) String() string {
 func (*UpdateDevserverRequest) ProtoMessage() {}
 
 func (x *UpdateDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[39]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2910,7 +3436,7 @@ func (x *UpdateDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDevserverRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{39}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UpdateDevserverRequest) GetDevserver() *Devserver {
@@ -2936,7 +3462,7 @@ type DeleteDevserverRequest struct {
 
 func (x *DeleteDevserverRequest) Reset() {
 	*x = DeleteDevserverRequest{}
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[40]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3474,7 @@ func (x *DeleteDevserverRequest) String() string {
 func (*DeleteDevserverRequest) ProtoMessage() {}
 
 func (x *DeleteDevserverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_fleet_proto_msgTypes[40]
+	mi := &file_devfleet_v1_fleet_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3487,7 @@ func (x *DeleteDevserverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDevserverRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDevserverRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{40}
+	return file_devfleet_v1_fleet_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeleteDevserverRequest) GetName() string {
@@ -3009,7 +3535,7 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"Overcommit\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\x01R\x03cpu\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\x01R\x06memory\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xba\x06\n" +
+	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xa1\a\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x16\n" +
@@ -3033,10 +3559,12 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\fcreate_index\x18\x0e \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x0f \x01(\x04R\vmodifyIndex\x124\n" +
 	"\tallocated\x18\x10 \x01(\v2\x16.devfleet.v1.ResourcesR\tallocated\x12/\n" +
-	"\x06health\x18\x11 \x01(\x0e2\x17.devfleet.v1.HostHealthR\x06health\x1a9\n" +
+	"\x06health\x18\x11 \x01(\x0e2\x17.devfleet.v1.HostHealthR\x06health\x12#\n" +
+	"\rhealth_reason\x18\x12 \x01(\tR\fhealthReason\x12@\n" +
+	"\x0elast_seen_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8a\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +
 	"\x06Flavor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\tresources\x18\x02 \x01(\v2\x16.devfleet.v1.ResourcesR\tresources\x12+\n" +
@@ -3048,7 +3576,9 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\a \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\b \x01(\x04R\vmodifyIndex\x12'\n" +
-	"\x0fallowed_regions\x18\t \x03(\tR\x0eallowedRegions\"\xbd\x04\n" +
+	"\x0fallowed_regions\x18\t \x03(\tR\x0eallowedRegions\x121\n" +
+	"\x06repair\x18\n" +
+	" \x01(\x0e2\x19.devfleet.v1.RepairPolicyR\x06repair\"\xbc\x06\n" +
 	"\tDevserver\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x14\n" +
@@ -3069,7 +3599,33 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\x0f \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x10 \x01(\x04R\vmodifyIndex\"&\n" +
+	"\fmodify_index\x18\x10 \x01(\x04R\vmodifyIndex\x12(\n" +
+	"\x05power\x18\x11 \x01(\x0e2\x12.devfleet.v1.PowerR\x05power\x12\x1a\n" +
+	"\bfeatures\x18\x12 \x03(\tR\bfeatures\x12\x16\n" +
+	"\x06domain\x18\x13 \x01(\tR\x06domain\x12\x18\n" +
+	"\arepairs\x18\x14 \x01(\x05R\arepairs\x12H\n" +
+	"\x12expiry_notice_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\x10expiryNoticeTime\x12;\n" +
+	"\vdelete_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deleteTime\"\xef\x01\n" +
+	"\x06Notice\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12+\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x17.devfleet.v1.NoticeKindR\x04kind\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12!\n" +
+	"\fcreate_index\x18\a \x01(\x04R\vcreateIndex\"*\n" +
+	"\x14StopDevserverRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"+\n" +
+	"\x15StartDevserverRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"V\n" +
+	"\x12ListNoticesRequest\x12\x14\n" +
+	"\x05owner\x18\x01 \x01(\tR\x05owner\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"D\n" +
+	"\x13ListNoticesResponse\x12-\n" +
+	"\anotices\x18\x01 \x03(\v2\x13.devfleet.v1.NoticeR\anotices\"&\n" +
 	"\x0eDeleteResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"B\n" +
 	"\x13CreateRegionRequest\x12+\n" +
@@ -3204,7 +3760,13 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"FlavorKind\x12\x1b\n" +
 	"\x17FLAVOR_KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eFLAVOR_KIND_VM\x10\x01\x12\x18\n" +
-	"\x14FLAVOR_KIND_PHYSICAL\x10\x02*T\n" +
+	"\x14FLAVOR_KIND_PHYSICAL\x10\x02*I\n" +
+	"\fRepairPolicy\x12\x1a\n" +
+	"\x16REPAIR_POLICY_RECREATE\x10\x00\x12\x1d\n" +
+	"\x19REPAIR_POLICY_NOTIFY_ONLY\x10\x01*$\n" +
+	"\x05Power\x12\f\n" +
+	"\bPOWER_ON\x10\x00\x12\r\n" +
+	"\tPOWER_OFF\x10\x01*T\n" +
 	"\bLifespan\x12\x18\n" +
 	"\x14LIFESPAN_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12LIFESPAN_TEMPORARY\x10\x01\x12\x16\n" +
@@ -3216,11 +3778,18 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\x19DEVSERVER_STATE_MIGRATING\x10\x03\x12\x1b\n" +
 	"\x17DEVSERVER_STATE_STOPPED\x10\x04\x12\x18\n" +
 	"\x14DEVSERVER_STATE_LOST\x10\x05\x12\x1b\n" +
-	"\x17DEVSERVER_STATE_DELETED\x10\x06*=\n" +
+	"\x17DEVSERVER_STATE_DELETED\x10\x06*\x8d\x01\n" +
+	"\n" +
+	"NoticeKind\x12\x1b\n" +
+	"\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14NOTICE_KIND_EXPIRING\x10\x01\x12\x17\n" +
+	"\x13NOTICE_KIND_EXPIRED\x10\x02\x12\x14\n" +
+	"\x10NOTICE_KIND_LOST\x10\x03\x12\x19\n" +
+	"\x15NOTICE_KIND_RECREATED\x10\x04*=\n" +
 	"\x06Spread\x12\x0f\n" +
 	"\vSPREAD_NONE\x10\x00\x12\x10\n" +
 	"\fSPREAD_HOSTS\x10\x01\x12\x10\n" +
-	"\fSPREAD_SITES\x10\x022\xe2\x15\n" +
+	"\fSPREAD_SITES\x10\x022\xb2\x18\n" +
 	"\fFleetService\x12b\n" +
 	"\fCreateRegion\x12 .devfleet.v1.CreateRegionRequest\x1a\x13.devfleet.v1.Region\"\x1b\x82\xd3\xe4\x93\x02\x15:\x06region\"\v/v1/regions\x12[\n" +
 	"\tGetRegion\x12\x1d.devfleet.v1.GetRegionRequest\x1a\x13.devfleet.v1.Region\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/regions/{name}\x12e\n" +
@@ -3255,7 +3824,10 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\fGetDevserver\x12 .devfleet.v1.GetDevserverRequest\x1a\x16.devfleet.v1.Devserver\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/devservers/{name}\x12q\n" +
 	"\x0eListDevservers\x12\".devfleet.v1.ListDevserversRequest\x1a#.devfleet.v1.ListDevserversResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/devservers\x12\x82\x01\n" +
 	"\x0fUpdateDevserver\x12#.devfleet.v1.UpdateDevserverRequest\x1a\x16.devfleet.v1.Devserver\"2\x82\xd3\xe4\x93\x02,:\tdevserver2\x1f/v1/devservers/{devserver.name}\x12r\n" +
-	"\x0fDeleteDevserver\x12#.devfleet.v1.DeleteDevserverRequest\x1a\x1b.devfleet.v1.DeleteResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/devservers/{name}B\x84\x01\x92AB\x12@\n" +
+	"\x0fDeleteDevserver\x12#.devfleet.v1.DeleteDevserverRequest\x1a\x1b.devfleet.v1.DeleteResponse\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/devservers/{name}\x12q\n" +
+	"\rStopDevserver\x12!.devfleet.v1.StopDevserverRequest\x1a\x16.devfleet.v1.Devserver\"%\x82\xd3\xe4\x93\x02\x1f:\x01*\"\x1a/v1/devservers/{name}:stop\x12t\n" +
+	"\x0eStartDevserver\x12\".devfleet.v1.StartDevserverRequest\x1a\x16.devfleet.v1.Devserver\"&\x82\xd3\xe4\x93\x02 :\x01*\"\x1b/v1/devservers/{name}:start\x12e\n" +
+	"\vListNotices\x12\x1f.devfleet.v1.ListNoticesRequest\x1a .devfleet.v1.ListNoticesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/noticesB\x84\x01\x92AB\x12@\n" +
 	"\bdevfleet\x120Control plane for a fleet of developer machines.2\x02v1Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
 
 var (
@@ -3270,168 +3842,190 @@ func file_devfleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_fleet_proto_rawDescData
 }
 
-var file_devfleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_devfleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_devfleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 9)
+var file_devfleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_devfleet_v1_fleet_proto_goTypes = []any{
 	(HostState)(0),                 // 0: devfleet.v1.HostState
 	(HostHealth)(0),                // 1: devfleet.v1.HostHealth
 	(FlavorKind)(0),                // 2: devfleet.v1.FlavorKind
-	(Lifespan)(0),                  // 3: devfleet.v1.Lifespan
-	(DevserverState)(0),            // 4: devfleet.v1.DevserverState
-	(Spread)(0),                    // 5: devfleet.v1.Spread
-	(*Region)(nil),                 // 6: devfleet.v1.Region
-	(*CapacityReserve)(nil),        // 7: devfleet.v1.CapacityReserve
-	(*Site)(nil),                   // 8: devfleet.v1.Site
-	(*Resources)(nil),              // 9: devfleet.v1.Resources
-	(*Overcommit)(nil),             // 10: devfleet.v1.Overcommit
-	(*Host)(nil),                   // 11: devfleet.v1.Host
-	(*Flavor)(nil),                 // 12: devfleet.v1.Flavor
-	(*Devserver)(nil),              // 13: devfleet.v1.Devserver
-	(*DeleteResponse)(nil),         // 14: devfleet.v1.DeleteResponse
-	(*CreateRegionRequest)(nil),    // 15: devfleet.v1.CreateRegionRequest
-	(*GetRegionRequest)(nil),       // 16: devfleet.v1.GetRegionRequest
-	(*ListRegionsRequest)(nil),     // 17: devfleet.v1.ListRegionsRequest
-	(*ListRegionsResponse)(nil),    // 18: devfleet.v1.ListRegionsResponse
-	(*UpdateRegionRequest)(nil),    // 19: devfleet.v1.UpdateRegionRequest
-	(*DeleteRegionRequest)(nil),    // 20: devfleet.v1.DeleteRegionRequest
-	(*CreateSiteRequest)(nil),      // 21: devfleet.v1.CreateSiteRequest
-	(*GetSiteRequest)(nil),         // 22: devfleet.v1.GetSiteRequest
-	(*ListSitesRequest)(nil),       // 23: devfleet.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),      // 24: devfleet.v1.ListSitesResponse
-	(*UpdateSiteRequest)(nil),      // 25: devfleet.v1.UpdateSiteRequest
-	(*DeleteSiteRequest)(nil),      // 26: devfleet.v1.DeleteSiteRequest
-	(*CreateHostRequest)(nil),      // 27: devfleet.v1.CreateHostRequest
-	(*GetHostRequest)(nil),         // 28: devfleet.v1.GetHostRequest
-	(*ListHostsRequest)(nil),       // 29: devfleet.v1.ListHostsRequest
-	(*ListHostsResponse)(nil),      // 30: devfleet.v1.ListHostsResponse
-	(*UpdateHostRequest)(nil),      // 31: devfleet.v1.UpdateHostRequest
-	(*DeleteHostRequest)(nil),      // 32: devfleet.v1.DeleteHostRequest
-	(*CordonHostRequest)(nil),      // 33: devfleet.v1.CordonHostRequest
-	(*UncordonHostRequest)(nil),    // 34: devfleet.v1.UncordonHostRequest
-	(*CreateFlavorRequest)(nil),    // 35: devfleet.v1.CreateFlavorRequest
-	(*GetFlavorRequest)(nil),       // 36: devfleet.v1.GetFlavorRequest
-	(*ListFlavorsRequest)(nil),     // 37: devfleet.v1.ListFlavorsRequest
-	(*ListFlavorsResponse)(nil),    // 38: devfleet.v1.ListFlavorsResponse
-	(*UpdateFlavorRequest)(nil),    // 39: devfleet.v1.UpdateFlavorRequest
-	(*DeleteFlavorRequest)(nil),    // 40: devfleet.v1.DeleteFlavorRequest
-	(*CreateDevserverRequest)(nil), // 41: devfleet.v1.CreateDevserverRequest
-	(*GetDevserverRequest)(nil),    // 42: devfleet.v1.GetDevserverRequest
-	(*ListDevserversRequest)(nil),  // 43: devfleet.v1.ListDevserversRequest
-	(*ListDevserversResponse)(nil), // 44: devfleet.v1.ListDevserversResponse
-	(*UpdateDevserverRequest)(nil), // 45: devfleet.v1.UpdateDevserverRequest
-	(*DeleteDevserverRequest)(nil), // 46: devfleet.v1.DeleteDevserverRequest
-	nil,                            // 47: devfleet.v1.Host.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 48: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),  // 49: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),    // 50: google.protobuf.Duration
+	(RepairPolicy)(0),              // 3: devfleet.v1.RepairPolicy
+	(Power)(0),                     // 4: devfleet.v1.Power
+	(Lifespan)(0),                  // 5: devfleet.v1.Lifespan
+	(DevserverState)(0),            // 6: devfleet.v1.DevserverState
+	(NoticeKind)(0),                // 7: devfleet.v1.NoticeKind
+	(Spread)(0),                    // 8: devfleet.v1.Spread
+	(*Region)(nil),                 // 9: devfleet.v1.Region
+	(*CapacityReserve)(nil),        // 10: devfleet.v1.CapacityReserve
+	(*Site)(nil),                   // 11: devfleet.v1.Site
+	(*Resources)(nil),              // 12: devfleet.v1.Resources
+	(*Overcommit)(nil),             // 13: devfleet.v1.Overcommit
+	(*Host)(nil),                   // 14: devfleet.v1.Host
+	(*Flavor)(nil),                 // 15: devfleet.v1.Flavor
+	(*Devserver)(nil),              // 16: devfleet.v1.Devserver
+	(*Notice)(nil),                 // 17: devfleet.v1.Notice
+	(*StopDevserverRequest)(nil),   // 18: devfleet.v1.StopDevserverRequest
+	(*StartDevserverRequest)(nil),  // 19: devfleet.v1.StartDevserverRequest
+	(*ListNoticesRequest)(nil),     // 20: devfleet.v1.ListNoticesRequest
+	(*ListNoticesResponse)(nil),    // 21: devfleet.v1.ListNoticesResponse
+	(*DeleteResponse)(nil),         // 22: devfleet.v1.DeleteResponse
+	(*CreateRegionRequest)(nil),    // 23: devfleet.v1.CreateRegionRequest
+	(*GetRegionRequest)(nil),       // 24: devfleet.v1.GetRegionRequest
+	(*ListRegionsRequest)(nil),     // 25: devfleet.v1.ListRegionsRequest
+	(*ListRegionsResponse)(nil),    // 26: devfleet.v1.ListRegionsResponse
+	(*UpdateRegionRequest)(nil),    // 27: devfleet.v1.UpdateRegionRequest
+	(*DeleteRegionRequest)(nil),    // 28: devfleet.v1.DeleteRegionRequest
+	(*CreateSiteRequest)(nil),      // 29: devfleet.v1.CreateSiteRequest
+	(*GetSiteRequest)(nil),         // 30: devfleet.v1.GetSiteRequest
+	(*ListSitesRequest)(nil),       // 31: devfleet.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),      // 32: devfleet.v1.ListSitesResponse
+	(*UpdateSiteRequest)(nil),      // 33: devfleet.v1.UpdateSiteRequest
+	(*DeleteSiteRequest)(nil),      // 34: devfleet.v1.DeleteSiteRequest
+	(*CreateHostRequest)(nil),      // 35: devfleet.v1.CreateHostRequest
+	(*GetHostRequest)(nil),         // 36: devfleet.v1.GetHostRequest
+	(*ListHostsRequest)(nil),       // 37: devfleet.v1.ListHostsRequest
+	(*ListHostsResponse)(nil),      // 38: devfleet.v1.ListHostsResponse
+	(*UpdateHostRequest)(nil),      // 39: devfleet.v1.UpdateHostRequest
+	(*DeleteHostRequest)(nil),      // 40: devfleet.v1.DeleteHostRequest
+	(*CordonHostRequest)(nil),      // 41: devfleet.v1.CordonHostRequest
+	(*UncordonHostRequest)(nil),    // 42: devfleet.v1.UncordonHostRequest
+	(*CreateFlavorRequest)(nil),    // 43: devfleet.v1.CreateFlavorRequest
+	(*GetFlavorRequest)(nil),       // 44: devfleet.v1.GetFlavorRequest
+	(*ListFlavorsRequest)(nil),     // 45: devfleet.v1.ListFlavorsRequest
+	(*ListFlavorsResponse)(nil),    // 46: devfleet.v1.ListFlavorsResponse
+	(*UpdateFlavorRequest)(nil),    // 47: devfleet.v1.UpdateFlavorRequest
+	(*DeleteFlavorRequest)(nil),    // 48: devfleet.v1.DeleteFlavorRequest
+	(*CreateDevserverRequest)(nil), // 49: devfleet.v1.CreateDevserverRequest
+	(*GetDevserverRequest)(nil),    // 50: devfleet.v1.GetDevserverRequest
+	(*ListDevserversRequest)(nil),  // 51: devfleet.v1.ListDevserversRequest
+	(*ListDevserversResponse)(nil), // 52: devfleet.v1.ListDevserversResponse
+	(*UpdateDevserverRequest)(nil), // 53: devfleet.v1.UpdateDevserverRequest
+	(*DeleteDevserverRequest)(nil), // 54: devfleet.v1.DeleteDevserverRequest
+	nil,                            // 55: devfleet.v1.Host.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 56: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 57: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),    // 58: google.protobuf.Duration
 }
 var file_devfleet_v1_fleet_proto_depIdxs = []int32{
-	48, // 0: devfleet.v1.Region.create_time:type_name -> google.protobuf.Timestamp
-	48, // 1: devfleet.v1.Region.update_time:type_name -> google.protobuf.Timestamp
-	7,  // 2: devfleet.v1.Region.reserve:type_name -> devfleet.v1.CapacityReserve
-	48, // 3: devfleet.v1.Site.create_time:type_name -> google.protobuf.Timestamp
-	48, // 4: devfleet.v1.Site.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: devfleet.v1.Host.capacity:type_name -> devfleet.v1.Resources
-	10, // 6: devfleet.v1.Host.overcommit:type_name -> devfleet.v1.Overcommit
-	9,  // 7: devfleet.v1.Host.reserved:type_name -> devfleet.v1.Resources
-	47, // 8: devfleet.v1.Host.labels:type_name -> devfleet.v1.Host.LabelsEntry
+	56, // 0: devfleet.v1.Region.create_time:type_name -> google.protobuf.Timestamp
+	56, // 1: devfleet.v1.Region.update_time:type_name -> google.protobuf.Timestamp
+	10, // 2: devfleet.v1.Region.reserve:type_name -> devfleet.v1.CapacityReserve
+	56, // 3: devfleet.v1.Site.create_time:type_name -> google.protobuf.Timestamp
+	56, // 4: devfleet.v1.Site.update_time:type_name -> google.protobuf.Timestamp
+	12, // 5: devfleet.v1.Host.capacity:type_name -> devfleet.v1.Resources
+	13, // 6: devfleet.v1.Host.overcommit:type_name -> devfleet.v1.Overcommit
+	12, // 7: devfleet.v1.Host.reserved:type_name -> devfleet.v1.Resources
+	55, // 8: devfleet.v1.Host.labels:type_name -> devfleet.v1.Host.LabelsEntry
 	0,  // 9: devfleet.v1.Host.state:type_name -> devfleet.v1.HostState
-	48, // 10: devfleet.v1.Host.state_change_time:type_name -> google.protobuf.Timestamp
-	48, // 11: devfleet.v1.Host.create_time:type_name -> google.protobuf.Timestamp
-	48, // 12: devfleet.v1.Host.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 13: devfleet.v1.Host.allocated:type_name -> devfleet.v1.Resources
+	56, // 10: devfleet.v1.Host.state_change_time:type_name -> google.protobuf.Timestamp
+	56, // 11: devfleet.v1.Host.create_time:type_name -> google.protobuf.Timestamp
+	56, // 12: devfleet.v1.Host.update_time:type_name -> google.protobuf.Timestamp
+	12, // 13: devfleet.v1.Host.allocated:type_name -> devfleet.v1.Resources
 	1,  // 14: devfleet.v1.Host.health:type_name -> devfleet.v1.HostHealth
-	9,  // 15: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
-	2,  // 16: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
-	48, // 17: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
-	48, // 18: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
-	3,  // 19: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
-	48, // 20: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 21: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
-	48, // 22: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
-	48, // 23: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
-	6,  // 24: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
-	6,  // 25: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
-	6,  // 26: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
-	49, // 27: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	8,  // 28: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
-	8,  // 29: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
-	8,  // 30: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
-	49, // 31: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11, // 32: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
-	0,  // 33: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
-	11, // 34: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
-	11, // 35: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
-	49, // 36: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
-	12, // 37: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	12, // 38: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
-	12, // 39: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	49, // 40: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
-	13, // 41: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	50, // 42: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
-	5,  // 43: devfleet.v1.CreateDevserverRequest.spread:type_name -> devfleet.v1.Spread
-	13, // 44: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
-	13, // 45: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	49, // 46: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
-	15, // 47: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
-	16, // 48: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
-	17, // 49: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
-	19, // 50: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
-	20, // 51: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
-	21, // 52: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
-	22, // 53: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
-	23, // 54: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
-	25, // 55: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
-	26, // 56: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
-	27, // 57: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
-	28, // 58: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
-	29, // 59: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
-	31, // 60: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
-	32, // 61: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
-	33, // 62: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
-	34, // 63: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
-	35, // 64: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
-	36, // 65: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
-	37, // 66: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
-	39, // 67: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
-	40, // 68: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
-	41, // 69: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
-	42, // 70: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
-	43, // 71: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
-	45, // 72: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
-	46, // 73: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
-	6,  // 74: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
-	6,  // 75: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
-	18, // 76: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
-	6,  // 77: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
-	14, // 78: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
-	8,  // 79: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
-	8,  // 80: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
-	24, // 81: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
-	8,  // 82: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
-	14, // 83: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
-	11, // 84: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
-	11, // 85: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
-	30, // 86: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
-	11, // 87: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
-	14, // 88: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
-	11, // 89: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
-	11, // 90: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
-	12, // 91: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
-	12, // 92: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
-	38, // 93: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
-	12, // 94: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
-	14, // 95: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
-	13, // 96: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
-	13, // 97: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
-	44, // 98: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
-	13, // 99: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
-	14, // 100: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
-	74, // [74:101] is the sub-list for method output_type
-	47, // [47:74] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	56, // 15: devfleet.v1.Host.last_seen_time:type_name -> google.protobuf.Timestamp
+	12, // 16: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
+	2,  // 17: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
+	56, // 18: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
+	56, // 19: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
+	3,  // 20: devfleet.v1.Flavor.repair:type_name -> devfleet.v1.RepairPolicy
+	5,  // 21: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
+	56, // 22: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 23: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
+	56, // 24: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
+	56, // 25: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 26: devfleet.v1.Devserver.power:type_name -> devfleet.v1.Power
+	56, // 27: devfleet.v1.Devserver.expiry_notice_time:type_name -> google.protobuf.Timestamp
+	56, // 28: devfleet.v1.Devserver.delete_time:type_name -> google.protobuf.Timestamp
+	7,  // 29: devfleet.v1.Notice.kind:type_name -> devfleet.v1.NoticeKind
+	56, // 30: devfleet.v1.Notice.create_time:type_name -> google.protobuf.Timestamp
+	17, // 31: devfleet.v1.ListNoticesResponse.notices:type_name -> devfleet.v1.Notice
+	9,  // 32: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
+	9,  // 33: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
+	9,  // 34: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
+	57, // 35: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 36: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
+	11, // 37: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
+	11, // 38: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
+	57, // 39: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14, // 40: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
+	0,  // 41: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
+	14, // 42: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
+	14, // 43: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
+	57, // 44: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
+	15, // 45: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	15, // 46: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
+	15, // 47: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	57, // 48: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
+	16, // 49: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	58, // 50: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
+	8,  // 51: devfleet.v1.CreateDevserverRequest.spread:type_name -> devfleet.v1.Spread
+	16, // 52: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
+	16, // 53: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	57, // 54: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
+	23, // 55: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
+	24, // 56: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
+	25, // 57: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
+	27, // 58: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
+	28, // 59: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
+	29, // 60: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
+	30, // 61: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
+	31, // 62: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
+	33, // 63: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
+	34, // 64: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
+	35, // 65: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
+	36, // 66: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
+	37, // 67: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
+	39, // 68: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
+	40, // 69: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
+	41, // 70: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
+	42, // 71: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
+	43, // 72: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
+	44, // 73: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
+	45, // 74: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
+	47, // 75: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
+	48, // 76: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
+	49, // 77: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
+	50, // 78: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
+	51, // 79: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
+	53, // 80: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
+	54, // 81: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
+	18, // 82: devfleet.v1.FleetService.StopDevserver:input_type -> devfleet.v1.StopDevserverRequest
+	19, // 83: devfleet.v1.FleetService.StartDevserver:input_type -> devfleet.v1.StartDevserverRequest
+	20, // 84: devfleet.v1.FleetService.ListNotices:input_type -> devfleet.v1.ListNoticesRequest
+	9,  // 85: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
+	9,  // 86: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
+	26, // 87: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
+	9,  // 88: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
+	22, // 89: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
+	11, // 90: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
+	11, // 91: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
+	32, // 92: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
+	11, // 93: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
+	22, // 94: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
+	14, // 95: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
+	14, // 96: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
+	38, // 97: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
+	14, // 98: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
+	22, // 99: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
+	14, // 100: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
+	14, // 101: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
+	15, // 102: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
+	15, // 103: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
+	46, // 104: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
+	15, // 105: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
+	22, // 106: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
+	16, // 107: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
+	16, // 108: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
+	52, // 109: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
+	16, // 110: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
+	22, // 111: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
+	16, // 112: devfleet.v1.FleetService.StopDevserver:output_type -> devfleet.v1.Devserver
+	16, // 113: devfleet.v1.FleetService.StartDevserver:output_type -> devfleet.v1.Devserver
+	21, // 114: devfleet.v1.FleetService.ListNotices:output_type -> devfleet.v1.ListNoticesResponse
+	85, // [85:115] is the sub-list for method output_type
+	55, // [55:85] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_fleet_proto_init() }
@@ -3444,8 +4038,8 @@ func file_devfleet_v1_fleet_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_fleet_proto_rawDesc), len(file_devfleet_v1_fleet_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   42,
+			NumEnums:      9,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,6 +51,9 @@ const (
 	FleetService_ListDevservers_FullMethodName  = "/devfleet.v1.FleetService/ListDevservers"
 	FleetService_UpdateDevserver_FullMethodName = "/devfleet.v1.FleetService/UpdateDevserver"
 	FleetService_DeleteDevserver_FullMethodName = "/devfleet.v1.FleetService/DeleteDevserver"
+	FleetService_StopDevserver_FullMethodName   = "/devfleet.v1.FleetService/StopDevserver"
+	FleetService_StartDevserver_FullMethodName  = "/devfleet.v1.FleetService/StartDevserver"
+	FleetService_ListNotices_FullMethodName     = "/devfleet.v1.FleetService/ListNotices"
 )
 
 // FleetServiceClient is the client API for FleetService service.
@@ -87,6 +90,11 @@ type FleetServiceClient interface {
 	ListDevservers(ctx context.Context, in *ListDevserversRequest, opts ...grpc.CallOption) (*ListDevserversResponse, error)
 	UpdateDevserver(ctx context.Context, in *UpdateDevserverRequest, opts ...grpc.CallOption) (*Devserver, error)
 	DeleteDevserver(ctx context.Context, in *DeleteDevserverRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// StopDevserver shuts the guest down; the devserver keeps its host and its room.
+	StopDevserver(ctx context.Context, in *StopDevserverRequest, opts ...grpc.CallOption) (*Devserver, error)
+	StartDevserver(ctx context.Context, in *StartDevserverRequest, opts ...grpc.CallOption) (*Devserver, error)
+	// ListNotices returns what devfleet told an owner, newest first.
+	ListNotices(ctx context.Context, in *ListNoticesRequest, opts ...grpc.CallOption) (*ListNoticesResponse, error)
 }
 
 type fleetServiceClient struct {
@@ -367,6 +375,36 @@ func (c *fleetServiceClient) DeleteDevserver(ctx context.Context, in *DeleteDevs
 	return out, nil
 }
 
+func (c *fleetServiceClient) StopDevserver(ctx context.Context, in *StopDevserverRequest, opts ...grpc.CallOption) (*Devserver, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Devserver)
+	err := c.cc.Invoke(ctx, FleetService_StopDevserver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) StartDevserver(ctx context.Context, in *StartDevserverRequest, opts ...grpc.CallOption) (*Devserver, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Devserver)
+	err := c.cc.Invoke(ctx, FleetService_StartDevserver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fleetServiceClient) ListNotices(ctx context.Context, in *ListNoticesRequest, opts ...grpc.CallOption) (*ListNoticesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNoticesResponse)
+	err := c.cc.Invoke(ctx, FleetService_ListNotices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FleetServiceServer is the server API for FleetService service.
 // All implementations must embed UnimplementedFleetServiceServer
 // for forward compatibility.
@@ -401,6 +439,11 @@ type FleetServiceServer interface {
 	ListDevservers(context.Context, *ListDevserversRequest) (*ListDevserversResponse, error)
 	UpdateDevserver(context.Context, *UpdateDevserverRequest) (*Devserver, error)
 	DeleteDevserver(context.Context, *DeleteDevserverRequest) (*DeleteResponse, error)
+	// StopDevserver shuts the guest down; the devserver keeps its host and its room.
+	StopDevserver(context.Context, *StopDevserverRequest) (*Devserver, error)
+	StartDevserver(context.Context, *StartDevserverRequest) (*Devserver, error)
+	// ListNotices returns what devfleet told an owner, newest first.
+	ListNotices(context.Context, *ListNoticesRequest) (*ListNoticesResponse, error)
 	mustEmbedUnimplementedFleetServiceServer()
 }
 
@@ -491,6 +534,15 @@ func (UnimplementedFleetServiceServer) UpdateDevserver(context.Context, *UpdateD
 }
 func (UnimplementedFleetServiceServer) DeleteDevserver(context.Context, *DeleteDevserverRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteDevserver not implemented")
+}
+func (UnimplementedFleetServiceServer) StopDevserver(context.Context, *StopDevserverRequest) (*Devserver, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopDevserver not implemented")
+}
+func (UnimplementedFleetServiceServer) StartDevserver(context.Context, *StartDevserverRequest) (*Devserver, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartDevserver not implemented")
+}
+func (UnimplementedFleetServiceServer) ListNotices(context.Context, *ListNoticesRequest) (*ListNoticesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNotices not implemented")
 }
 func (UnimplementedFleetServiceServer) mustEmbedUnimplementedFleetServiceServer() {}
 func (UnimplementedFleetServiceServer) testEmbeddedByValue()                      {}
@@ -999,6 +1051,60 @@ func _FleetService_DeleteDevserver_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FleetService_StopDevserver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopDevserverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).StopDevserver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_StopDevserver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).StopDevserver(ctx, req.(*StopDevserverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_StartDevserver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartDevserverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).StartDevserver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_StartDevserver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).StartDevserver(ctx, req.(*StartDevserverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FleetService_ListNotices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNoticesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FleetServiceServer).ListNotices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FleetService_ListNotices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FleetServiceServer).ListNotices(ctx, req.(*ListNoticesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FleetService_ServiceDesc is the grpc.ServiceDesc for FleetService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1113,6 +1219,18 @@ var FleetService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteDevserver",
 			Handler:    _FleetService_DeleteDevserver_Handler,
+		},
+		{
+			MethodName: "StopDevserver",
+			Handler:    _FleetService_StopDevserver_Handler,
+		},
+		{
+			MethodName: "StartDevserver",
+			Handler:    _FleetService_StartDevserver_Handler,
+		},
+		{
+			MethodName: "ListNotices",
+			Handler:    _FleetService_ListNotices_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

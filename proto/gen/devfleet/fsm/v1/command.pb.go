@@ -17,6 +17,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -105,6 +106,11 @@ type Command struct {
 	//	*Command_CreateDevserver
 	//	*Command_UpdateDevserver
 	//	*Command_DeleteDevserver
+	//	*Command_SetDevserverState
+	//	*Command_PurgeDevserver
+	//	*Command_RehomeDevserver
+	//	*Command_ReportHostHealth
+	//	*Command_CreateNotice
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -341,6 +347,51 @@ func (x *Command) GetDeleteDevserver() *DeleteDevserver {
 	return nil
 }
 
+func (x *Command) GetSetDevserverState() *SetDevserverState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetDevserverState); ok {
+			return x.SetDevserverState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPurgeDevserver() *PurgeDevserver {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PurgeDevserver); ok {
+			return x.PurgeDevserver
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRehomeDevserver() *RehomeDevserver {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RehomeDevserver); ok {
+			return x.RehomeDevserver
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReportHostHealth() *ReportHostHealth {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ReportHostHealth); ok {
+			return x.ReportHostHealth
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateNotice() *CreateNotice {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateNotice); ok {
+			return x.CreateNotice
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -426,6 +477,26 @@ type Command_DeleteDevserver struct {
 	DeleteDevserver *DeleteDevserver `protobuf:"bytes,62,opt,name=delete_devserver,json=deleteDevserver,proto3,oneof"`
 }
 
+type Command_SetDevserverState struct {
+	SetDevserverState *SetDevserverState `protobuf:"bytes,63,opt,name=set_devserver_state,json=setDevserverState,proto3,oneof"`
+}
+
+type Command_PurgeDevserver struct {
+	PurgeDevserver *PurgeDevserver `protobuf:"bytes,64,opt,name=purge_devserver,json=purgeDevserver,proto3,oneof"`
+}
+
+type Command_RehomeDevserver struct {
+	RehomeDevserver *RehomeDevserver `protobuf:"bytes,65,opt,name=rehome_devserver,json=rehomeDevserver,proto3,oneof"`
+}
+
+type Command_ReportHostHealth struct {
+	ReportHostHealth *ReportHostHealth `protobuf:"bytes,70,opt,name=report_host_health,json=reportHostHealth,proto3,oneof"`
+}
+
+type Command_CreateNotice struct {
+	CreateNotice *CreateNotice `protobuf:"bytes,80,opt,name=create_notice,json=createNotice,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -465,6 +536,16 @@ func (*Command_CreateDevserver) isCommand_Op() {}
 func (*Command_UpdateDevserver) isCommand_Op() {}
 
 func (*Command_DeleteDevserver) isCommand_Op() {}
+
+func (*Command_SetDevserverState) isCommand_Op() {}
+
+func (*Command_PurgeDevserver) isCommand_Op() {}
+
+func (*Command_RehomeDevserver) isCommand_Op() {}
+
+func (*Command_ReportHostHealth) isCommand_Op() {}
+
+func (*Command_CreateNotice) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -1437,6 +1518,9 @@ func (x *UpdateDevserver) GetUpdateMask() *fieldmaskpb.FieldMask {
 	return nil
 }
 
+// DeleteDevserver removes a devserver that runs on no libvirt host at once; one on a libvirt
+// host is marked for deletion (state DELETED, delete_time) and PurgeDevserver removes it once the
+// provisioner has destroyed its guest.
 type DeleteDevserver struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1481,6 +1565,378 @@ func (x *DeleteDevserver) GetName() string {
 	return ""
 }
 
+// SetDevserverState records what the provisioner observed or did. It applies only to the same
+// devserver (id) and only from one of the states in from (any, when empty), so that a stale
+// report never overwrites a newer decision (a delete, a rehome).
+type SetDevserverState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id     string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	State  v1.DevserverState      `protobuf:"varint,3,opt,name=state,proto3,enum=devfleet.v1.DevserverState" json:"state,omitempty"`
+	Reason string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The libvirt domain's name, when the provisioner has defined it; empty leaves it unchanged.
+	Domain        string              `protobuf:"bytes,5,opt,name=domain,proto3" json:"domain,omitempty"`
+	From          []v1.DevserverState `protobuf:"varint,6,rep,packed,name=from,proto3,enum=devfleet.v1.DevserverState" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDevserverState) Reset() {
+	*x = SetDevserverState{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDevserverState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDevserverState) ProtoMessage() {}
+
+func (x *SetDevserverState) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDevserverState.ProtoReflect.Descriptor instead.
+func (*SetDevserverState) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetDevserverState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetDevserverState) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetDevserverState) GetState() v1.DevserverState {
+	if x != nil {
+		return x.State
+	}
+	return v1.DevserverState(0)
+}
+
+func (x *SetDevserverState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SetDevserverState) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *SetDevserverState) GetFrom() []v1.DevserverState {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+// PurgeDevserver removes a devserver marked for deletion, once its guest is gone, and frees
+// its room on the host.
+type PurgeDevserver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDevserver) Reset() {
+	*x = PurgeDevserver{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDevserver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDevserver) ProtoMessage() {}
+
+func (x *PurgeDevserver) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDevserver.ProtoReflect.Descriptor instead.
+func (*PurgeDevserver) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *PurgeDevserver) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PurgeDevserver) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RehomeDevserver moves a lost devserver's record to a new host (placed by the leader) so that
+// the provisioner recreates it there: room moves from the old host to the new one.
+type RehomeDevserver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Host          string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RehomeDevserver) Reset() {
+	*x = RehomeDevserver{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RehomeDevserver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RehomeDevserver) ProtoMessage() {}
+
+func (x *RehomeDevserver) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RehomeDevserver.ProtoReflect.Descriptor instead.
+func (*RehomeDevserver) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RehomeDevserver) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RehomeDevserver) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RehomeDevserver) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *RehomeDevserver) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// HostHealthReport is what the leader's connections saw of one host.
+type HostHealthReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Health        v1.HostHealth          `protobuf:"varint,2,opt,name=health,proto3,enum=devfleet.v1.HostHealth" json:"health,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	LastSeenTime  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostHealthReport) Reset() {
+	*x = HostHealthReport{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostHealthReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostHealthReport) ProtoMessage() {}
+
+func (x *HostHealthReport) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostHealthReport.ProtoReflect.Descriptor instead.
+func (*HostHealthReport) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *HostHealthReport) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HostHealthReport) GetHealth() v1.HostHealth {
+	if x != nil {
+		return x.Health
+	}
+	return v1.HostHealth(0)
+}
+
+func (x *HostHealthReport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *HostHealthReport) GetLastSeenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeenTime
+	}
+	return nil
+}
+
+// ReportHostHealth records the health of many hosts in one entry, so that pings do not cost a
+// raft write each.
+type ReportHostHealth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reports       []*HostHealthReport    `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportHostHealth) Reset() {
+	*x = ReportHostHealth{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportHostHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportHostHealth) ProtoMessage() {}
+
+func (x *ReportHostHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportHostHealth.ProtoReflect.Descriptor instead.
+func (*ReportHostHealth) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReportHostHealth) GetReports() []*HostHealthReport {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+// CreateNotice records something devfleet tells an owner.
+type CreateNotice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Notice        *v1.Notice             `protobuf:"bytes,1,opt,name=notice,proto3" json:"notice,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNotice) Reset() {
+	*x = CreateNotice{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNotice) ProtoMessage() {}
+
+func (x *CreateNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
+func (*CreateNotice) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CreateNotice) GetNotice() *v1.Notice {
+	if x != nil {
+		return x.Notice
+	}
+	return nil
+}
+
 // SnapshotHeader opens an FSM snapshot stream.
 type SnapshotHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1494,7 +1950,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1962,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1975,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -1547,7 +2003,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +2015,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +2028,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -1602,6 +2058,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Host
 	//	*SnapshotRecord_Flavor
 	//	*SnapshotRecord_Devserver
+	//	*SnapshotRecord_Notice
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1609,7 +2066,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +2078,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +2091,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1716,6 +2173,15 @@ func (x *SnapshotRecord) GetDevserver() *v1.Devserver {
 	return nil
 }
 
+func (x *SnapshotRecord) GetNotice() *v1.Notice {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Notice); ok {
+			return x.Notice
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1752,6 +2218,10 @@ type SnapshotRecord_Devserver struct {
 	Devserver *v1.Devserver `protobuf:"bytes,8,opt,name=devserver,proto3,oneof"`
 }
 
+type SnapshotRecord_Notice struct {
+	Notice *v1.Notice `protobuf:"bytes,9,opt,name=notice,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -1768,13 +2238,15 @@ func (*SnapshotRecord_Flavor) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Devserver) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_Notice) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x17devfleet/v1/fleet.proto\x1a google/protobuf/field_mask.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x17devfleet/v1/fleet.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xb7\v\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xc1\x0e\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -1804,7 +2276,12 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\rdelete_flavor\x184 \x01(\v2\x1d.devfleet.fsm.v1.DeleteFlavorH\x00R\fdeleteFlavor\x12M\n" +
 	"\x10create_devserver\x18< \x01(\v2 .devfleet.fsm.v1.CreateDevserverH\x00R\x0fcreateDevserver\x12M\n" +
 	"\x10update_devserver\x18= \x01(\v2 .devfleet.fsm.v1.UpdateDevserverH\x00R\x0fupdateDevserver\x12M\n" +
-	"\x10delete_devserver\x18> \x01(\v2 .devfleet.fsm.v1.DeleteDevserverH\x00R\x0fdeleteDevserverB\x04\n" +
+	"\x10delete_devserver\x18> \x01(\v2 .devfleet.fsm.v1.DeleteDevserverH\x00R\x0fdeleteDevserver\x12T\n" +
+	"\x13set_devserver_state\x18? \x01(\v2\".devfleet.fsm.v1.SetDevserverStateH\x00R\x11setDevserverState\x12J\n" +
+	"\x0fpurge_devserver\x18@ \x01(\v2\x1f.devfleet.fsm.v1.PurgeDevserverH\x00R\x0epurgeDevserver\x12M\n" +
+	"\x10rehome_devserver\x18A \x01(\v2 .devfleet.fsm.v1.RehomeDevserverH\x00R\x0frehomeDevserver\x12Q\n" +
+	"\x12report_host_health\x18F \x01(\v2!.devfleet.fsm.v1.ReportHostHealthH\x00R\x10reportHostHealth\x12D\n" +
+	"\rcreate_notice\x18P \x01(\v2\x1d.devfleet.fsm.v1.CreateNoticeH\x00R\fcreateNoticeB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -1870,14 +2347,38 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\"%\n" +
 	"\x0fDeleteDevserver\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"@\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xcb\x01\n" +
+	"\x11SetDevserverState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x121\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1b.devfleet.v1.DevserverStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06domain\x18\x05 \x01(\tR\x06domain\x12/\n" +
+	"\x04from\x18\x06 \x03(\x0e2\x1b.devfleet.v1.DevserverStateR\x04from\"4\n" +
+	"\x0ePurgeDevserver\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"a\n" +
+	"\x0fRehomeDevserver\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xb1\x01\n" +
+	"\x10HostHealthReport\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12/\n" +
+	"\x06health\x18\x02 \x01(\x0e2\x17.devfleet.v1.HostHealthR\x06health\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12@\n" +
+	"\x0elast_seen_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\"O\n" +
+	"\x10ReportHostHealth\x12;\n" +
+	"\areports\x18\x01 \x03(\v2!.devfleet.fsm.v1.HostHealthReportR\areports\";\n" +
+	"\fCreateNotice\x12+\n" +
+	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"8\n" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xaa\x03\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd9\x03\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -1887,7 +2388,8 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x04site\x18\x05 \x01(\v2\x11.devfleet.v1.SiteH\x00R\x04site\x12'\n" +
 	"\x04host\x18\x06 \x01(\v2\x11.devfleet.v1.HostH\x00R\x04host\x12-\n" +
 	"\x06flavor\x18\a \x01(\v2\x13.devfleet.v1.FlavorH\x00R\x06flavor\x126\n" +
-	"\tdevserver\x18\b \x01(\v2\x16.devfleet.v1.DevserverH\x00R\tdevserverB\b\n" +
+	"\tdevserver\x18\b \x01(\v2\x16.devfleet.v1.DevserverH\x00R\tdevserver\x12-\n" +
+	"\x06notice\x18\t \x01(\v2\x13.devfleet.v1.NoticeH\x00R\x06noticeB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -1902,7 +2404,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -1927,15 +2429,25 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*CreateDevserver)(nil),       // 20: devfleet.fsm.v1.CreateDevserver
 	(*UpdateDevserver)(nil),       // 21: devfleet.fsm.v1.UpdateDevserver
 	(*DeleteDevserver)(nil),       // 22: devfleet.fsm.v1.DeleteDevserver
-	(*SnapshotHeader)(nil),        // 23: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 24: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 25: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 26: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 27: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 28: devfleet.v1.Site
-	(*v1.Host)(nil),               // 29: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 30: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 31: devfleet.v1.Devserver
+	(*SetDevserverState)(nil),     // 23: devfleet.fsm.v1.SetDevserverState
+	(*PurgeDevserver)(nil),        // 24: devfleet.fsm.v1.PurgeDevserver
+	(*RehomeDevserver)(nil),       // 25: devfleet.fsm.v1.RehomeDevserver
+	(*HostHealthReport)(nil),      // 26: devfleet.fsm.v1.HostHealthReport
+	(*ReportHostHealth)(nil),      // 27: devfleet.fsm.v1.ReportHostHealth
+	(*CreateNotice)(nil),          // 28: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 29: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 30: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 31: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 32: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 33: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 34: devfleet.v1.Site
+	(*v1.Host)(nil),               // 35: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 36: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 37: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 38: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 39: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*v1.Notice)(nil),             // 41: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,  // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -1959,35 +2471,47 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	20, // 18: devfleet.fsm.v1.Command.create_devserver:type_name -> devfleet.fsm.v1.CreateDevserver
 	21, // 19: devfleet.fsm.v1.Command.update_devserver:type_name -> devfleet.fsm.v1.UpdateDevserver
 	22, // 20: devfleet.fsm.v1.Command.delete_devserver:type_name -> devfleet.fsm.v1.DeleteDevserver
-	3,  // 21: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	26, // 22: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	26, // 23: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	27, // 24: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	28, // 25: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	28, // 26: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	27, // 27: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	29, // 28: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	29, // 29: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	27, // 30: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	30, // 31: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	30, // 32: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	27, // 33: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	31, // 34: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	31, // 35: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	27, // 36: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	23, // 37: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	24, // 38: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,  // 39: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	26, // 40: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	28, // 41: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	29, // 42: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	30, // 43: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	31, // 44: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	23, // 21: devfleet.fsm.v1.Command.set_devserver_state:type_name -> devfleet.fsm.v1.SetDevserverState
+	24, // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
+	25, // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
+	27, // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
+	28, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	3,  // 26: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	32, // 27: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	32, // 28: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	33, // 29: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	34, // 30: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	34, // 31: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	33, // 32: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	35, // 33: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	35, // 34: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	33, // 35: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	36, // 36: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	36, // 37: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	33, // 38: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	37, // 39: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	37, // 40: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	33, // 41: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	38, // 42: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	38, // 43: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	39, // 44: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	40, // 45: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26, // 46: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	41, // 47: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	29, // 48: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	30, // 49: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,  // 50: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	32, // 51: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	34, // 52: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	35, // 53: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	36, // 54: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	37, // 55: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	41, // 56: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	57, // [57:57] is the sub-list for method output_type
+	57, // [57:57] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -2016,8 +2540,13 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_CreateDevserver)(nil),
 		(*Command_UpdateDevserver)(nil),
 		(*Command_DeleteDevserver)(nil),
+		(*Command_SetDevserverState)(nil),
+		(*Command_PurgeDevserver)(nil),
+		(*Command_RehomeDevserver)(nil),
+		(*Command_ReportHostHealth)(nil),
+		(*Command_CreateNotice)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[25].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[31].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -2026,6 +2555,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_Host)(nil),
 		(*SnapshotRecord_Flavor)(nil),
 		(*SnapshotRecord_Devserver)(nil),
+		(*SnapshotRecord_Notice)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2033,7 +2563,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
