@@ -25,7 +25,7 @@ func (v *View) ListFlavors(p Page) ([]*v1.Flavor, string) {
 
 // NewFlavor keeps the fields of a create request that a caller may set; kind defaults to VM.
 func NewFlavor(in *v1.Flavor) *v1.Flavor {
-	f := &v1.Flavor{Name: in.GetName(), Kind: in.GetKind(), Description: in.GetDescription(), AllowedRegions: slices.Clone(in.GetAllowedRegions())}
+	f := &v1.Flavor{Name: in.GetName(), Kind: in.GetKind(), Description: in.GetDescription(), AllowedRegions: slices.Clone(in.GetAllowedRegions()), Repair: in.GetRepair()}
 	if in.GetResources() != nil {
 		f.Resources = proto.Clone(in.GetResources()).(*v1.Resources)
 	}
@@ -62,6 +62,8 @@ func (w *WriteTxn) UpdateFlavor(in *v1.Flavor, paths []string) (*v1.Flavor, erro
 	f := proto.Clone(cur).(*v1.Flavor)
 	for _, p := range paths {
 		switch p {
+		case "repair":
+			f.Repair = in.GetRepair()
 		case "description":
 			f.Description = in.GetDescription()
 		case "allowed_regions":

@@ -141,6 +141,9 @@ func Flavor(prefix string, f *v1.Flavor) error {
 	if err := Regions(prefix+".allowed_regions", f.GetAllowedRegions()); err != nil {
 		return err
 	}
+	if _, ok := v1.RepairPolicy_name[int32(f.GetRepair())]; !ok {
+		return apierror.Invalid(prefix+".repair", "must be REPAIR_POLICY_RECREATE or REPAIR_POLICY_NOTIFY_ONLY")
+	}
 	return Text(prefix+".description", f.GetDescription(), MaxDescLen)
 }
 
@@ -259,7 +262,7 @@ var (
 	RegionUpdatable    = []string{"description", "reserve"}
 	SiteUpdatable      = []string{"description"}
 	HostUpdatable      = []string{"capacity", "overcommit", "reserved", "labels", "libvirt_uri"}
-	FlavorUpdatable    = []string{"description", "allowed_regions", "resources"}
+	FlavorUpdatable    = []string{"description", "allowed_regions", "resources", "repair"}
 	FlavorDefault      = []string{"description"}
 	DevserverUpdatable = []string{"sharers", "lifespan", "expire_time"}
 	// DevserverCommandUpdatable adds what devfleet itself changes through UpdateDevserver

@@ -144,8 +144,10 @@ func TestInventoryTableAndJSON(t *testing.T) {
 	if got, want := f.ok("site", "add", "fra1", "--region", "eu", "--description", "Frankfurt 1"), "site fra1 created in region eu\n"; got != want {
 		t.Errorf("site add printed %q, want %q", got, want)
 	}
+	// No --libvirt: the in-process cluster has no hypervisor connector, so it refuses hosts with a
+	// libvirt URI (TestServerErrors checks that --libvirt reaches the server).
 	if got, want := f.ok("host", "add", "fra1-h1", "--site", "fra1", "--cpus", "32", "--memory-mib", "131072", "--disk-gib", "2000",
-		"--gpus", "2", "--label", "rack=r12", "--label", "tier=gold", "--libvirt", "qemu+ssh://fra1-h1/system",
+		"--gpus", "2", "--label", "rack=r12", "--label", "tier=gold",
 		"--cpu-overcommit", "4", "--reserved-cpus", "2", "--reserved-memory-mib", "4096"),
 		"host fra1-h1 created in site fra1 (region eu)\n"; got != want {
 		t.Errorf("host add printed %q, want %q", got, want)
@@ -160,9 +162,9 @@ func TestInventoryTableAndJSON(t *testing.T) {
 
 	t.Run("table", func(t *testing.T) {
 		want := [][]string{
-			{"NAME", "SITE", "REGION", "STATE", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
-			{"fra1-h1", "fra1", "eu", "active", "32", "0", "131072", "0", "2000", "2", "-"},
-			{"fra1-h2", "fra1", "eu", "active", "8", "0", "16384", "0", "100", "0", "-"},
+			{"NAME", "SITE", "REGION", "STATE", "HEALTH", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
+			{"fra1-h1", "fra1", "eu", "active", "unknown", "32", "0", "131072", "0", "2000", "2", "-"},
+			{"fra1-h2", "fra1", "eu", "active", "unknown", "8", "0", "16384", "0", "100", "0", "-"},
 		}
 		if got := rows(f.ok("host", "list")); !reflect.DeepEqual(got, want) {
 			t.Errorf("host list:\n got %q\nwant %q", got, want)
@@ -178,9 +180,9 @@ func TestInventoryTableAndJSON(t *testing.T) {
 			t.Errorf("site list: got %q, want %q", got, want)
 		}
 		wantFlavors := [][]string{
-			{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "DESCRIPTION"},
-			{"metal", "physical", "64", "262144", "2000", "0", "any", "a", "whole", "machine"},
-			{"small", "vm", "4", "16384", "100", "0", "any", "-"},
+			{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "REPAIR", "DESCRIPTION"},
+			{"metal", "physical", "64", "262144", "2000", "0", "any", "recreate", "a", "whole", "machine"},
+			{"small", "vm", "4", "16384", "100", "0", "any", "recreate", "-"},
 		}
 		if got := rows(f.ok("flavor", "list")); !reflect.DeepEqual(got, wantFlavors) {
 			t.Errorf("flavor list:\n got %q\nwant %q", got, wantFlavors)
@@ -188,18 +190,20 @@ func TestInventoryTableAndJSON(t *testing.T) {
 
 		host := keyValues(t, f.ok("host", "show", "fra1-h1"))
 		for k, v := range map[string]string{
-			"name":         "fra1-h1",
-			"site":         "fra1",
-			"region":       "eu",
-			"state":        "active",
-			"state_reason": "-",
-			"health":       "unknown",
-			"capacity":     "vcpus=32 memory_mib=131072 disk_gib=2000 gpus=2",
-			"reserved":     "vcpus=2 memory_mib=4096 disk_gib=0 gpus=0",
-			"allocated":    "vcpus=0 memory_mib=0 disk_gib=0 gpus=0",
-			"overcommit":   "cpu=4 memory=1 disk=1",
-			"labels":       "rack=r12,tier=gold",
-			"libvirt_uri":  "qemu+ssh://fra1-h1/system",
+			"name":           "fra1-h1",
+			"site":           "fra1",
+			"region":         "eu",
+			"state":          "active",
+			"state_reason":   "-",
+			"health":         "unknown",
+			"health_reason":  "-",
+			"last_seen_time": "-",
+			"capacity":       "vcpus=32 memory_mib=131072 disk_gib=2000 gpus=2",
+			"reserved":       "vcpus=2 memory_mib=4096 disk_gib=0 gpus=0",
+			"allocated":      "vcpus=0 memory_mib=0 disk_gib=0 gpus=0",
+			"overcommit":     "cpu=4 memory=1 disk=1",
+			"labels":         "rack=r12,tier=gold",
+			"libvirt_uri":    "-",
 		} {
 			if host[k] != v {
 				t.Errorf("host show: %s = %q, want %q", k, host[k], v)
@@ -214,7 +218,7 @@ func TestInventoryTableAndJSON(t *testing.T) {
 		if s := keyValues(t, f.ok("site", "show", "fra1")); s["region"] != "eu" || s["description"] != "Frankfurt 1" {
 			t.Errorf("site show = %v", s)
 		}
-		if fl := keyValues(t, f.ok("flavor", "show", "metal")); fl["kind"] != "physical" || fl["resources"] != "vcpus=64 memory_mib=262144 disk_gib=2000 gpus=0" || fl["allowed_regions"] != "any" {
+		if fl := keyValues(t, f.ok("flavor", "show", "metal")); fl["kind"] != "physical" || fl["resources"] != "vcpus=64 memory_mib=262144 disk_gib=2000 gpus=0" || fl["allowed_regions"] != "any" || fl["repair"] != "recreate" {
 			t.Errorf("flavor show = %v", fl)
 		}
 	})
@@ -236,8 +240,8 @@ func TestInventoryTableAndJSON(t *testing.T) {
 		if got := h["labels"]; !reflect.DeepEqual(got, map[string]any{"rack": "r12", "tier": "gold"}) {
 			t.Errorf("labels = %v", got)
 		}
-		if got := h["libvirt_uri"]; got != "qemu+ssh://fra1-h1/system" {
-			t.Errorf("libvirt_uri = %v", got)
+		if _, set := h["libvirt_uri"]; set {
+			t.Errorf("libvirt_uri = %v, want it left out", h["libvirt_uri"])
 		}
 		if oc, _ := h["overcommit"].(map[string]any); oc["cpu"] != 4.0 {
 			t.Errorf("overcommit = %v", h["overcommit"])
@@ -248,7 +252,9 @@ func TestInventoryTableAndJSON(t *testing.T) {
 			t.Errorf("host show -o json differs from its list entry:\n%v\n%v", one, h)
 		}
 		flavors := decode[[]map[string]any](t, f.ok("-o", "json", "flavor", "list"))
-		if len(flavors) != 2 || flavors[0]["kind"] != "FLAVOR_KIND_PHYSICAL" || flavors[1]["kind"] != "FLAVOR_KIND_VM" {
+		// The default repair policy is the zero value, which JSON leaves out.
+		if len(flavors) != 2 || flavors[0]["kind"] != "FLAVOR_KIND_PHYSICAL" || flavors[1]["kind"] != "FLAVOR_KIND_VM" ||
+			flavors[0]["repair"] != nil || flavors[1]["repair"] != nil {
 			t.Errorf("flavor list -o json = %v", flavors)
 		}
 		if r := decode[map[string]any](t, f.ok("-o", "json", "region", "show", "eu")); r["name"] != "eu" || r["create_index"] == nil {
@@ -283,7 +289,7 @@ func TestCordonUncordon(t *testing.T) {
 	if got, want := f.ok("host", "cordon", "fra1-h1", "--reason", "disk swap"), "host fra1-h1 cordoned: disk swap\n"; got != want {
 		t.Errorf("cordon printed %q, want %q", got, want)
 	}
-	if got := rows(f.ok("host", "list", "--state", "cordoned")); len(got) != 2 || got[1][0] != "fra1-h1" || got[1][3] != "cordoned" || strings.Join(got[1][10:], " ") != "disk swap" {
+	if got := rows(f.ok("host", "list", "--state", "cordoned")); len(got) != 2 || got[1][0] != "fra1-h1" || got[1][3] != "cordoned" || strings.Join(got[1][11:], " ") != "disk swap" {
 		t.Errorf("host list --state cordoned = %q", got)
 	}
 	if got := rows(f.ok("host", "list", "--state", "ACTIVE")); len(got) != 2 || got[1][0] != "fra1-h2" {
@@ -384,6 +390,8 @@ func TestUsageErrors(t *testing.T) {
 		{"output after the command", []string{"region", "list", "--output=yaml"}, []string{"must be table or json"}},
 		{"bad state", []string{"host", "list", "--state", "asleep"}, []string{`"asleep"`, "active, cordoned, draining, drained, decommissioning or retired"}},
 		{"bad kind", []string{"flavor", "add", "f", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--kind", "container"}, []string{"--kind", "vm or physical"}},
+		{"bad repair", []string{"flavor", "add", "f", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--repair", "sometimes"}, []string{"flavor add: ", `"sometimes"`, "--repair", "must be recreate or notify-only"}},
+		{"repair with an underscore", []string{"flavor", "add", "f", "--cpus", "1", "--memory-mib", "1", "--disk-gib", "1", "--repair=notify_only"}, []string{"--repair", "must be recreate or notify-only"}},
 		{"not a number", []string{"host", "add", "h1", "--site", "s", "--cpus", "many", "--memory-mib", "1", "--disk-gib", "1"}, []string{"--cpus"}},
 		{"missing name", []string{"host", "show"}, []string{"host show: expects NAME, got 0 arguments"}},
 		{"two names", []string{"region", "delete", "a", "b"}, []string{"region delete: expects NAME, got 2 arguments (a b)"}},
@@ -400,6 +408,14 @@ func TestUsageErrors(t *testing.T) {
 		{"host with spread", slices.Concat(create, []string{"--permanent", "--host", "h1", "--spread", "sites"}), []string{"leave them out with --host"}},
 		{"bad spread", slices.Concat(create, []string{"--permanent", "--spread", "racks"}), []string{`"racks"`, "--spread", "must be hosts or sites"}},
 		{"empty sharer", slices.Concat(create, []string{"--permanent", "--sharer", "alice,"}), []string{`--sharer: empty name in "alice,"`}},
+		{"empty feature", slices.Concat(create, []string{"--permanent", "--feature", "gpu,"}), []string{`devserver create: --feature: empty name in "gpu,"`}},
+		{"no feature", slices.Concat(create, []string{"--permanent", "--feature", ""}), []string{"devserver create: --feature needs at least one name"}},
+		{"stop without a name", []string{"devserver", "stop"}, []string{"devserver stop: expects NAME, got 0 arguments"}},
+		{"start two", []string{"devserver", "start", "a", "b"}, []string{"devserver start: expects NAME, got 2 arguments (a b)"}},
+		{"notices without owner", []string{"notice", "list"}, []string{"notice list: ", `required flag(s) "owner" not set`}},
+		{"notices limit zero", []string{"notice", "list", "--owner", "bob", "--limit", "0"}, []string{"notice list: --limit must be at least 1, got 0"}},
+		{"notices limit not a number", []string{"notice", "list", "--owner", "bob", "--limit", "all"}, []string{"--limit"}},
+		{"unknown notice subcommand", []string{"notice", "lst"}, []string{`unknown command "lst" for "devfleet notice"`, "did you mean list?"}},
 		{"create without owner", []string{"devserver", "create", "d1", "--flavor", "small", "--region", "eu", "--permanent"}, []string{`required flag(s) "owner" not set`}},
 		{"extend without by", []string{"devserver", "extend", "d1"}, []string{`required flag(s) "by" not set`}},
 		{"extend by nothing", []string{"devserver", "extend", "d1", "--by", "-1h"}, []string{"devserver extend: --by must be positive, got -1h0m0s"}},
@@ -724,6 +740,9 @@ func TestCompletion(t *testing.T) {
 	}
 	if got, want := complete("devserver", "create", "x", "--spread", ""), []string{"hosts", "sites"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("completing --spread: %q, want %q", got, want)
+	}
+	if got, want := complete("flavor", "add", "x", "--repair", ""), []string{"recreate", "notify-only"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("completing --repair: %q, want %q", got, want)
 	}
 	if got, want := complete("capacity", "lose", "--hosts", "fra1-"), []string{"fra1-h1", "fra1-h2"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("completing capacity lose --hosts fra1-: %q, want %q", got, want)

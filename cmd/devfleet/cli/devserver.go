@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ func newDevserverCmd(a *app) *cobra.Command {
 		devserverExtendCmd(a),
 		devserverShareCmd(a),
 		devserverUnshareCmd(a),
+		devserverStopCmd(a),
+		devserverStartCmd(a),
 		devserverDeleteCmd(a),
 	)
 	return cmd
@@ -50,10 +53,12 @@ reserve. When nothing fits, the command fails and says why host by host
 ("no room for flavor xl: region eu: 3 hosts; 3 lack vCPUs for flavor xl (need 16)").
 "devfleet capacity place" answers the same question without creating anything.
 
-A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of them is required.`,
+A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of them is required.
+--feature asks for optional extras by name; they are fixed at creation.`,
 		Example: `  devfleet devserver create bob-dev --owner bob --flavor small --region eu-west --expires-in 72h
   devfleet devserver create ci-1 --owner ci --flavor xl --region eu-west --permanent --spread hosts
-  devfleet devserver create db-1 --owner bob --flavor metal --region eu-west --permanent --host fra1-h7`,
+  devfleet devserver create db-1 --owner bob --flavor metal --region eu-west --permanent --host fra1-h7
+  devfleet devserver create gpu-1 --owner bob --flavor gpu --region eu-west --permanent --feature cuda --feature docker`,
 		Args: exactArgs("NAME"),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			fl := cmd.Flags()
@@ -67,6 +72,9 @@ A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of t
 			}
 			if fl.Changed("host") && anyChanged(cmd, "site", "spread") {
 				return usagef("--site and --spread guide placement; leave them out with --host")
+			}
+			if err := nonEmptyList(cmd, "feature", d.Features); err != nil {
+				return err
 			}
 			return nonEmptyList(cmd, "sharer", d.Sharers)
 		},
@@ -95,6 +103,7 @@ A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of t
 	f.StringVar(&site, "site", "", "place only in this site of the region")
 	f.Var(&spread, "spread", "keep away from the owner's other devservers: hosts (not on a host that runs one) or sites")
 	f.StringSliceVar(&d.Sharers, "sharer", nil, "user who may use the devserver too (repeatable, or comma-separated)")
+	f.StringSliceVar(&d.Features, "feature", nil, "optional extra to set up, by name; fixed once created (repeatable, or comma-separated)")
 	for _, name := range []string{"owner", "flavor", "region"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
@@ -105,6 +114,7 @@ A devserver is temporary (--expires-in, 1h to 365 days) or --permanent; one of t
 	_ = cmd.RegisterFlagCompletionFunc("spread", spread.complete)
 	_ = cmd.RegisterFlagCompletionFunc("owner", cobra.NoFileCompletions)
 	_ = cmd.RegisterFlagCompletionFunc("sharer", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("feature", cobra.NoFileCompletions)
 	return cmd
 }
 
@@ -173,24 +183,45 @@ func devserverShowCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printObject(a, d, append([]field{
-				{"name", d.GetName()},
-				{"id", d.GetId()},
-				{"owner", d.GetOwner()},
-				{"sharers", strings.Join(d.GetSharers(), ",")},
-				{"flavor", d.GetFlavor()},
-				{"region", d.GetRegion()},
-				{"site", d.GetSite()},
-				{"host", d.GetHost()},
-				{"lifespan", short(d.GetLifespan())},
-				{"expire_time", ts(d.GetExpireTime())},
-				{"state", short(d.GetState())},
-				{"state_reason", d.GetStateReason()},
-			}, timestamps(d.GetCreateTime(), d.GetUpdateTime(), d.GetCreateIndex(), d.GetModifyIndex())...))
+			return printObject(a, d, devserverFields(d))
 		}),
 	}
 	addReadFlags(cmd, &rf, false)
 	return cmd
+}
+
+// devserverFields are the lines of devserver show. The output-only fields most devservers do
+// not have (domain, repairs, the expiry notice, deletion) appear only when set.
+func devserverFields(d *v1.Devserver) []field {
+	fs := []field{
+		{"name", d.GetName()},
+		{"id", d.GetId()},
+		{"owner", d.GetOwner()},
+		{"sharers", strings.Join(d.GetSharers(), ",")},
+		{"flavor", d.GetFlavor()},
+	}
+	fs = optional(fs, "features", strings.Join(d.GetFeatures(), ","))
+	fs = append(fs,
+		field{"region", d.GetRegion()},
+		field{"site", d.GetSite()},
+		field{"host", d.GetHost()},
+	)
+	fs = optional(fs, "domain", d.GetDomain())
+	fs = append(fs,
+		field{"lifespan", short(d.GetLifespan())},
+		field{"expire_time", ts(d.GetExpireTime())},
+	)
+	fs = optional(fs, "expiry_notice_time", ts(d.GetExpiryNoticeTime()))
+	fs = append(fs,
+		field{"power", power(d.GetPower())},
+		field{"state", short(d.GetState())},
+		field{"state_reason", d.GetStateReason()},
+	)
+	if d.GetRepairs() > 0 {
+		fs = append(fs, field{"repairs", i64(int64(d.GetRepairs()))})
+	}
+	fs = optional(fs, "delete_time", ts(d.GetDeleteTime()))
+	return append(fs, timestamps(d.GetCreateTime(), d.GetUpdateTime(), d.GetCreateIndex(), d.GetModifyIndex())...)
 }
 
 func devserverExtendCmd(a *app) *cobra.Command {
@@ -311,10 +342,50 @@ func (a *app) updateSharers(ctx context.Context, c client, name string, change f
 	return a.done(d, "devserver %s is shared with %s", d.GetName(), who)
 }
 
+func devserverStopCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Shut a devserver's guest down; it keeps its host and its room there",
+		Long: `Ask for a devserver's guest to be shut down. The devserver keeps its host and the room it takes
+there, so "devserver start" brings it back on the same host. The command records the request;
+on a libvirt host the provisioner then shuts the guest down, and the state follows (stopped).`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		RunE: a.action(func(ctx context.Context, c client, args []string) error {
+			d, err := c.fleet.StopDevserver(ctx, &v1.StopDevserverRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.done(d, "devserver %s: power off asked; it keeps host %s and its room (state %s)", d.GetName(), cell(d.GetHost()), cell(short(d.GetState())))
+		}),
+	}
+}
+
+func devserverStartCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start NAME",
+		Short: "Start a stopped devserver's guest again, on the host it kept",
+		Long: `Ask for a devserver's guest to run again. The command records the request; on a libvirt host
+the provisioner then starts the guest, and the state follows (running).`,
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		RunE: a.action(func(ctx context.Context, c client, args []string) error {
+			d, err := c.fleet.StartDevserver(ctx, &v1.StartDevserverRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			return a.done(d, "devserver %s: power on asked (host %s, state %s)", d.GetName(), cell(d.GetHost()), cell(short(d.GetState())))
+		}),
+	}
+}
+
 func devserverDeleteCmd(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:               "delete NAME",
-		Short:             "Delete a devserver record, freeing its room on the host",
+		Use:   "delete NAME",
+		Short: "Delete a devserver, freeing its room on the host",
+		Long: `Delete a devserver. On a host devfleet drives through libvirt, the devserver is marked for
+deletion (state deleted) and its guest is removed first; the record and its room on the host go
+once the guest is gone. Elsewhere the record goes at once.`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
 		RunE: a.action(func(ctx context.Context, c client, args []string) error {
@@ -322,9 +393,29 @@ func devserverDeleteCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.done(resp, "devserver %s deleted", args[0])
+			if a.jsonOutput() {
+				return printJSON(a.stdout, resp)
+			}
+			// DeleteResponse does not say whether the record went or waits for its guest; a
+			// consistent read after the delete does. The delete succeeded whatever the read says.
+			d, err := c.fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: args[0]})
+			_, werr := fmt.Fprintln(a.stdout, deleteOutcome(args[0], d, err))
+			return werr
 		}),
 	}
+}
+
+// deleteOutcome is the line devserver delete prints, from what a read right after the delete
+// found: nothing (the record went at once), the devserver marked for deletion (its guest goes
+// first), or something else (another devserver of the same name, or a failed read).
+func deleteOutcome(name string, d *v1.Devserver, readErr error) string {
+	switch {
+	case status.Code(readErr) == codes.NotFound:
+		return fmt.Sprintf("devserver %s deleted", name)
+	case readErr == nil && d.GetDeleteTime() != nil:
+		return fmt.Sprintf("devserver %s is being deleted (its guest is removed first)", name)
+	}
+	return fmt.Sprintf("devserver %s: deletion accepted", name)
 }
 
 // devserverNames lists devserver names for shell completion.

@@ -6,6 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
 // expiresRE matches the expiry at the end of a create line.
@@ -42,9 +48,9 @@ func TestDevserverWrites(t *testing.T) {
 		t.Errorf("devserver create --spread hosts printed %q, want %q", got, want)
 	}
 	wantHosts := [][]string{
-		{"NAME", "SITE", "REGION", "STATE", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
-		{"fra1-h1", "fra1", "eu", "active", "32", "8", "131072", "32768", "2000", "0", "-"},
-		{"fra1-h2", "fra1", "eu", "active", "32", "4", "131072", "16384", "2000", "0", "-"},
+		{"NAME", "SITE", "REGION", "STATE", "HEALTH", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"},
+		{"fra1-h1", "fra1", "eu", "active", "unknown", "32", "8", "131072", "32768", "2000", "0", "-"},
+		{"fra1-h2", "fra1", "eu", "active", "unknown", "32", "4", "131072", "16384", "2000", "0", "-"},
 	}
 	if got := rows(f.ok("host", "list")); !reflect.DeepEqual(got, wantHosts) {
 		t.Errorf("host list:\n got %q\nwant %q", got, wantHosts)
@@ -113,9 +119,119 @@ func TestDevserverWrites(t *testing.T) {
 		if got := decode[map[string]any](t, f.ok("-o", "json", "devserver", "delete", "bob-2")); got["index"] == nil {
 			t.Errorf("devserver delete -o json = %v", got)
 		}
-		if got := rows(f.ok("host", "list", "--site", "fra1")); got[1][5] != "4" || got[2][5] != "0" {
+		if got := rows(f.ok("host", "list", "--site", "fra1")); got[1][6] != "4" || got[2][6] != "0" {
 			t.Errorf("host list after deletes: %q", got)
 		}
 		f.fail(1, []string{"devserver", "delete", "bob-dev"}, "(NotFound)")
 	})
+}
+
+// TestDevserverPowerAndFeatures checks --feature and stop/start against the in-process cluster,
+// whose hosts have no libvirt URI: the server records the power the owner asked for, and no
+// provisioner changes the state.
+func TestDevserverPowerAndFeatures(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed("fra1-h1")
+	f.ok("flavor", "add", "small", "--cpus", "4", "--memory-mib", "16384", "--disk-gib", "100")
+
+	// --feature is repeatable and takes comma-separated names; the order is kept.
+	features := []any{"cuda", "docker", "nested-virt"}
+	d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "create", "bob-dev", "--owner", "bob", "--flavor", "small", "--region", "eu", "--permanent",
+		"--feature", "cuda", "--feature", "docker,nested-virt"))
+	if !reflect.DeepEqual(d["features"], features) {
+		t.Errorf("devserver create --feature -o json: features %v, want %v", d["features"], features)
+	}
+	if d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "show", "bob-dev")); !reflect.DeepEqual(d["features"], features) {
+		t.Errorf("devserver show -o json: features %v, want %v", d["features"], features)
+	}
+	show := keyValues(t, f.ok("devserver", "show", "bob-dev"))
+	if show["features"] != "cuda,docker,nested-virt" || show["power"] != "on" || show["state"] != "provisioning" {
+		t.Errorf("devserver show = %v", show)
+	}
+	// Output-only fields the devserver does not have are left out, not shown as "-".
+	for _, k := range []string{"domain", "repairs", "expiry_notice_time", "delete_time"} {
+		if v, ok := show[k]; ok {
+			t.Errorf("devserver show has %s = %q; want it left out while unset", k, v)
+		}
+	}
+	f.ok("devserver", "create", "bob-2", "--owner", "bob", "--flavor", "small", "--region", "eu", "--permanent")
+	if v, ok := keyValues(t, f.ok("devserver", "show", "bob-2"))["features"]; ok {
+		t.Errorf("devserver show without features: features = %q, want it left out", v)
+	}
+	f.fail(1, []string{"devserver", "create", "bob-3", "--owner", "bob", "--flavor", "small", "--region", "eu", "--permanent", "--feature", "CUDA"},
+		"devserver.features", `"CUDA"`, "(InvalidArgument)")
+	f.fail(1, []string{"devserver", "create", "bob-3", "--owner", "bob", "--flavor", "small", "--region", "eu", "--permanent", "--feature", "cuda,cuda"},
+		"devserver.features", `"cuda" is listed twice`, "(InvalidArgument)")
+
+	// Stop: the power is recorded, the devserver keeps its host and its room.
+	if got, want := f.ok("devserver", "stop", "bob-dev"), "devserver bob-dev: power off asked; it keeps host fra1-h1 and its room (state provisioning)\n"; got != want {
+		t.Errorf("devserver stop printed %q, want %q", got, want)
+	}
+	if d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "show", "bob-dev")); d["power"] != "POWER_OFF" || d["host"] != "fra1-h1" {
+		t.Errorf("devserver show -o json after stop: power %v, host %v; want POWER_OFF on fra1-h1", d["power"], d["host"])
+	}
+	if d := keyValues(t, f.ok("devserver", "show", "bob-dev")); d["power"] != "off" {
+		t.Errorf("devserver show after stop: power %q, want off", d["power"])
+	}
+	if got := rows(f.ok("host", "list")); got[1][6] != "8" {
+		t.Errorf("host list after stop: USED_CPUS %q, want 8 (the stopped devserver keeps its room)", got[1][6])
+	}
+	// Stopping again changes nothing; JSON mode prints the devserver.
+	if d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "stop", "bob-dev")); d["power"] != "POWER_OFF" || d["name"] != "bob-dev" {
+		t.Errorf("devserver stop -o json = %v", d)
+	}
+	// The STATE column is the provisioner's, and power does not change it.
+	want := [][]string{
+		{"NAME", "OWNER", "FLAVOR", "REGION", "SITE", "HOST", "STATE", "LIFESPAN", "EXPIRES"},
+		{"bob-2", "bob", "small", "eu", "fra1", "fra1-h1", "provisioning", "permanent", "-"},
+		{"bob-dev", "bob", "small", "eu", "fra1", "fra1-h1", "provisioning", "permanent", "-"},
+	}
+	if got := rows(f.ok("devserver", "list")); !reflect.DeepEqual(got, want) {
+		t.Errorf("devserver list after stop:\n got %q\nwant %q", got, want)
+	}
+
+	// Start: power on is the zero value, which JSON leaves out.
+	if got, want := f.ok("devserver", "start", "bob-dev"), "devserver bob-dev: power on asked (host fra1-h1, state provisioning)\n"; got != want {
+		t.Errorf("devserver start printed %q, want %q", got, want)
+	}
+	if d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "show", "bob-dev")); d["power"] != nil || d["host"] != "fra1-h1" {
+		t.Errorf("devserver show -o json after start: power %v, host %v; want no power (POWER_ON) on fra1-h1", d["power"], d["host"])
+	}
+	f.ok("devserver", "stop", "bob-dev")
+	if d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "start", "bob-dev")); d["power"] != nil || d["name"] != "bob-dev" {
+		t.Errorf("devserver start -o json = %v", d)
+	}
+	if d := keyValues(t, f.ok("devserver", "show", "bob-dev", "--stale")); d["power"] != "on" {
+		t.Errorf("devserver show after start: power %q, want on", d["power"])
+	}
+
+	f.fail(1, []string{"devserver", "stop", "nope"}, `devserver "nope" not found (NotFound)`)
+	f.fail(1, []string{"devserver", "start", "nope"}, `devserver "nope" not found (NotFound)`)
+
+	r := f.run("__complete", "devserver", "stop", "bob-")
+	if lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n"); r.code != 0 || !reflect.DeepEqual(lines[:len(lines)-1], []string{"bob-2", "bob-dev"}) {
+		t.Errorf("completing devserver stop bob-: %s", r)
+	}
+}
+
+// TestDeleteOutcome checks the line devserver delete prints for what the read after the delete
+// finds. (The in-process cluster has no libvirt hosts, so only "deleted" happens end to end.)
+func TestDeleteOutcome(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		d    *v1.Devserver
+		err  error
+		want string
+	}{
+		{"gone at once", nil, status.Error(codes.NotFound, `devserver "d" not found`), "devserver d deleted"},
+		{"guest goes first", &v1.Devserver{Name: "d", State: v1.DevserverState_DEVSERVER_STATE_DELETED, DeleteTime: timestamppb.Now()}, nil, "devserver d is being deleted (its guest is removed first)"},
+		{"taken again", &v1.Devserver{Name: "d"}, nil, "devserver d: deletion accepted"},
+		{"read failed", nil, status.Error(codes.Unavailable, "no leader"), "devserver d: deletion accepted"},
+	} {
+		if got := deleteOutcome("d", tc.d, tc.err); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }

@@ -194,6 +194,35 @@ func (f *spreadFlag) Set(s string) error {
 	return nil
 }
 
+// repairFlag is --repair: what devfleet does when a devserver of the flavor is lost. Its zero
+// value (recreate) is a real choice, which an enumFlag cannot name.
+type repairFlag struct{ value v1.RepairPolicy }
+
+func (f *repairFlag) String() string { return repair(f.value) }
+func (f *repairFlag) Type() string   { return "string" }
+
+func (f *repairFlag) Set(s string) error {
+	for _, p := range repairPolicies {
+		if s == p.name {
+			f.value = p.value
+			return nil
+		}
+	}
+	return fmt.Errorf("must be %s", orList(f.names()))
+}
+
+func (f *repairFlag) names() []string {
+	out := make([]string, len(repairPolicies))
+	for i, p := range repairPolicies {
+		out[i] = p.name
+	}
+	return out
+}
+
+func (f *repairFlag) complete(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return f.names(), cobra.ShellCompDirectiveNoFileComp
+}
+
 func orList(vals []string) string {
 	switch len(vals) {
 	case 0:

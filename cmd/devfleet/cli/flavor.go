@@ -22,16 +22,21 @@ func flavorAddCmd(a *app) *cobra.Command {
 	var (
 		fl   = &v1.Flavor{Resources: &v1.Resources{}}
 		kind = newEnumFlag(v1.FlavorKind_FLAVOR_KIND_UNSPECIFIED)
+		rp   repairFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "add NAME --cpus N --memory-mib M --disk-gib D [--allowed-regions R1,R2]",
+		Use:   "add NAME --cpus N --memory-mib M --disk-gib D [--allowed-regions R1,R2] [--repair recreate|notify-only]",
 		Short: "Create a flavor",
-		Args:  exactArgs("NAME"),
+		Long: `Create a flavor. --repair says what devfleet does when a devserver of the flavor is lost (its
+guest vanished or stopped behind devfleet's back on a healthy host): recreate it on a host with
+room and tell the owner (recreate, the default), or only mark it lost and tell the owner
+(notify-only).`,
+		Args: exactArgs("NAME"),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			return nonEmptyList(cmd, "allowed-regions", fl.AllowedRegions)
 		},
 		RunE: a.action(func(ctx context.Context, c client, args []string) error {
-			fl.Name, fl.Kind = args[0], v1.FlavorKind(kind.num)
+			fl.Name, fl.Kind, fl.Repair = args[0], v1.FlavorKind(kind.num), rp.value
 			out, err := c.fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: fl})
 			if err != nil {
 				return err
@@ -47,10 +52,12 @@ func flavorAddCmd(a *app) *cobra.Command {
 	f.Var(kind, "kind", "vm or physical (server default: vm)")
 	f.StringVar(&fl.Description, "description", "", "what the flavor is for")
 	f.StringSliceVar(&fl.AllowedRegions, "allowed-regions", nil, "regions devservers of this flavor may live in, comma-separated (default: any region)")
+	f.Var(&rp, "repair", "when a devserver of this flavor is lost: recreate (elsewhere, and tell the owner) or notify-only (only tell the owner)")
 	for _, name := range []string{"cpus", "memory-mib", "disk-gib"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
 	_ = cmd.RegisterFlagCompletionFunc("kind", kind.complete)
+	_ = cmd.RegisterFlagCompletionFunc("repair", rp.complete)
 	_ = cmd.RegisterFlagCompletionFunc("allowed-regions", a.completeNames(regionNames))
 	return cmd
 }
@@ -66,13 +73,13 @@ func flavorListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			header := []string{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "DESCRIPTION"}
+			header := []string{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "REPAIR", "DESCRIPTION"}
 			return printList(a, flavors, header, func(f *v1.Flavor) []string {
 				r := f.GetResources()
 				return []string{
 					f.GetName(), short(f.GetKind()),
 					i64(r.GetVcpus()), i64(r.GetMemoryMib()), i64(r.GetDiskGib()), i64(r.GetGpus()),
-					allowedRegions(f), f.GetDescription(),
+					allowedRegions(f), repair(f.GetRepair()), f.GetDescription(),
 				}
 			})
 		}),
@@ -105,6 +112,7 @@ func flavorShowCmd(a *app) *cobra.Command {
 				{"kind", short(f.GetKind())},
 				{"resources", resources(f.GetResources())},
 				{"allowed_regions", allowedRegions(f)},
+				{"repair", repair(f.GetRepair())},
 				{"description", f.GetDescription()},
 			}, timestamps(f.GetCreateTime(), f.GetUpdateTime(), f.GetCreateIndex(), f.GetModifyIndex())...))
 		}),

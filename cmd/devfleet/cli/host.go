@@ -17,13 +17,14 @@ func newHostCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// hostColumns put what the devservers on a host take (USED_) beside what it has.
-var hostColumns = []string{"NAME", "SITE", "REGION", "STATE", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"}
+// hostColumns put what the devservers on a host take (USED_) beside what it has. REASON is the
+// state's reason (cordon, drain); host show has the health's.
+var hostColumns = []string{"NAME", "SITE", "REGION", "STATE", "HEALTH", "CPUS", "USED_CPUS", "MEMORY_MIB", "USED_MEMORY_MIB", "DISK_GIB", "GPUS", "REASON"}
 
 func hostRow(h *v1.Host) []string {
 	c, used := h.GetCapacity(), h.GetAllocated()
 	return []string{
-		h.GetName(), h.GetSite(), h.GetRegion(), short(h.GetState()),
+		h.GetName(), h.GetSite(), h.GetRegion(), short(h.GetState()), health(h.GetHealth()),
 		i64(c.GetVcpus()), i64(used.GetVcpus()), i64(c.GetMemoryMib()), i64(used.GetMemoryMib()), i64(c.GetDiskGib()), i64(c.GetGpus()),
 		h.GetStateReason(),
 	}
@@ -134,6 +135,8 @@ func hostShowCmd(a *app) *cobra.Command {
 				{"state_reason", h.GetStateReason()},
 				{"state_change_time", ts(h.GetStateChangeTime())},
 				{"health", health(h.GetHealth())},
+				{"health_reason", h.GetHealthReason()},
+				{"last_seen_time", ts(h.GetLastSeenTime())},
 				{"capacity", resources(h.GetCapacity())},
 				{"reserved", resources(h.GetReserved())},
 				{"allocated", resources(h.GetAllocated())},

@@ -218,6 +218,44 @@ func health(h v1.HostHealth) string {
 	return strings.ToLower(strings.TrimPrefix(name, "HOST_HEALTH_"))
 }
 
+// power is what the owner wants of a devserver's guest: on or off. (Power's zero value is ON,
+// a real value, so short would hide it.)
+func power(p v1.Power) string {
+	name, ok := v1.Power_name[int32(p)]
+	if !ok {
+		return strconv.Itoa(int(p))
+	}
+	return strings.ToLower(strings.TrimPrefix(name, "POWER_"))
+}
+
+// repairPolicies are the words --repair takes and flavors show, in declaration order.
+var repairPolicies = []struct {
+	name  string
+	value v1.RepairPolicy
+}{
+	{"recreate", v1.RepairPolicy_REPAIR_POLICY_RECREATE},
+	{"notify-only", v1.RepairPolicy_REPAIR_POLICY_NOTIFY_ONLY},
+}
+
+// repair is a flavor's repair policy as --repair spells it: recreate or notify-only.
+func repair(r v1.RepairPolicy) string {
+	for _, p := range repairPolicies {
+		if p.value == r {
+			return p.name
+		}
+	}
+	return strconv.Itoa(int(r))
+}
+
+// optional appends a "key: value" line only when there is a value: for output-only fields that
+// most objects never have.
+func optional(fields []field, key, value string) []field {
+	if value == "" {
+		return fields
+	}
+	return append(fields, field{key, value})
+}
+
 func resources(r *v1.Resources) string {
 	return fmt.Sprintf("vcpus=%d memory_mib=%d disk_gib=%d gpus=%d", r.GetVcpus(), r.GetMemoryMib(), r.GetDiskGib(), r.GetGpus())
 }

@@ -50,9 +50,9 @@ func TestRegionReserveAndFlavorRegions(t *testing.T) {
 	}
 	f.ok("flavor", "add", "small", "--cpus", "4", "--memory-mib", "16384", "--disk-gib", "100")
 	wantFlavors := [][]string{
-		{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "DESCRIPTION"},
-		{"small", "vm", "4", "16384", "100", "0", "any", "-"},
-		{"xl", "vm", "16", "65536", "100", "0", "eu", "-"},
+		{"NAME", "KIND", "CPUS", "MEMORY_MIB", "DISK_GIB", "GPUS", "ALLOWED_REGIONS", "REPAIR", "DESCRIPTION"},
+		{"small", "vm", "4", "16384", "100", "0", "any", "recreate", "-"},
+		{"xl", "vm", "16", "65536", "100", "0", "eu", "recreate", "-"},
 	}
 	if got := rows(f.ok("flavor", "list")); !reflect.DeepEqual(got, wantFlavors) {
 		t.Errorf("flavor list:\n got %q\nwant %q", got, wantFlavors)

@@ -94,9 +94,10 @@ func newRoot(a *app, getenv func(string) string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "devfleet",
 		Short: "Operate a devfleet control plane",
-		Long: `devfleet manages the fleet inventory (regions, sites, hosts, flavors, devservers) and the
-raft cluster that stores it. It talks gRPC to any cluster node; writes and consistent reads are
-routed to the leader by the node, so any node's address will do.
+		Long: `devfleet manages the fleet inventory (regions, sites, hosts, flavors, devservers), shows the
+notices devfleet sent developers, and manages the raft cluster that stores it all. It talks gRPC
+to any cluster node; writes and consistent reads are routed to the leader by the node, so any
+node's address will do.
 
 Exit codes: 0 success, 1 the server or the network failed the command, 2 bad command line.`,
 		SilenceUsage:  true,
@@ -126,6 +127,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newHostCmd(a),
 		newFlavorCmd(a),
 		newDevserverCmd(a),
+		newNoticeCmd(a),
 		newCapacityCmd(a),
 		newBenchCmd(a),
 	)
