@@ -18,13 +18,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/capacitywatch"
 	"github.com/devfleet/devfleet/controlplane/fsm"
+	"github.com/devfleet/devfleet/controlplane/hypervisor"
 	"github.com/devfleet/devfleet/controlplane/leader"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+	"github.com/devfleet/devfleet/provisioner"
 )
 
 // Version is the build's version, reported by GetStatus.
@@ -46,9 +49,19 @@ type Config struct {
 	Join []string
 	// Raft tunes raft; NodeID, DataDir and addresses are filled from the fields above.
 	Raft raftnode.Config
-	// Controllers run on the leader, started in this order after the leader's barrier.
+	// Controllers run on the leader, started in this order after the leader's barrier (after
+	// devfleet's own: capacity gauges, provisioner).
 	Controllers []leader.Controller
 	Logger      *slog.Logger
+	// AllowFakeHypervisors accepts hosts with fake:// libvirt URIs, served in memory: for --dev
+	// and tests, never production.
+	AllowFakeHypervisors bool
+	// Hypervisor tunes the libvirt connections (ping interval, backoff); AllowFake and Logger
+	// are set from the fields above.
+	Hypervisor hypervisor.Options
+	// Provisioner tunes the provisioner; Store, Raft, Hypervisors, Placer, Logger and Registry
+	// are set by Start.
+	Provisioner provisioner.Config
 }
 
 // Server is a running node.
@@ -57,6 +70,7 @@ type Server struct {
 	log       *slog.Logger
 	node      *raftnode.Node
 	lifecycle *leader.Lifecycle
+	hv        *hypervisor.Connector
 	api       *api.Server
 	grpc      *grpc.Server
 	http      *http.Server
@@ -121,18 +135,30 @@ func Start(cfg Config) (*Server, error) {
 		log.Info("bootstrapped a new cluster")
 	}
 
+	hvOpts := cfg.Hypervisor
+	hvOpts.AllowFake, hvOpts.Logger = cfg.AllowFakeHypervisors, log
+	s.hv = hypervisor.NewConnector(hvOpts)
+	hosts := capacity.NewIndex()
+	f.Store().Observe(hosts)
+
 	s.lifecycle = leader.New(s.node, log)
 	s.lifecycle.Register(capacitywatch.New(f.Store(), s.registry, log))
+	pc := cfg.Provisioner
+	pc.Store, pc.Raft, pc.Hypervisors, pc.Placer, pc.Logger, pc.Registry = f.Store(), s.node, s.hv, hosts, log, s.registry
+	s.lifecycle.Register(provisioner.New(pc))
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)
 	}
 	s.api = api.New(api.Config{
-		Raft:     s.node,
-		Ready:    s.lifecycle.Ready,
-		Self:     s.Self(),
-		Version:  Version,
-		Logger:   log,
-		Registry: s.registry,
+		Raft:                 s.node,
+		Ready:                s.lifecycle.Ready,
+		Self:                 s.Self(),
+		Version:              Version,
+		Logger:               log,
+		Registry:             s.registry,
+		Hypervisors:          s.hv,
+		AllowFakeHypervisors: cfg.AllowFakeHypervisors,
+		Hosts:                hosts,
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
 	s.api.Register(s.grpc)
@@ -300,6 +326,7 @@ func (s *Server) Stop() {
 		s.cancel()
 		s.wg.Wait()
 		s.api.Close()
+		_ = s.hv.Close()
 		if err := s.node.Shutdown(); err != nil {
 			s.log.Warn("raft shutdown", "error", err)
 		}
@@ -317,6 +344,7 @@ func (s *Server) Kill() {
 		_ = s.node.Shutdown()
 		s.wg.Wait()
 		s.api.Close()
+		_ = s.hv.Close()
 	})
 }
 

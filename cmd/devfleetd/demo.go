@@ -79,6 +79,9 @@ func seedDemoFleet(ctx context.Context, addr string) error {
 					Overcommit: &v1.Overcommit{Cpu: 2},
 					Reserved:   &v1.Resources{Vcpus: 2, MemoryMib: 8192, DiskGib: 100},
 					Labels:     map[string]string{"rack": fmt.Sprintf("r%d", i)},
+					// An in-memory hypervisor of the host's size: the provisioner runs the
+					// demo devservers' guests there.
+					LibvirtUri: fmt.Sprintf("fake://%s-h%d?cpus=64&memory_mib=262144", site, i),
 				}
 				if i == 3 {
 					h.Capacity.Gpus = 4

@@ -29,6 +29,7 @@ type options struct {
 	bootstrap     bool
 	join          []string
 	dev           bool
+	allowFake     bool
 	logLevel      string
 	logFormat     string
 	raft          raftnode.Config
@@ -75,7 +76,8 @@ Precedence: flag, environment, file, default.
 	f.StringVar(&o.httpAddr, "http-addr", "127.0.0.1:7402", "REST, /metrics, /healthz, /readyz and /openapi.json listen address")
 	f.BoolVar(&o.bootstrap, "bootstrap", false, "start a new cluster with this node as its first member (ignored when the data dir has state)")
 	f.StringSliceVar(&o.join, "join", nil, "gRPC address of a cluster member to join through (repeatable; ignored when the data dir has state)")
-	f.BoolVar(&o.dev, "dev", false, "run a single-node cluster in a temporary dir, seeded with a demo fleet")
+	f.BoolVar(&o.dev, "dev", false, "run a single-node cluster in a temporary dir, seeded with a demo fleet on in-memory hypervisors")
+	f.BoolVar(&o.allowFake, "allow-fake-hypervisors", false, "accept hosts with fake:// libvirt URIs, served in memory (tests and demos; implied by --dev)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.raft.HeartbeatTimeout, "raft-heartbeat-timeout", raftnode.DefaultHeartbeatTimeout, "follower waits this long without leader contact before an election")
@@ -156,6 +158,8 @@ func run(ctx context.Context, o *options) error {
 		Join:          o.join,
 		Raft:          o.raft,
 		Logger:        log,
+
+		AllowFakeHypervisors: o.allowFake || o.dev,
 	})
 	if err != nil {
 		return err

@@ -157,6 +157,30 @@ func (s *Server) DeleteSite(ctx context.Context, req *v1.DeleteSiteRequest) (*v1
 
 func (s *Server) CreateHost(ctx context.Context, req *v1.CreateHostRequest) (*v1.Host, error) {
 	h := state.NewHost(req.GetHost())
+	// What can be checked without the host first, so that bad input never dials anything.
+	if err := validate.Name("host.name", h.GetName()); err != nil {
+		return nil, err
+	}
+	if err := validate.Name("host.site", h.GetSite()); err != nil {
+		return nil, err
+	}
+	if err := validate.LibvirtURI("host.libvirt_uri", h.GetLibvirtUri()); err != nil {
+		return nil, err
+	}
+	out, err := s.createHost(ctx, h)
+	if err != nil && h.GetLibvirtUri() != "" && s.cfg.Hypervisors != nil {
+		// Do not keep dialing a host that was not recorded (unless it is recorded already).
+		if cur, gerr := s.store.View().GetHost(h.GetName()); gerr != nil || cur.GetLibvirtUri() != h.GetLibvirtUri() {
+			s.cfg.Hypervisors.Forget(h.GetName(), h.GetLibvirtUri())
+		}
+	}
+	return out, err
+}
+
+func (s *Server) createHost(ctx context.Context, h *v1.Host) (*v1.Host, error) {
+	if err := s.checkLibvirt(ctx, h); err != nil {
+		return nil, err
+	}
 	if err := validate.Host("host", h); err != nil {
 		return nil, err
 	}

@@ -60,6 +60,13 @@ type Config struct {
 	Registry prometheus.Registerer
 	// LeaderWait bounds how long a call waits for a leader to be known (default 5s).
 	LeaderWait time.Duration
+	// Hypervisors reaches hosts' libvirt to check them at registration; nil refuses hosts with
+	// a libvirt URI.
+	Hypervisors Hypervisors
+	// AllowFakeHypervisors accepts hosts with fake:// (in-memory) URIs: --dev and tests only.
+	AllowFakeHypervisors bool
+	// Hosts is placement's host index; nil makes one. The leader's controllers share it.
+	Hosts *capacity.Index
 }
 
 // Server implements the gRPC services.
@@ -100,9 +107,12 @@ func New(cfg Config) *Server {
 		metrics: newMetrics(cfg.Registry),
 		conns:   map[string]*grpc.ClientConn{},
 		pending: pendingPlacements{byHost: map[string]fit.Amount{}},
-		hosts:   capacity.NewIndex(),
+		hosts:   cfg.Hosts,
 	}
-	s.store.Observe(s.hosts)
+	if s.hosts == nil {
+		s.hosts = capacity.NewIndex()
+		s.store.Observe(s.hosts)
+	}
 	return s
 }
 

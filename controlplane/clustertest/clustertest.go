@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -68,7 +70,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 	c := &Cluster{t: t, opts: opts}
 	t.Cleanup(c.stopAll)
 	for i := 0; i < n; i++ {
-		node := &Node{ID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), RaftAddr: "127.0.0.1:0"}
+		node := &Node{ID: fmt.Sprintf("n%d", i+1), DataDir: t.TempDir(), RaftAddr: raftAddr(t)}
 		c.Nodes = append(c.Nodes, node)
 		var join []string
 		if i > 0 {
@@ -105,6 +107,9 @@ func (c *Cluster) start(i int, bootstrap bool, join []string) {
 		Raft:        Timing,
 		Controllers: ctrls,
 		Logger:      slog.New(slog.NewTextHandler(testWriter{c.t, &c.logsOff}, &slog.HandlerOptions{Level: level})),
+		// Tests register in-memory hosts (fake://); the provisioner drives them as it would
+		// libvirt.
+		AllowFakeHypervisors: true,
 	})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", node.ID, err)
@@ -207,7 +212,7 @@ func (c *Cluster) AddNode() int {
 	c.t.Helper()
 	l := c.WaitLeader()
 	i := len(c.Nodes)
-	c.Nodes = append(c.Nodes, &Node{ID: fmt.Sprintf("n%d", i+1), DataDir: c.t.TempDir(), RaftAddr: "127.0.0.1:0"})
+	c.Nodes = append(c.Nodes, &Node{ID: fmt.Sprintf("n%d", i+1), DataDir: c.t.TempDir(), RaftAddr: raftAddr(c.t)})
 	c.start(i, false, []string{l.Server.GRPCAddr()})
 	return i
 }
@@ -240,4 +245,23 @@ func (w testWriter) Write(p []byte) (int, error) {
 		w.t.Log(string(p))
 	}
 	return len(p), nil
+}
+
+// raftAddr picks a free loopback port below Linux's ephemeral range (32768 and up). A node keeps
+// its raft port across restarts, and a port from the ephemeral range may be taken, while the
+// node is down, as the local port of any outgoing connection on the machine (other test
+// packages run at the same time); ports below it are only ever taken by explicit binds.
+func raftAddr(t testing.TB) string {
+	t.Helper()
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return addr
+	}
+	t.Fatal("clustertest: no free loopback port in 20000-31999")
+	return ""
 }
