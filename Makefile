@@ -22,21 +22,42 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## run: build, start a single-node dev cluster with a demo fleet, show the CLI using it, and keep
-## it running until Ctrl-C.
-DEV_GRPC := 127.0.0.1:7401
+## it running until Ctrl-C. The demo fleet runs on in-memory hypervisors; where the machine can
+## (root, libvirt and QEMU installable), two real local libvirt hosts join it in region "local"
+## and run a real demo devserver (see it with virsh).
+DEV_GRPC  := 127.0.0.1:7401
+RUN_HOSTS := /tmp/devfleet-run/hosts
 run: build
-	@$(BIN)/devfleetd --dev --log-level warn & pid=$$!; \
-	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT INT TERM; \
-	  for i in $$(seq 150); do $(BIN)/devfleet --addr $(DEV_GRPC) --timeout 2s devserver show carol-ml >/dev/null 2>&1 && break; sleep 0.2; done; \
+	@$(GO) build -o $(BIN)/ ./e2e/libvirthost/hostsctl
+	@df="$(BIN)/devfleet --addr $(DEV_GRPC)"; \
+	  $(BIN)/hostsctl down --dir $(RUN_HOSTS) >/dev/null 2>&1 || true; \
+	  hosts=""; \
+	  if hosts=$$($(BIN)/hostsctl up --n 2 --dir $(RUN_HOSTS) 2>/tmp/devfleet-run-hosts.log); then :; else \
+	    echo "make run: no real libvirt hosts here (see /tmp/devfleet-run-hosts.log; needs root and the libvirt/QEMU packages)."; \
+	    echo "make run: continuing with the in-memory hypervisors only."; hosts=""; fi; \
+	  $(BIN)/devfleetd --dev --log-level warn & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; $(BIN)/hostsctl down --dir $(RUN_HOSTS) >/dev/null 2>&1 || true' EXIT INT TERM; \
+	  for i in $$(seq 150); do $$df --timeout 2s devserver show carol-ml >/dev/null 2>&1 && break; sleep 0.2; done; \
 	  set -x; \
-	  sleep 0.2; $(BIN)/devfleet --addr $(DEV_GRPC) cluster status; \
-	  $(BIN)/devfleet --addr $(DEV_GRPC) host list --region eu-west; \
-	  $(BIN)/devfleet --addr $(DEV_GRPC) host cordon fra1-h1 --reason "make run: disk swap"; \
-	  $(BIN)/devfleet --addr $(DEV_GRPC) devserver create dana-dev --owner dana --flavor large --region eu-west --expires-in 72h; \
-	  $(BIN)/devfleet --addr $(DEV_GRPC) devserver list; \
-	  $(BIN)/devfleet --addr $(DEV_GRPC) capacity report --region eu-west; \
-	  $(BIN)/devfleet --addr $(DEV_GRPC) capacity lose --region us-east; \
+	  sleep 0.2; $$df cluster status; \
+	  $$df host list --region eu-west; \
+	  $$df host cordon fra1-h1 --reason "make run: disk swap"; \
+	  $$df devserver create dana-dev --owner dana --flavor large --region eu-west --expires-in 72h; \
+	  $$df devserver list; \
+	  $$df capacity report --region eu-west; \
+	  $$df capacity lose --region us-east; \
 	  set +x; \
+	  if [ -n "$$hosts" ]; then \
+	    set -x; \
+	    $$df region add local; $$df site add lab1 --region local; \
+	    $$df flavor add tiny --cpus 1 --memory-mib 256 --disk-gib 1 --description "a real TCG guest on a local libvirt host"; \
+	    while read -r name uri; do $$df host add "lab1-$$name" --site lab1 --libvirt "$$uri" --cpus 2 --memory-mib 4096 --disk-gib 20 --cpu-overcommit 4; done <<<"$$hosts"; \
+	    $$df devserver create demo-dev --owner demo --flavor tiny --region local --permanent; \
+	    set +x; \
+	    for i in $$(seq 100); do $$df devserver show demo-dev -o json | grep -q RUNNING && break; sleep 0.2; done; \
+	    $$df devserver show demo-dev; \
+	    while read -r name uri; do echo "+ virsh -c '$$uri' list"; virsh -c "$$uri" list; done <<<"$$hosts"; \
+	  fi; \
 	  echo; echo "devfleetd --dev keeps running; try: export DEVFLEET_ADDR=$(DEV_GRPC); $(BIN)/devfleet --help   (Ctrl-C stops it)"; \
 	  wait $$pid
 
