@@ -142,6 +142,9 @@ func (r *run) checkHost(ctx context.Context, h *v1.Host) error {
 			return err
 		}
 	}
+	if err := r.checkContainers(ctx, v, h.GetName(), byName, seqs); err != nil {
+		return err
+	}
 	r.reportOrphans(h.GetName(), v, doms)
 	return nil
 }
@@ -158,11 +161,17 @@ func (r *run) touched(name string, seqs map[string]uint64) bool {
 func (r *run) reportOrphans(host string, v *state.View, doms []hypervisor.Domain) {
 	n := 0
 	for _, dom := range doms {
-		if dom.Metadata.Kind != hypervisor.InstanceDevserver {
-			continue
-		}
-		d, err := v.GetDevserver(dom.Name)
-		if err == nil && d.GetId() == dom.Metadata.ID && d.GetHost() == host {
+		switch dom.Metadata.Kind {
+		case hypervisor.InstanceDevserver:
+			d, err := v.GetDevserver(dom.Name)
+			if err == nil && d.GetId() == dom.Metadata.ID && d.GetHost() == host {
+				continue
+			}
+		case hypervisor.InstanceContainer:
+			if !containerOrphan(v, host, dom) {
+				continue
+			}
+		default:
 			continue
 		}
 		n++

@@ -147,13 +147,16 @@ func (c *Controller) Run(ctx context.Context) error {
 	for {
 		v := c.cfg.Store.View()
 		ws := memdb.NewWatchSet()
-		for _, t := range []string{state.TableDevservers, state.TableHosts, state.TableFlavors} {
+		for _, t := range []string{state.TableDevservers, state.TableHosts, state.TableFlavors, state.TableContainers, state.TablePools} {
 			ws.Add(v.WatchTable(t))
 		}
 		ws.Add(c.cfg.Store.AbandonCh())
 		r.watchHosts(v, first)
 		first = false
 		wake := r.dispatch(v)
+		if due := r.dispatchContainers(v); !due.IsZero() && (wake.IsZero() || due.Before(wake)) {
+			wake = due
+		}
 		if due := r.reap(v); !due.IsZero() && (wake.IsZero() || due.Before(wake)) {
 			wake = due
 		}

@@ -74,6 +74,7 @@ type Server struct {
 	v1.UnsafeFleetServiceServer
 	v1.UnsafeClusterServiceServer
 	v1.UnsafeCapacityServiceServer
+	v1.UnsafeContainerServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -87,6 +88,10 @@ type Server struct {
 	// pending holds placements proposed and not yet applied, so that concurrent creates on the
 	// leader do not all pick the same last slot.
 	pending pendingPlacements
+	// claiming holds the warm containers that claims on this leader are handing over, so that
+	// concurrent claims pick different ones.
+	claimingMu sync.Mutex
+	claiming   map[string]bool
 	// hosts is placement's index of the hosts, kept in step with the store.
 	hosts *capacity.Index
 }
@@ -108,6 +113,8 @@ func New(cfg Config) *Server {
 		conns:   map[string]*grpc.ClientConn{},
 		pending: pendingPlacements{byHost: map[string]fit.Amount{}},
 		hosts:   cfg.Hosts,
+
+		claiming: map[string]bool{},
 	}
 	if s.hosts == nil {
 		s.hosts = capacity.NewIndex()
@@ -131,6 +138,7 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterFleetServiceServer(g, s)
 	v1.RegisterClusterServiceServer(g, s)
 	v1.RegisterCapacityServiceServer(g, s)
+	v1.RegisterContainerServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

@@ -110,3 +110,32 @@ func registerFleet(r *registry) {
 		return w.CreateNotice(c.GetCreateNotice().GetNotice())
 	})
 }
+
+func registerContainers(r *registry) {
+	r.register("create_profile", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateProfile(c.GetCreateProfile().GetProfile())
+	})
+	r.register("delete_profile", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.DeleteProfile(c.GetDeleteProfile().GetName())
+	})
+	r.register("set_pool", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.SetPool(c.GetSetPool().GetPool())
+	})
+	r.register("create_container", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateContainer(c.GetCreateContainer().GetContainer())
+	})
+	r.register("claim_container", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.ClaimContainer(c.GetClaimContainer().GetName(), c.GetClaimContainer().GetOwner())
+	})
+	r.register("set_container_state", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		s := c.GetSetContainerState()
+		return w.SetContainerState(s.GetName(), s.GetId(), s.GetState(), s.GetReason(), s.GetFrom())
+	})
+	r.register("release_container", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.ReleaseContainer(c.GetReleaseContainer().GetName(), c.GetReleaseContainer().GetReason())
+	})
+	r.register("purge_container", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		p := c.GetPurgeContainer()
+		return nil, w.PurgeContainer(p.GetName(), p.GetId())
+	})
+}

@@ -385,6 +385,7 @@ func TestSnapshotRestoreEveryTable(t *testing.T) {
 	}}}})
 	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateNotice{CreateNotice: &fsmv1.CreateNotice{Notice: &v1.Notice{
 		Id: "n1", Owner: "alice", Kind: v1.NoticeKind_NOTICE_KIND_EXPIRING, Subject: "d1", Message: "expires in 24h"}}}})
+	seedContainers(h)
 	want := h.persisted()
 
 	snap, err := h.fsm.Snapshot()
@@ -419,6 +420,9 @@ func TestSnapshotRestoreEveryTable(t *testing.T) {
 	}
 	if len(v.NoticesOf("alice")) != 1 {
 		t.Error("notices table not restored")
+	}
+	if len(v.Profiles()) != 1 || len(v.Pools()) != 1 || len(v.Containers()) != 1 {
+		t.Error("container tables not restored")
 	}
 	if fresh.fsm.AppliedIndex() != h.index {
 		t.Errorf("applied index after restore = %d, want %d", fresh.fsm.AppliedIndex(), h.index)

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/state"
 	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -164,4 +165,65 @@ func TestNoticesKeepTheNewestPerOwner(t *testing.T) {
 	if len(ns) != 100 || ns[0].GetId() != "n104" || ns[99].GetId() != "n005" {
 		t.Fatalf("got %d notices, first %s, last %s", len(ns), ns[0].GetId(), ns[len(ns)-1].GetId())
 	}
+}
+
+// seedContainers adds profile www, a pool of 2 in eu and one warm container c-1 on h1.
+func seedContainers(h *harness) {
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateProfile{CreateProfile: &fsmv1.CreateProfile{Profile: &v1.ContainerProfile{Name: "www", Vcpus: 2, MemoryMib: 2048}}}})
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_SetPool{SetPool: &fsmv1.SetPool{Pool: &v1.ContainerPool{Region: "eu", Profile: "www", Target: 2}}}})
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateContainer{CreateContainer: &fsmv1.CreateContainer{Container: &v1.Container{
+		Name: "c-1", Id: "cid-1", Profile: "www", Region: "eu", Host: "h1"}}}})
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	seed(h)
+	seedContainers(h)
+	v := h.fsm.Store().View
+	claim := func(name, owner string) *fsmv1.Command {
+		return &fsmv1.Command{Op: &fsmv1.Command_ClaimContainer{ClaimContainer: &fsmv1.ClaimContainer{Name: name, Owner: owner}}}
+	}
+	running := &fsmv1.Command{Op: &fsmv1.Command_SetContainerState{SetContainerState: &fsmv1.SetContainerState{
+		Name: "c-1", Id: "cid-1", State: v1.ContainerState_CONTAINER_STATE_RUNNING, Reason: "up",
+		From: []v1.ContainerState{v1.ContainerState_CONTAINER_STATE_PROVISIONING}}}}
+
+	if got, _ := v().GetHost("h1"); got.GetAllocated().GetVcpus() != 4+2 {
+		t.Fatalf("h1 allocation with d1 and c-1: %v", got.GetAllocated())
+	}
+	h.refused(claim("c-1", "bob"), apierror.FailedPrecondition) // still being made
+	h.ok(running)
+	h.refused(running, apierror.FailedPrecondition) // from-state guard
+	c := h.ok(claim("c-1", "bob")).(*v1.Container)
+	if c.GetClaimedBy() != "bob" || !c.GetExpireTime().AsTime().Equal(c.GetClaimTime().AsTime().Add(state.DefaultContainerTTL)) {
+		t.Fatalf("claimed: %v", c)
+	}
+	h.refused(claim("c-1", "carol"), apierror.FailedPrecondition) // never handed out twice
+	h.refused(claim("nope", "carol"), apierror.NotFound)
+	h.refused(&fsmv1.Command{Op: &fsmv1.Command_DeleteProfile{DeleteProfile: &fsmv1.DeleteProfile{Name: "www"}}}, apierror.FailedPrecondition)
+	h.refused(deleteCmd("host", "h1"), apierror.FailedPrecondition)
+	h.refused(&fsmv1.Command{Op: &fsmv1.Command_PurgeContainer{PurgeContainer: &fsmv1.PurgeContainer{Name: "c-1", Id: "cid-1"}}}, apierror.FailedPrecondition)
+	h.ok(release("c-1"))
+	h.ok(release("c-1")) // again: nothing changes
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_PurgeContainer{PurgeContainer: &fsmv1.PurgeContainer{Name: "c-1", Id: "cid-1"}}})
+	if got, _ := v().GetHost("h1"); got.GetAllocated().GetVcpus() != 4 {
+		t.Fatalf("h1 allocation after the purge: %v", got.GetAllocated())
+	}
+	// A container that does not fit is refused with NO_ROOM, like a devserver.
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateProfile{CreateProfile: &fsmv1.CreateProfile{Profile: &v1.ContainerProfile{Name: "huge", Vcpus: 64, MemoryMib: 2048}}}})
+	r := h.apply(&fsmv1.Command{Op: &fsmv1.Command_CreateContainer{CreateContainer: &fsmv1.CreateContainer{Container: &v1.Container{
+		Name: "c-2", Id: "cid-2", Profile: "huge", Region: "eu", Host: "h1", ClaimedBy: "bob"}}}})
+	if !apierror.HasCode(r.Err, apierror.CodeNoRoom) {
+		t.Fatalf("oversized container: %v", r.Err)
+	}
+	h.refused(&fsmv1.Command{Op: &fsmv1.Command_SetPool{SetPool: &fsmv1.SetPool{Pool: &v1.ContainerPool{Region: "eu", Profile: "www", Target: -1}}}}, apierror.InvalidArgument)
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_SetPool{SetPool: &fsmv1.SetPool{Pool: &v1.ContainerPool{Region: "eu", Profile: "www", Target: 0}}}})
+	if len(v().Pools()) != 0 {
+		t.Fatal("a pool set to 0 was kept")
+	}
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_DeleteProfile{DeleteProfile: &fsmv1.DeleteProfile{Name: "www"}}})
+}
+
+func release(name string) *fsmv1.Command {
+	return &fsmv1.Command{Op: &fsmv1.Command_ReleaseContainer{ReleaseContainer: &fsmv1.ReleaseContainer{Name: name, Reason: "released by its owner"}}}
 }

@@ -61,5 +61,6 @@ func newRegistry() *registry {
 	r := &registry{byNumber: map[protoreflect.FieldNumber]registration{}}
 	registerCluster(r)
 	registerFleet(r)
+	registerContainers(r)
 	return r
 }

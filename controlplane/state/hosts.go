@@ -157,6 +157,14 @@ func (v *View) allocatedOn(h *v1.Host) (fit.Amount, error) {
 		}
 		sum = sum.Add(fit.Need(f, h))
 	}
+	cs := v.iter(TableContainers, "host", h.GetName())
+	for raw := cs.Next(); raw != nil; raw = cs.Next() {
+		p, err := v.GetProfile(raw.(*v1.Container).GetProfile())
+		if err != nil {
+			return fit.Amount{}, err
+		}
+		sum = sum.Add(fit.Need(ProfileFlavor(p), h))
+	}
 	return sum, nil
 }
 
@@ -192,6 +200,9 @@ func (w *WriteTxn) DeleteHost(name string) error {
 	}
 	if names, n := namesWhere[*v1.Devserver](&w.View, 5, nil, TableDevservers, "host", name); n > 0 {
 		return apierror.Blocked("host %q still runs %s; move or delete them first", name, listing("devserver", names, n))
+	}
+	if names, n := namesWhere[*v1.Container](&w.View, 5, nil, TableContainers, "host", name); n > 0 {
+		return apierror.Blocked("host %q still runs %s; release them first", name, listing("container", names, n))
 	}
 	return w.remove(TableHosts, h)
 }

@@ -86,6 +86,11 @@ func (w *WriteTxn) DeleteRegion(name string) error {
 	if names, n := w.devserversWhere(func(d *v1.Devserver) bool { return d.GetRegion() == name }, 5); n > 0 {
 		return apierror.Blocked("region %q still has %s; delete them first", name, listing("devserver", names, n))
 	}
+	for _, p := range w.Pools() {
+		if p.GetRegion() == name {
+			return apierror.Blocked("region %q has a container pool of profile %q; set its target to 0 first", name, p.GetProfile())
+		}
+	}
 	return w.remove(TableRegions, r)
 }
 

@@ -19,10 +19,14 @@ const (
 	TableFlavors    = "flavors"
 	TableDevservers = "devservers"
 	TableNotices    = "notices"
+	TableProfiles   = "container_profiles"
+	TablePools      = "container_pools"
+	TableContainers = "containers"
 )
 
 // Tables lists every table whose rows are fleet state, in snapshot order (parents first).
-var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices}
+var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices,
+	TableProfiles, TablePools, TableContainers}
 
 // stringIndex indexes a table by a string that a function computes from the row. It replaces
 // memdb's reflection-based field indexers: type-checked, and faster on the apply path.
@@ -88,6 +92,13 @@ func schema() *memdb.DBSchema {
 			index("id", true, false, func(d *v1.Devserver) string { return d.GetName() }),
 			index("owner", false, false, func(d *v1.Devserver) string { return d.GetOwner() }),
 			index("host", false, true, func(d *v1.Devserver) string { return d.GetHost() }),
+		),
+		table(TableProfiles, index("id", true, false, func(p *v1.ContainerProfile) string { return p.GetName() })),
+		table(TablePools, index("id", true, false, func(p *v1.ContainerPool) string { return PoolKey(p.GetRegion(), p.GetProfile()) })),
+		table(TableContainers,
+			index("id", true, false, func(c *v1.Container) string { return c.GetName() }),
+			index("pool", false, false, func(c *v1.Container) string { return PoolKey(c.GetRegion(), c.GetProfile()) }),
+			index("host", false, false, func(c *v1.Container) string { return c.GetHost() }),
 		),
 		table(TableNotices,
 			index("id", true, false, func(n *v1.Notice) string { return n.GetId() }),

@@ -61,6 +61,12 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Devserver{Devserver: r}}
 	case *v1.Notice:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Notice{Notice: r}}
+	case *v1.ContainerProfile:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_ContainerProfile{ContainerProfile: r}}
+	case *v1.ContainerPool:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_ContainerPool{ContainerPool: r}}
+	case *v1.Container:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Container{Container: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -111,6 +117,12 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TableDevservers, x.Devserver
 		case *fsmv1.SnapshotRecord_Notice:
 			table, row = TableNotices, x.Notice
+		case *fsmv1.SnapshotRecord_ContainerProfile:
+			table, row = TableProfiles, x.ContainerProfile
+		case *fsmv1.SnapshotRecord_ContainerPool:
+			table, row = TablePools, x.ContainerPool
+		case *fsmv1.SnapshotRecord_Container:
+			table, row = TableContainers, x.Container
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

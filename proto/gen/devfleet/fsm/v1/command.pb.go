@@ -111,6 +111,14 @@ type Command struct {
 	//	*Command_RehomeDevserver
 	//	*Command_ReportHostHealth
 	//	*Command_CreateNotice
+	//	*Command_CreateProfile
+	//	*Command_DeleteProfile
+	//	*Command_SetPool
+	//	*Command_CreateContainer
+	//	*Command_ClaimContainer
+	//	*Command_SetContainerState
+	//	*Command_ReleaseContainer
+	//	*Command_PurgeContainer
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -392,6 +400,78 @@ func (x *Command) GetCreateNotice() *CreateNotice {
 	return nil
 }
 
+func (x *Command) GetCreateProfile() *CreateProfile {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateProfile); ok {
+			return x.CreateProfile
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteProfile() *DeleteProfile {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeleteProfile); ok {
+			return x.DeleteProfile
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetPool() *SetPool {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetPool); ok {
+			return x.SetPool
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCreateContainer() *CreateContainer {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateContainer); ok {
+			return x.CreateContainer
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetClaimContainer() *ClaimContainer {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ClaimContainer); ok {
+			return x.ClaimContainer
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetContainerState() *SetContainerState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetContainerState); ok {
+			return x.SetContainerState
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetReleaseContainer() *ReleaseContainer {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ReleaseContainer); ok {
+			return x.ReleaseContainer
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPurgeContainer() *PurgeContainer {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PurgeContainer); ok {
+			return x.PurgeContainer
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -497,6 +577,38 @@ type Command_CreateNotice struct {
 	CreateNotice *CreateNotice `protobuf:"bytes,80,opt,name=create_notice,json=createNotice,proto3,oneof"`
 }
 
+type Command_CreateProfile struct {
+	CreateProfile *CreateProfile `protobuf:"bytes,90,opt,name=create_profile,json=createProfile,proto3,oneof"`
+}
+
+type Command_DeleteProfile struct {
+	DeleteProfile *DeleteProfile `protobuf:"bytes,91,opt,name=delete_profile,json=deleteProfile,proto3,oneof"`
+}
+
+type Command_SetPool struct {
+	SetPool *SetPool `protobuf:"bytes,92,opt,name=set_pool,json=setPool,proto3,oneof"`
+}
+
+type Command_CreateContainer struct {
+	CreateContainer *CreateContainer `protobuf:"bytes,93,opt,name=create_container,json=createContainer,proto3,oneof"`
+}
+
+type Command_ClaimContainer struct {
+	ClaimContainer *ClaimContainer `protobuf:"bytes,94,opt,name=claim_container,json=claimContainer,proto3,oneof"`
+}
+
+type Command_SetContainerState struct {
+	SetContainerState *SetContainerState `protobuf:"bytes,95,opt,name=set_container_state,json=setContainerState,proto3,oneof"`
+}
+
+type Command_ReleaseContainer struct {
+	ReleaseContainer *ReleaseContainer `protobuf:"bytes,96,opt,name=release_container,json=releaseContainer,proto3,oneof"`
+}
+
+type Command_PurgeContainer struct {
+	PurgeContainer *PurgeContainer `protobuf:"bytes,97,opt,name=purge_container,json=purgeContainer,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -546,6 +658,22 @@ func (*Command_RehomeDevserver) isCommand_Op() {}
 func (*Command_ReportHostHealth) isCommand_Op() {}
 
 func (*Command_CreateNotice) isCommand_Op() {}
+
+func (*Command_CreateProfile) isCommand_Op() {}
+
+func (*Command_DeleteProfile) isCommand_Op() {}
+
+func (*Command_SetPool) isCommand_Op() {}
+
+func (*Command_CreateContainer) isCommand_Op() {}
+
+func (*Command_ClaimContainer) isCommand_Op() {}
+
+func (*Command_SetContainerState) isCommand_Op() {}
+
+func (*Command_ReleaseContainer) isCommand_Op() {}
+
+func (*Command_PurgeContainer) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -1892,6 +2020,420 @@ func (x *ReportHostHealth) GetReports() []*HostHealthReport {
 	return nil
 }
 
+type CreateProfile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Profile       *v1.ContainerProfile   `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateProfile) Reset() {
+	*x = CreateProfile{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateProfile) ProtoMessage() {}
+
+func (x *CreateProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateProfile.ProtoReflect.Descriptor instead.
+func (*CreateProfile) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *CreateProfile) GetProfile() *v1.ContainerProfile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+type DeleteProfile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteProfile) Reset() {
+	*x = DeleteProfile{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteProfile) ProtoMessage() {}
+
+func (x *DeleteProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteProfile.ProtoReflect.Descriptor instead.
+func (*DeleteProfile) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeleteProfile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type SetPool struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *v1.ContainerPool      `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPool) Reset() {
+	*x = SetPool{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPool) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPool) ProtoMessage() {}
+
+func (x *SetPool) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPool.ProtoReflect.Descriptor instead.
+func (*SetPool) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SetPool) GetPool() *v1.ContainerPool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+// CreateContainer records a container placed by the leader: a warm one for its pool, or, when
+// claimed_by is set, one made for a claim that found the pool empty.
+type CreateContainer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *v1.Container          `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateContainer) Reset() {
+	*x = CreateContainer{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateContainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateContainer) ProtoMessage() {}
+
+func (x *CreateContainer) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateContainer.ProtoReflect.Descriptor instead.
+func (*CreateContainer) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateContainer) GetContainer() *v1.Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+// ClaimContainer hands a warm (running, unclaimed) container to an owner.
+type ClaimContainer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Owner         string                 `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimContainer) Reset() {
+	*x = ClaimContainer{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimContainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimContainer) ProtoMessage() {}
+
+func (x *ClaimContainer) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimContainer.ProtoReflect.Descriptor instead.
+func (*ClaimContainer) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ClaimContainer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClaimContainer) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+// SetContainerState records what the provisioner observed, from one of the states in from.
+type SetContainerState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	State         v1.ContainerState      `protobuf:"varint,3,opt,name=state,proto3,enum=devfleet.v1.ContainerState" json:"state,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	From          []v1.ContainerState    `protobuf:"varint,5,rep,packed,name=from,proto3,enum=devfleet.v1.ContainerState" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetContainerState) Reset() {
+	*x = SetContainerState{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetContainerState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetContainerState) ProtoMessage() {}
+
+func (x *SetContainerState) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetContainerState.ProtoReflect.Descriptor instead.
+func (*SetContainerState) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SetContainerState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetContainerState) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetContainerState) GetState() v1.ContainerState {
+	if x != nil {
+		return x.State
+	}
+	return v1.ContainerState(0)
+}
+
+func (x *SetContainerState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SetContainerState) GetFrom() []v1.ContainerState {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+// ReleaseContainer marks a container for deletion; the provisioner removes its guest and then
+// purges it.
+type ReleaseContainer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseContainer) Reset() {
+	*x = ReleaseContainer{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseContainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseContainer) ProtoMessage() {}
+
+func (x *ReleaseContainer) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseContainer.ProtoReflect.Descriptor instead.
+func (*ReleaseContainer) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReleaseContainer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReleaseContainer) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PurgeContainer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeContainer) Reset() {
+	*x = PurgeContainer{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeContainer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeContainer) ProtoMessage() {}
+
+func (x *PurgeContainer) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeContainer.ProtoReflect.Descriptor instead.
+func (*PurgeContainer) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PurgeContainer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PurgeContainer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1902,7 +2444,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2456,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2469,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -1950,7 +2492,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2504,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2517,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -2003,7 +2545,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2557,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2570,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -2059,6 +2601,9 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Flavor
 	//	*SnapshotRecord_Devserver
 	//	*SnapshotRecord_Notice
+	//	*SnapshotRecord_ContainerProfile
+	//	*SnapshotRecord_ContainerPool
+	//	*SnapshotRecord_Container
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2066,7 +2611,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2623,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2636,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -2182,6 +2727,33 @@ func (x *SnapshotRecord) GetNotice() *v1.Notice {
 	return nil
 }
 
+func (x *SnapshotRecord) GetContainerProfile() *v1.ContainerProfile {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_ContainerProfile); ok {
+			return x.ContainerProfile
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetContainerPool() *v1.ContainerPool {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_ContainerPool); ok {
+			return x.ContainerPool
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetContainer() *v1.Container {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Container); ok {
+			return x.Container
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -2222,6 +2794,18 @@ type SnapshotRecord_Notice struct {
 	Notice *v1.Notice `protobuf:"bytes,9,opt,name=notice,proto3,oneof"`
 }
 
+type SnapshotRecord_ContainerProfile struct {
+	ContainerProfile *v1.ContainerProfile `protobuf:"bytes,10,opt,name=container_profile,json=containerProfile,proto3,oneof"`
+}
+
+type SnapshotRecord_ContainerPool struct {
+	ContainerPool *v1.ContainerPool `protobuf:"bytes,11,opt,name=container_pool,json=containerPool,proto3,oneof"`
+}
+
+type SnapshotRecord_Container struct {
+	Container *v1.Container `protobuf:"bytes,12,opt,name=container,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -2240,13 +2824,19 @@ func (*SnapshotRecord_Devserver) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Notice) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_ContainerProfile) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_ContainerPool) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Container) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x17devfleet/v1/fleet.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xc1\x0e\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\x99\x13\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -2281,7 +2871,15 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x0fpurge_devserver\x18@ \x01(\v2\x1f.devfleet.fsm.v1.PurgeDevserverH\x00R\x0epurgeDevserver\x12M\n" +
 	"\x10rehome_devserver\x18A \x01(\v2 .devfleet.fsm.v1.RehomeDevserverH\x00R\x0frehomeDevserver\x12Q\n" +
 	"\x12report_host_health\x18F \x01(\v2!.devfleet.fsm.v1.ReportHostHealthH\x00R\x10reportHostHealth\x12D\n" +
-	"\rcreate_notice\x18P \x01(\v2\x1d.devfleet.fsm.v1.CreateNoticeH\x00R\fcreateNoticeB\x04\n" +
+	"\rcreate_notice\x18P \x01(\v2\x1d.devfleet.fsm.v1.CreateNoticeH\x00R\fcreateNotice\x12G\n" +
+	"\x0ecreate_profile\x18Z \x01(\v2\x1e.devfleet.fsm.v1.CreateProfileH\x00R\rcreateProfile\x12G\n" +
+	"\x0edelete_profile\x18[ \x01(\v2\x1e.devfleet.fsm.v1.DeleteProfileH\x00R\rdeleteProfile\x125\n" +
+	"\bset_pool\x18\\ \x01(\v2\x18.devfleet.fsm.v1.SetPoolH\x00R\asetPool\x12M\n" +
+	"\x10create_container\x18] \x01(\v2 .devfleet.fsm.v1.CreateContainerH\x00R\x0fcreateContainer\x12J\n" +
+	"\x0fclaim_container\x18^ \x01(\v2\x1f.devfleet.fsm.v1.ClaimContainerH\x00R\x0eclaimContainer\x12T\n" +
+	"\x13set_container_state\x18_ \x01(\v2\".devfleet.fsm.v1.SetContainerStateH\x00R\x11setContainerState\x12P\n" +
+	"\x11release_container\x18` \x01(\v2!.devfleet.fsm.v1.ReleaseContainerH\x00R\x10releaseContainer\x12J\n" +
+	"\x0fpurge_container\x18a \x01(\v2\x1f.devfleet.fsm.v1.PurgeContainerH\x00R\x0epurgeContainerB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -2369,7 +2967,30 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12@\n" +
 	"\x0elast_seen_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\"O\n" +
 	"\x10ReportHostHealth\x12;\n" +
-	"\areports\x18\x01 \x03(\v2!.devfleet.fsm.v1.HostHealthReportR\areports\";\n" +
+	"\areports\x18\x01 \x03(\v2!.devfleet.fsm.v1.HostHealthReportR\areports\"H\n" +
+	"\rCreateProfile\x127\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1d.devfleet.v1.ContainerProfileR\aprofile\"#\n" +
+	"\rDeleteProfile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"9\n" +
+	"\aSetPool\x12.\n" +
+	"\x04pool\x18\x01 \x01(\v2\x1a.devfleet.v1.ContainerPoolR\x04pool\"G\n" +
+	"\x0fCreateContainer\x124\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x16.devfleet.v1.ContainerR\tcontainer\":\n" +
+	"\x0eClaimContainer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\"\xb3\x01\n" +
+	"\x11SetContainerState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x121\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1b.devfleet.v1.ContainerStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12/\n" +
+	"\x04from\x18\x05 \x03(\x0e2\x1b.devfleet.v1.ContainerStateR\x04from\">\n" +
+	"\x10ReleaseContainer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"4\n" +
+	"\x0ePurgeContainer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -2378,7 +2999,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xd9\x03\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa4\x05\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -2389,7 +3010,11 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x04host\x18\x06 \x01(\v2\x11.devfleet.v1.HostH\x00R\x04host\x12-\n" +
 	"\x06flavor\x18\a \x01(\v2\x13.devfleet.v1.FlavorH\x00R\x06flavor\x126\n" +
 	"\tdevserver\x18\b \x01(\v2\x16.devfleet.v1.DevserverH\x00R\tdevserver\x12-\n" +
-	"\x06notice\x18\t \x01(\v2\x13.devfleet.v1.NoticeH\x00R\x06noticeB\b\n" +
+	"\x06notice\x18\t \x01(\v2\x13.devfleet.v1.NoticeH\x00R\x06notice\x12L\n" +
+	"\x11container_profile\x18\n" +
+	" \x01(\v2\x1d.devfleet.v1.ContainerProfileH\x00R\x10containerProfile\x12C\n" +
+	"\x0econtainer_pool\x18\v \x01(\v2\x1a.devfleet.v1.ContainerPoolH\x00R\rcontainerPool\x126\n" +
+	"\tcontainer\x18\f \x01(\v2\x16.devfleet.v1.ContainerH\x00R\tcontainerB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -2404,7 +3029,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -2434,20 +3059,32 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*RehomeDevserver)(nil),       // 25: devfleet.fsm.v1.RehomeDevserver
 	(*HostHealthReport)(nil),      // 26: devfleet.fsm.v1.HostHealthReport
 	(*ReportHostHealth)(nil),      // 27: devfleet.fsm.v1.ReportHostHealth
-	(*CreateNotice)(nil),          // 28: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 29: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 30: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 31: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 32: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 33: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 34: devfleet.v1.Site
-	(*v1.Host)(nil),               // 35: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 36: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 37: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 38: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 39: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
-	(*v1.Notice)(nil),             // 41: devfleet.v1.Notice
+	(*CreateProfile)(nil),         // 28: devfleet.fsm.v1.CreateProfile
+	(*DeleteProfile)(nil),         // 29: devfleet.fsm.v1.DeleteProfile
+	(*SetPool)(nil),               // 30: devfleet.fsm.v1.SetPool
+	(*CreateContainer)(nil),       // 31: devfleet.fsm.v1.CreateContainer
+	(*ClaimContainer)(nil),        // 32: devfleet.fsm.v1.ClaimContainer
+	(*SetContainerState)(nil),     // 33: devfleet.fsm.v1.SetContainerState
+	(*ReleaseContainer)(nil),      // 34: devfleet.fsm.v1.ReleaseContainer
+	(*PurgeContainer)(nil),        // 35: devfleet.fsm.v1.PurgeContainer
+	(*CreateNotice)(nil),          // 36: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 37: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 38: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 39: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 40: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 41: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 42: devfleet.v1.Site
+	(*v1.Host)(nil),               // 43: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 44: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 45: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 46: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 47: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 49: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 50: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 51: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 52: devfleet.v1.ContainerState
+	(*v1.Notice)(nil),             // 53: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,  // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -2475,43 +3112,59 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24, // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25, // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27, // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	28, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
-	3,  // 26: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	32, // 27: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	32, // 28: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	33, // 29: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	34, // 30: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	34, // 31: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	33, // 32: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	35, // 33: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	35, // 34: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	33, // 35: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	36, // 36: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	36, // 37: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	33, // 38: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	37, // 39: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	37, // 40: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	33, // 41: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	38, // 42: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	38, // 43: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	39, // 44: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	40, // 45: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26, // 46: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	41, // 47: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	29, // 48: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	30, // 49: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,  // 50: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	32, // 51: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	34, // 52: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	35, // 53: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	36, // 54: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	37, // 55: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	41, // 56: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	36, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	28, // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
+	29, // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
+	30, // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
+	31, // 29: devfleet.fsm.v1.Command.create_container:type_name -> devfleet.fsm.v1.CreateContainer
+	32, // 30: devfleet.fsm.v1.Command.claim_container:type_name -> devfleet.fsm.v1.ClaimContainer
+	33, // 31: devfleet.fsm.v1.Command.set_container_state:type_name -> devfleet.fsm.v1.SetContainerState
+	34, // 32: devfleet.fsm.v1.Command.release_container:type_name -> devfleet.fsm.v1.ReleaseContainer
+	35, // 33: devfleet.fsm.v1.Command.purge_container:type_name -> devfleet.fsm.v1.PurgeContainer
+	3,  // 34: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	40, // 35: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	40, // 36: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	41, // 37: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	42, // 38: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	42, // 39: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	41, // 40: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	43, // 41: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	43, // 42: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	41, // 43: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	44, // 44: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	44, // 45: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	41, // 46: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	45, // 47: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	45, // 48: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	41, // 49: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	46, // 50: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	46, // 51: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	47, // 52: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	48, // 53: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26, // 54: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	49, // 55: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	50, // 56: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	51, // 57: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	52, // 58: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	52, // 59: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	53, // 60: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	37, // 61: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	38, // 62: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,  // 63: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	40, // 64: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	42, // 65: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	43, // 66: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	44, // 67: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	45, // 68: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	53, // 69: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	49, // 70: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	50, // 71: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	51, // 72: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -2545,8 +3198,16 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_RehomeDevserver)(nil),
 		(*Command_ReportHostHealth)(nil),
 		(*Command_CreateNotice)(nil),
+		(*Command_CreateProfile)(nil),
+		(*Command_DeleteProfile)(nil),
+		(*Command_SetPool)(nil),
+		(*Command_CreateContainer)(nil),
+		(*Command_ClaimContainer)(nil),
+		(*Command_SetContainerState)(nil),
+		(*Command_ReleaseContainer)(nil),
+		(*Command_PurgeContainer)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[31].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[39].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -2556,6 +3217,9 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_Flavor)(nil),
 		(*SnapshotRecord_Devserver)(nil),
 		(*SnapshotRecord_Notice)(nil),
+		(*SnapshotRecord_ContainerProfile)(nil),
+		(*SnapshotRecord_ContainerPool)(nil),
+		(*SnapshotRecord_Container)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2563,7 +3227,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
