@@ -23,7 +23,9 @@ type Cluster struct {
 	nodes []*controlplane.Server
 }
 
-// StartCluster starts three nodes with their data in dir; rc tunes raft (zero: defaults).
+// StartCluster starts three nodes with their data in dir; rc tunes raft (zero: defaults). The
+// nodes accept in-memory (fake://) hosts, so that benchmarks drive the provisioner without
+// libvirt.
 func StartCluster(dir string, rc raftnode.Config) (*Cluster, error) {
 	c := &Cluster{}
 	log := slog.New(slog.DiscardHandler)
@@ -35,7 +37,7 @@ func StartCluster(dir string, rc raftnode.Config) (*Cluster, error) {
 		cfg := controlplane.Config{
 			NodeID: fmt.Sprintf("b%d", i), DataDir: d,
 			RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
-			Bootstrap: i == 0, Logger: log, Raft: rc,
+			Bootstrap: i == 0, Logger: log, Raft: rc, AllowFakeHypervisors: true,
 		}
 		if i > 0 {
 			cfg.Join = []string{c.nodes[0].GRPCAddr()}

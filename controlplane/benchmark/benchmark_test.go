@@ -63,3 +63,18 @@ func TestRunCapacityAndPlaceSmall(t *testing.T) {
 		t.Fatalf("placements %+v\n%s", res, out.String())
 	}
 }
+
+// TestRunClaimSmall runs the claim benchmark small, so that it keeps working; its figures come
+// from `devfleet bench claim`.
+func TestRunClaimSmall(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	rep, err := RunClaim(context.Background(), ClaimOptions{Dir: t.TempDir(), Claims: 40, Clients: 4, Hosts: 2}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(out.String())
+	if rep.Errors != 0 || rep.Hits != 40 {
+		t.Fatalf("claims: %d hits, %d errors of %d", rep.Hits, rep.Errors, rep.Claims)
+	}
+}
