@@ -55,7 +55,10 @@ func RunClaim(ctx context.Context, o ClaimOptions, out io.Writer) (ClaimReport, 
 	defer conn.Close()
 	fleet, containers := v1.NewFleetServiceClient(conn), v1.NewContainerServiceClient(conn)
 	steps := []func() error{
-		func() error { _, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "bench"}}); return err },
+		func() error {
+			_, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "bench"}})
+			return err
+		},
 		func() error {
 			_, err := fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "bench-1", Region: "bench"}})
 			return err
