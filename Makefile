@@ -64,7 +64,10 @@ run: build
 ## test: install what the tests need, then run every check CI runs.
 test: deps-test lint check-generated test-race test-fuzz test-e2e
 
+# Tools for generation, and libvirt + QEMU for the tests on real hosts (installed once here: the
+# test packages that start hosts run in parallel).
 deps-test: tools
+	$(GO) run ./e2e/libvirthost/hostsctl deps
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); \

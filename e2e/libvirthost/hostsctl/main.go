@@ -3,6 +3,7 @@
 //
 //	hostsctl up --n 3 --dir /tmp/devfleet-run/hosts   # prints "NAME URI" per host, daemons keep running
 //	hostsctl down --dir /tmp/devfleet-run/hosts       # stops what up recorded in --dir
+//	hostsctl deps                                     # installs libvirt and QEMU if missing
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 const usage = `usage:
   hostsctl up --n N --dir DIR [--prefix P]   start N hosts; print "NAME URI" per host
   hostsctl down --dir DIR                    stop the hosts recorded in DIR
+  hostsctl deps                              install libvirt, QEMU and iproute2 if missing
 `
 
 func main() {
@@ -45,6 +47,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return up(ctx, args[1:], stdout, stderr)
 	case "down":
 		return down(ctx, args[1:], stderr)
+	case "deps":
+		// make test runs this once, before test packages that start hosts run in parallel
+		// and would otherwise race to apt-get.
+		return libvirthost.EnsurePackages(ctx, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
