@@ -140,7 +140,7 @@ func (r *run) createContainer(ctx context.Context, c *v1.Container, p *v1.Contai
 			return err
 		}
 	case hypervisor.IsNotFound(err):
-		if _, err := hv.DefineAndStart(ctx, containerSpec(c, p)); err != nil {
+		if _, err := r.defineAndStart(ctx, hv, containerSpec(c, p)); err != nil {
 			return err
 		}
 	default:

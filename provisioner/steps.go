@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -91,14 +92,14 @@ func (r *run) create(ctx context.Context, hv hypervisor.Hypervisor, d *v1.Devser
 		}
 		fallthrough
 	case hypervisor.IsNotFound(err):
-		dom, err = hv.DefineAndStart(ctx, SpecFor(d, f))
+		dom, err = r.defineAndStart(ctx, hv, SpecFor(d, f))
 		if hypervisor.KindOf(err) == hypervisor.KindAlreadyExists {
 			// The volume of a guest that vanished (a lost devserver made again here) is still
 			// there: a recreated devserver starts from a fresh disk.
 			if err := hv.Undefine(ctx, d.GetName()); err != nil && !hypervisor.IsNotFound(err) {
 				return err
 			}
-			dom, err = hv.DefineAndStart(ctx, SpecFor(d, f))
+			dom, err = r.defineAndStart(ctx, hv, SpecFor(d, f))
 		}
 		if err != nil {
 			return err
@@ -109,6 +110,16 @@ func (r *run) create(ctx context.Context, hv hypervisor.Hypervisor, d *v1.Devser
 	_, err = r.propose(ctx, setState(d, v1.DevserverState_DEVSERVER_STATE_RUNNING, "guest running on "+d.GetHost(), dom.Name,
 		v1.DevserverState_DEVSERVER_STATE_PROVISIONING))
 	return err
+}
+
+// defineAndStart makes a guest and times libvirt's part of a create.
+func (r *run) defineAndStart(ctx context.Context, hv hypervisor.Hypervisor, spec hypervisor.DomainSpec) (hypervisor.Domain, error) {
+	began := time.Now()
+	dom, err := hv.DefineAndStart(ctx, spec)
+	if err == nil {
+		r.c.metrics.libvirt.WithLabelValues(string(spec.Metadata.Kind)).Observe(time.Since(began).Seconds())
+	}
+	return dom, err
 }
 
 // delete removes the guest (if it is ours) and then the record.
