@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/benchmark"
+	"github.com/devfleet/devfleet/controlplane/state"
 )
 
 // newBenchCmd measures devfleet on this machine. The benches start their own clusters in a
@@ -21,7 +24,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
 		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
-	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a))
+	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a))
 	return cmd
 }
 
@@ -135,6 +138,76 @@ func newBenchPlaceCmd(a *app) *cobra.Command {
 	cmd.Flags().IntVar(&devservers, "devservers", 100000, "devservers in the fleet")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir)")
 	return cmd
+}
+
+// claimHostCPUs are the vCPUs of one of bench claim's in-memory hosts; a container takes one.
+const claimHostCPUs = 128
+
+func newBenchClaimCmd(a *app) *cobra.Command {
+	var (
+		claims, hosts int
+		clients       []int
+		dir           string
+	)
+	cmd := &cobra.Command{
+		Use:   "claim",
+		Short: "Container claims from a warm pool on a 3-node loopback cluster with in-memory hosts",
+		Long: `claim starts three devfleetd nodes in this process, on loopback with fsync'd bbolt raft logs, and
+--hosts in-memory hosts (128 vCPUs, 256 GiB each). For each count N in --clients, on a fresh
+cluster, it fills a pool of 1-vCPU containers to --claims warm ones (the fill time is printed),
+then N concurrent clients claim them all through the leader's gRPC API: claims/s, p50, p99 and
+p99.9 claim latency, pool hits and errors.`,
+		Example: `  devfleet bench claim
+  devfleet bench claim --claims 200 --clients 1,8,32 --hosts 4 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if claims < 1 || claims > state.MaxPoolTarget {
+				return usagef("--claims must be between 1 and %d (a pool's largest target), got %d", state.MaxPoolTarget, claims)
+			}
+			if hosts < 1 {
+				return usagef("--hosts must be positive, got %d", hosts)
+			}
+			if claims > hosts*claimHostCPUs {
+				return usagef("--claims %d: %d containers of 1 vCPU do not fit on %s of %d vCPUs; raise --hosts or lower --claims",
+					claims, claims, plural(int64(hosts), "host", "hosts"), claimHostCPUs)
+			}
+			if len(clients) == 0 {
+				return usagef("--clients must list at least one count")
+			}
+			for _, n := range clients {
+				if n < 1 || n > 4096 {
+					return usagef("--clients: %d is not between 1 and 4096", n)
+				}
+			}
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				reports := make([]benchmark.ClaimReport, 0, len(clients))
+				for _, n := range clients {
+					rep, err := runClaimIn(cmd.Context(), scratch, benchmark.ClaimOptions{Claims: claims, Clients: n, Hosts: hosts}, out)
+					if err != nil {
+						return nil, err
+					}
+					reports = append(reports, rep)
+				}
+				return reports, nil
+			})
+		},
+	}
+	cmd.Flags().IntVar(&claims, "claims", 1000, "warm containers in the pool, all claimed in each run")
+	cmd.Flags().IntSliceVar(&clients, "clients", []int{1, 8}, "concurrent clients, one run (and one cluster) per count")
+	cmd.Flags().IntVar(&hosts, "hosts", 8, "in-memory hosts of 128 vCPUs")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir)")
+	return cmd
+}
+
+// runClaimIn runs one claim bench in its own directory under base, removed afterwards.
+func runClaimIn(ctx context.Context, base string, o benchmark.ClaimOptions, out io.Writer) (benchmark.ClaimReport, error) {
+	d, err := os.MkdirTemp(base, fmt.Sprintf("claim-%d-*", o.Clients))
+	if err != nil {
+		return benchmark.ClaimReport{}, err
+	}
+	defer os.RemoveAll(d)
+	o.Dir = d
+	return benchmark.RunClaim(ctx, o, out)
 }
 
 // runBench runs a bench in a scratch dir under base: its table rows go to stdout as it runs,

@@ -49,17 +49,19 @@ type app struct {
 
 // client holds the API clients of one command's connection.
 type client struct {
-	fleet    v1.FleetServiceClient
-	cluster  v1.ClusterServiceClient
-	capacity v1.CapacityServiceClient
+	fleet      v1.FleetServiceClient
+	cluster    v1.ClusterServiceClient
+	capacity   v1.CapacityServiceClient
+	containers v1.ContainerServiceClient
 }
 
 // newClient makes the API clients of a connection.
 func newClient(conn *grpc.ClientConn) client {
 	return client{
-		fleet:    v1.NewFleetServiceClient(conn),
-		cluster:  v1.NewClusterServiceClient(conn),
-		capacity: v1.NewCapacityServiceClient(conn),
+		fleet:      v1.NewFleetServiceClient(conn),
+		cluster:    v1.NewClusterServiceClient(conn),
+		capacity:   v1.NewCapacityServiceClient(conn),
+		containers: v1.NewContainerServiceClient(conn),
 	}
 }
 
@@ -94,10 +96,11 @@ func newRoot(a *app, getenv func(string) string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "devfleet",
 		Short: "Operate a devfleet control plane",
-		Long: `devfleet manages the fleet inventory (regions, sites, hosts, flavors, devservers), shows the
-notices devfleet sent developers, and manages the raft cluster that stores it all. It talks gRPC
-to any cluster node; writes and consistent reads are routed to the leader by the node, so any
-node's address will do.
+		Long: `devfleet manages the fleet inventory (regions, sites, hosts, flavors, devservers), hands out
+on-demand containers from warm pools (profiles, pools, containers), shows the notices devfleet
+sent developers, and manages the raft cluster that stores it all. It talks gRPC to any cluster
+node; writes and consistent reads are routed to the leader by the node, so any node's address
+will do.
 
 Exit codes: 0 success, 1 the server or the network failed the command, 2 bad command line.`,
 		SilenceUsage:  true,
@@ -129,6 +132,9 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newDevserverCmd(a),
 		newNoticeCmd(a),
 		newCapacityCmd(a),
+		newProfileCmd(a),
+		newPoolCmd(a),
+		newContainerCmd(a, getenv),
 		newBenchCmd(a),
 	)
 	return root
