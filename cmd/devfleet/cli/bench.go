@@ -24,7 +24,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
 		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
-	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a))
+	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a))
 	return cmd
 }
 
@@ -196,6 +196,41 @@ p99.9 claim latency, pool hits and errors.`,
 	cmd.Flags().IntSliceVar(&clients, "clients", []int{1, 8}, "concurrent clients, one run (and one cluster) per count")
 	cmd.Flags().IntVar(&hosts, "hosts", 8, "in-memory hosts of 128 vCPUs")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir)")
+	return cmd
+}
+
+func newBenchCreateCmd(a *app) *cobra.Command {
+	var (
+		devservers, hosts int
+		dir               string
+	)
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Devserver create to running on real local libvirt hosts, split into control-plane and libvirt time",
+		Long: `create starts --hosts real libvirt daemons on this machine (each in its own network and mount
+namespace; needs root, and installs libvirt and QEMU with apt-get when they are missing) and
+three devfleetd nodes in this process, then creates --devservers devservers of a 1-vCPU, 128 MiB
+diskless flavor one after another and times each from the call to the state saying running:
+the API call (placement and the raft write), libvirt's define and start (measured by the
+provisioner), and the rest (the provisioner picking the work up and recording the result).`,
+		Example: `  devfleet bench create
+  devfleet bench create --devservers 50 --hosts 3 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if devservers < 1 || devservers > 64 {
+				return usagef("--devservers must be between 1 and 64 (real guests on this machine), got %d", devservers)
+			}
+			if hosts < 1 || hosts > 8 {
+				return usagef("--hosts must be between 1 and 8, got %d", hosts)
+			}
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				return benchmark.RunCreate(cmd.Context(), benchmark.CreateOptions{Dir: scratch, Hosts: hosts, Devservers: devservers}, out)
+			})
+		},
+	}
+	cmd.Flags().IntVar(&devservers, "devservers", 20, "devservers to create, one after another")
+	cmd.Flags().IntVar(&hosts, "hosts", 2, "local libvirt hosts to start")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for the hosts' files and the raft logs (default: a temporary dir; keep it short: libvirt's socket paths are limited to 108 bytes)")
 	return cmd
 }
 
