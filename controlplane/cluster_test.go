@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,6 +50,17 @@ func TestWriteOnFollowerReadOnAnother(t *testing.T) {
 	_, err = f[1].Fleet().CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "eu-1", Region: "mars"}})
 	if status.Code(err) != codes.NotFound || status.Convert(err).Message() != `region "mars" not found` {
 		t.Fatalf("site of missing region through follower: %v", err)
+	}
+	// An Unavailable answer of the leader (a host's libvirt it cannot reach) is the leader's,
+	// not a failure of the forwarding, and comes back as it was given.
+	if _, err := f[1].Fleet().CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "eu-1", Region: "eu"}}); err != nil {
+		t.Fatal(err)
+	}
+	uri := "qemu+unix:///system?socket=" + t.TempDir() + "/none/libvirt-sock"
+	_, err = f[1].Fleet().CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: "h1", Site: "eu-1", LibvirtUri: uri,
+		Capacity: &v1.Resources{Vcpus: 1, MemoryMib: 512}}})
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.Unavailable || !strings.HasPrefix(msg, "host.libvirt_uri: cannot reach libvirt at "+uri+": ") {
+		t.Fatalf("host with unreachable libvirt through follower: %v", err)
 	}
 }
 

@@ -176,3 +176,38 @@ type status struct {
 }
 
 func jsonInto(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// startCluster starts n devfleetd processes (n1 bootstraps, the others join it) and returns
+// them once every member is known with its address and a leader is ready.
+func startCluster(t *testing.T, n int) []*node {
+	t.Helper()
+	nodes := make([]*node, n)
+	for i := range nodes {
+		nodes[i] = newNode(t, fmt.Sprintf("n%d", i+1))
+	}
+	nodes[0].start(t, "--bootstrap")
+	for _, nd := range nodes[1:] {
+		nd.start(t, "--join", nodes[0].grpc)
+	}
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d members", n), func() error {
+		var ms []member
+		out, errOut, code := cli(t, nodes[n-1].grpc, "cluster", "members", "-o", "json")
+		if code != 0 {
+			return fmt.Errorf("%s", errOut)
+		}
+		if err := jsonInto(out, &ms); err != nil {
+			return err
+		}
+		if len(ms) != n {
+			return fmt.Errorf("%d members", len(ms))
+		}
+		for _, m := range ms {
+			if m.GrpcAddress == "" {
+				return fmt.Errorf("member %s without address", m.NodeID)
+			}
+		}
+		return nil
+	})
+	leaderOf(t, nodes)
+	return nodes
+}

@@ -43,7 +43,8 @@ func (s *Server) checkLibvirt(ctx context.Context, h *v1.Host) error {
 	defer cancel()
 	info, err := hv.NodeInfo(ctx)
 	if err != nil {
-		return &apierror.Error{Kind: apierror.Unavailable, Field: "host.libvirt_uri", Reason: "cannot reach libvirt at " + uri + ": " + err.Error()}
+		return &apierror.Error{Kind: apierror.Unavailable, Field: "host.libvirt_uri", Reason: "cannot reach libvirt at " + uri + ": " + err.Error(),
+			Code: apierror.CodeLibvirtUnreachable}
 	}
 	c := h.GetCapacity()
 	if c == nil {

@@ -163,7 +163,7 @@ func (s *Server) forward(ctx context.Context, fullMethod string, m method, req a
 	}
 	resp := m.response.New().Interface()
 	err = conn.Invoke(outgoing(ctx, s.raft.ID()), fullMethod, req, resp)
-	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && !isNotLeader(err) {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && !isNotLeader(err) && !refusal(st) {
 		return nil, status.Errorf(codes.Unavailable, "forwarding to the leader at %s: %s", addr, st.Message())
 	}
 	return resp, err
@@ -281,6 +281,18 @@ func notLeader(self string) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// refusal reports an Unavailable status that the leader's API answered on purpose (a typed
+// refusal carrying devfleet's ErrorInfo, such as a host's libvirt that cannot be reached), as
+// opposed to a failure of the forwarded call on its way: it goes back unchanged.
+func refusal(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == apierror.Domain && info.GetReason() != notLeaderReason {
+			return true
+		}
+	}
+	return false
 }
 
 func isNotLeader(err error) bool {

@@ -52,6 +52,9 @@ const Domain = "devfleet.dev"
 const (
 	// CodeNoRoom: the chosen host no longer has room; placing again may succeed.
 	CodeNoRoom = "NO_ROOM"
+	// CodeLibvirtUnreachable: a host's libvirt could not be reached to check it; nothing was
+	// recorded, and retrying once the host answers may succeed.
+	CodeLibvirtUnreachable = "LIBVIRT_UNREACHABLE"
 )
 
 // HasCode reports whether err is a refusal with the given code.

@@ -313,6 +313,21 @@ func TestCordonUncordon(t *testing.T) {
 	}
 }
 
+// TestLibvirtHostCapacity: a host given --libvirt may leave --cpus and --memory-mib out and
+// takes them from libvirt (here an in-memory host).
+func TestLibvirtHostCapacity(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed()
+	f.ok("host", "add", "lv1", "--site", "fra1", "--libvirt", "fake://lv1?cpus=12&memory_mib=24576", "--disk-gib", "500")
+	h := decode[map[string]any](t, f.ok("-o", "json", "host", "show", "lv1"))
+	if c, _ := h["capacity"].(map[string]any); c["vcpus"] != "12" || c["memory_mib"] != "24576" || c["disk_gib"] != "500" {
+		t.Errorf("host lv1 registered without cpus and memory: capacity %v, want 12 vCPUs and 24576 MiB from libvirt, 500 GiB", h["capacity"])
+	}
+	f.fail(1, []string{"host", "add", "lv2", "--site", "fra1", "--libvirt", "fake://lv2?cpus=4&memory_mib=8192", "--disk-gib", "10", "--cpus", "8", "--memory-mib", "1024"},
+		"host.capacity.vcpus", "declared 8", "reports 4", "(InvalidArgument)")
+}
+
 func TestServerErrors(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
@@ -399,6 +414,9 @@ func TestUsageErrors(t *testing.T) {
 		{"two node ids", []string{"cluster", "transfer-leadership", "n1", "n2"}, []string{"[NODE_ID]"}},
 		{"cordon without reason", []string{"host", "cordon", "h1"}, []string{`required flag(s) "reason" not set`}},
 		{"host without capacity", []string{"host", "add", "h1", "--site", "s"}, []string{`"cpus"`, `"disk-gib"`, `"memory-mib"`}},
+		{"host without anything", []string{"host", "add", "h1"}, []string{`host add: required flag(s) "cpus", "disk-gib", "memory-mib", "site" not set`}},
+		{"libvirt host without disk", []string{"host", "add", "h1", "--site", "s", "--libvirt", "qemu:///system"}, []string{`host add: required flag(s) "disk-gib" not set`}},
+		{"libvirt host with cpus only", []string{"host", "add", "h1", "--site", "s", "--libvirt", "qemu:///system", "--disk-gib", "1", "--cpus", "2"}, []string{"give both --cpus and --memory-mib, or neither to take them from libvirt"}},
 		{"site without region", []string{"site", "add", "s"}, []string{`"region"`}},
 		{"join without raft address", []string{"cluster", "join", "n4", "--grpc-addr", "10.0.0.4:7401"}, []string{`"raft-addr"`}},
 		{"expires-in and permanent", slices.Concat(create, []string{"--expires-in", "72h", "--permanent"}), []string{"devserver create: --expires-in and --permanent exclude each other"}},

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -38,9 +40,31 @@ func hostAddCmd(a *app) *cobra.Command {
 		hostLabels labelsFlag
 	)
 	cmd := &cobra.Command{
-		Use:   "add NAME --site SITE --cpus N --memory-mib M --disk-gib D",
+		Use:   "add NAME --site SITE (--cpus N --memory-mib M | --libvirt URI) --disk-gib D",
 		Short: "Add an active host to a site",
-		Args:  exactArgs("NAME"),
+		Long: `Add an active host to a site. A host given --libvirt is reached through that URI before it is
+recorded: an unreachable libvirt, or --cpus or --memory-mib beyond what it reports, is refused.
+Leave --cpus and --memory-mib out to take them from libvirt; --disk-gib is always declared.`,
+		Args: exactArgs("NAME"),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			// The required flags are checked here rather than by cobra, since --cpus and
+			// --memory-mib are required only without --libvirt.
+			fl := cmd.Flags()
+			libvirt := fl.Changed("libvirt")
+			var missing []string
+			for _, name := range []string{"cpus", "disk-gib", "memory-mib", "site"} {
+				if !fl.Changed(name) && (!libvirt || name == "disk-gib" || name == "site") {
+					missing = append(missing, strconv.Quote(name))
+				}
+			}
+			switch {
+			case len(missing) > 0:
+				return usagef("required flag(s) %s not set", strings.Join(missing, ", "))
+			case libvirt && fl.Changed("cpus") != fl.Changed("memory-mib"):
+				return usagef("give both --cpus and --memory-mib, or neither to take them from libvirt")
+			}
+			return nil
+		},
 	}
 	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
 		h.Name, h.Labels = args[0], hostLabels.m
@@ -60,8 +84,8 @@ func hostAddCmd(a *app) *cobra.Command {
 	})
 	f := cmd.Flags()
 	f.StringVar(&h.Site, "site", "", "site the host sits in; fixed once created (required)")
-	f.Int64Var(&h.Capacity.Vcpus, "cpus", 0, "vCPUs the host has (required)")
-	f.Int64Var(&h.Capacity.MemoryMib, "memory-mib", 0, "memory the host has, in MiB (required)")
+	f.Int64Var(&h.Capacity.Vcpus, "cpus", 0, "vCPUs the host has (required without --libvirt; with it, default: what libvirt reports)")
+	f.Int64Var(&h.Capacity.MemoryMib, "memory-mib", 0, "memory the host has, in MiB (required without --libvirt; with it, default: what libvirt reports)")
 	f.Int64Var(&h.Capacity.DiskGib, "disk-gib", 0, "disk the host has, in GiB (required)")
 	f.Int64Var(&h.Capacity.Gpus, "gpus", 0, "GPUs the host has")
 	f.StringVar(&h.LibvirtUri, "libvirt", "", "libvirt connection URI (leave out for hosts devfleet does not drive through libvirt)")
@@ -70,9 +94,6 @@ func hostAddCmd(a *app) *cobra.Command {
 	f.Float64Var(&overcommit.Memory, "memory-overcommit", 0, "memory overcommit ratio for placement (server default: 1, none)")
 	f.Int64Var(&reserved.Vcpus, "reserved-cpus", 0, "vCPUs held back for the hypervisor itself")
 	f.Int64Var(&reserved.MemoryMib, "reserved-memory-mib", 0, "memory held back for the hypervisor itself, in MiB")
-	for _, name := range []string{"site", "cpus", "memory-mib", "disk-gib"} {
-		_ = cmd.MarkFlagRequired(name)
-	}
 	_ = cmd.RegisterFlagCompletionFunc("site", a.completeNames(siteNames))
 	return cmd
 }
