@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,6 +54,7 @@ func freePort(t *testing.T) string {
 // node is one devfleetd process.
 type node struct {
 	id, dataDir, raft, grpc, http string
+	flags                         []string // on every start
 	cmd                           *exec.Cmd
 	log                           *bytes.Buffer
 	exited                        chan error
@@ -65,6 +67,7 @@ func newNode(t *testing.T, id string) *node {
 // start runs devfleetd with the node's flags plus extra.
 func (n *node) start(t *testing.T, extra ...string) {
 	t.Helper()
+	extra = append(slices.Clone(n.flags), extra...)
 	args := append([]string{
 		"--node-id", n.id, "--data-dir", n.dataDir,
 		"--raft-addr", n.raft, "--grpc-addr", n.grpc, "--http-addr", n.http,
@@ -177,13 +180,15 @@ type status struct {
 
 func jsonInto(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
-// startCluster starts n devfleetd processes (n1 bootstraps, the others join it) and returns
-// them once every member is known with its address and a leader is ready.
-func startCluster(t *testing.T, n int) []*node {
+// startCluster starts n devfleetd processes (n1 bootstraps, the others join it) with flags on
+// every start (restarts too), and returns them once every member is known with its address and
+// a leader is ready.
+func startCluster(t *testing.T, n int, flags ...string) []*node {
 	t.Helper()
 	nodes := make([]*node, n)
 	for i := range nodes {
 		nodes[i] = newNode(t, fmt.Sprintf("n%d", i+1))
+		nodes[i].flags = flags
 	}
 	nodes[0].start(t, "--bootstrap")
 	for _, nd := range nodes[1:] {

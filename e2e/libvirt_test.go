@@ -37,7 +37,8 @@ func TestLibvirtFleet(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
 	lv := libvirthost.StartT(t, 2)
-	nodes := startCluster(t, 3)
+	// Test guests have no OS to answer the ACPI power button: a stop waits out the grace.
+	nodes := startCluster(t, 3, "--guest-shutdown-grace", "2s")
 	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}}
 	for _, h := range lv {
 		f.hosts[h.Name] = h
@@ -65,7 +66,7 @@ func TestLibvirtFleet(t *testing.T) {
 	t.Logf("4 devservers running as guests in %v", time.Since(step).Round(time.Millisecond))
 
 	// Stop a devserver. Its guest has no OS to act on the ACPI power button, so the
-	// provisioner cuts it after the shutdown grace (30s): the stop runs while the repairs below
+	// provisioner cuts it after the shutdown grace (2s here): the stop runs while the repairs below
 	// are checked, and ds4 is left out of their checks.
 	f.must("devserver", "stop", "ds4")
 	stopAsked := time.Now()
@@ -140,7 +141,111 @@ func TestLibvirtFleet(t *testing.T) {
 	f.waitAgree(10*time.Second, "ds1, ds2, ds4 after ds3 was deleted")
 
 	f.leaderCrashDuringCreates()
+	f.containers()
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
+}
+
+type containerJSON struct {
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	Host      string `json:"host"`
+	State     string `json:"state"`
+	ClaimedBy string `json:"claimed_by"`
+}
+
+type poolJSON struct {
+	Warm    int `json:"warm"`
+	Claimed int `json:"claimed"`
+}
+
+func (f *lvFleet) containerList() ([]containerJSON, error) {
+	var cs []containerJSON
+	out, errOut, code, err := runCLI(f.via.grpc, "container", "list", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	if code != 0 {
+		return nil, fmt.Errorf("container list: exit %d: %s", code, strings.TrimSpace(errOut))
+	}
+	return cs, json.Unmarshal([]byte(out), &cs)
+}
+
+// containers: a warm pool of 2 fills with real guests; a claim is a pool hit and the pool
+// refills; a release removes the guest; a claim with the pool emptied of warm ones is a miss
+// that runs shortly after.
+func (f *lvFleet) containers() {
+	t := f.t
+	step := time.Now()
+	f.must("profile", "add", "www", "--cpus", "1", "--memory-mib", "128", "--ttl", "1h")
+	f.must("pool", "set", "--region", "lab", "--profile", "www", "--target", "2")
+	pool := func(warm, claimed int) func() error {
+		return func() error {
+			var ps []poolJSON
+			out, errOut, code, err := runCLI(f.via.grpc, "pool", "list", "-o", "json")
+			if err != nil || code != 0 {
+				return fmt.Errorf("pool list: exit %d: %s %v", code, errOut, err)
+			}
+			if err := json.Unmarshal([]byte(out), &ps); err != nil {
+				return err
+			}
+			if len(ps) != 1 || ps[0].Warm != warm || ps[0].Claimed != claimed {
+				return fmt.Errorf("pool holds %+v, want %d warm and %d claimed", ps, warm, claimed)
+			}
+			return f.agree()
+		}
+	}
+	f.waitFor(60*time.Second, "the pool warm with 2 guests", pool(2, 0))
+	t.Logf("pool of 2 warm in %v", time.Since(step).Round(time.Millisecond))
+
+	out := f.must("container", "claim", "--profile", "www", "--region", "lab", "--owner", "carol", "-o", "json")
+	var claim struct {
+		Container containerJSON `json:"container"`
+		PoolHit   bool          `json:"pool_hit"`
+	}
+	if err := json.Unmarshal([]byte(out), &claim); err != nil || !claim.PoolHit || claim.Container.ClaimedBy != "carol" {
+		f.fatalf("claim from a warm pool: %v %s", err, out)
+	}
+	if err := f.wantDomState(claim.Container.Host, claim.Container.Name, "running"); err != nil {
+		f.fatalf("the claimed container: %v", err)
+	}
+	f.waitFor(60*time.Second, "the pool refilled after a claim", pool(2, 1))
+
+	f.must("container", "release", claim.Container.Name)
+	f.waitFor(30*time.Second, "the released container's guest gone", func() error {
+		names, err := f.allNames(claim.Container.Host)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(names, claim.Container.Name) {
+			return fmt.Errorf("%s still has %s: %v", claim.Container.Host, claim.Container.Name, names)
+		}
+		return pool(2, 0)()
+	})
+
+	// Empty the pool of warm containers: the next claim is a miss, made for the caller.
+	f.must("pool", "set", "--region", "lab", "--profile", "www", "--target", "0")
+	f.waitFor(30*time.Second, "the pool emptied", func() error {
+		cs, err := f.containerList()
+		if err != nil {
+			return err
+		}
+		if len(cs) != 0 {
+			return fmt.Errorf("containers left: %+v", cs)
+		}
+		return f.agree()
+	})
+	out = f.must("container", "claim", "--profile", "www", "--region", "lab", "--owner", "carol", "-o", "json")
+	claim.PoolHit = false
+	if err := json.Unmarshal([]byte(out), &claim); err != nil || claim.PoolHit {
+		f.fatalf("claim from an empty pool: %v %s", err, out)
+	}
+	f.waitFor(30*time.Second, "the missed claim's container running", func() error {
+		if err := f.wantDomState(claim.Container.Host, claim.Container.Name, "running"); err != nil {
+			return err
+		}
+		return f.agree()
+	})
+	t.Logf("containers: pool hit, refill, release, miss in %v", time.Since(step).Round(time.Millisecond))
 }
 
 // lvFleet is the cluster, its libvirt hosts and the CLI's entry point.
@@ -572,8 +677,31 @@ func (f *lvFleet) agree(skip ...string) error {
 			}
 		}
 	}
+	cs, err := f.containerList()
+	if err != nil {
+		return err
+	}
+	containers := map[string]containerJSON{}
+	for _, c := range cs {
+		containers[c.Name] = c
+		n := 0
+		for _, dom := range doms {
+			if dom.name == c.Name {
+				n++
+			}
+		}
+		if c.State == "CONTAINER_STATE_RUNNING" && n != 1 {
+			problems = append(problems, fmt.Sprintf("container %s is running on %s in the state; libvirt has %d domains of that name", c.Name, c.Host, n))
+		}
+	}
 	for _, dom := range doms {
 		d, ok := byName[dom.name]
+		if c, isContainer := containers[dom.name]; dom.kind == "container" {
+			if !isContainer || c.ID != dom.id || c.Host != dom.host {
+				problems = append(problems, fmt.Sprintf("orphan container domain %v", dom))
+			}
+			continue
+		}
 		switch {
 		case dom.kind == "":
 			problems = append(problems, fmt.Sprintf("%v has no devfleet metadata", dom))

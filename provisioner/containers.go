@@ -22,9 +22,22 @@ import (
 func (r *run) dispatchContainers(v *state.View) time.Time {
 	now, real := r.c.cfg.Now(), time.Now()
 	var soonest time.Time
+	pools := map[string]bool{}
+	for _, p := range v.Pools() {
+		pools[state.PoolKey(p.GetRegion(), p.GetProfile())] = true
+	}
 	for _, c := range v.Containers() {
 		h, _ := v.GetHost(c.GetHost())
 		switch {
+		case c.GetClaimedBy() == "" && c.GetState() != v1.ContainerState_CONTAINER_STATE_DELETED && !pools[state.PoolKey(c.GetRegion(), c.GetProfile())]:
+			// A warm container whose pool was removed (target 0) has nobody to wait for.
+			r.startContainerStep(c, "pool", func(ctx context.Context) error {
+				_, err := r.propose(ctx, release(c.GetName(), "its pool was removed"))
+				if refused(err) {
+					return nil
+				}
+				return err
+			})
 		case c.GetState() == v1.ContainerState_CONTAINER_STATE_DELETED && r.drives(h):
 			r.startContainerStep(c, "container-delete", func(ctx context.Context) error { return r.deleteContainer(ctx, c, h) })
 		case c.GetState() == v1.ContainerState_CONTAINER_STATE_PROVISIONING && r.drives(h):

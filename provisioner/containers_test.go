@@ -113,4 +113,11 @@ func TestPoolsFillClaimReleaseExpire(t *testing.T) {
 	if vcpus != 1 {
 		t.Fatalf("allocated vCPUs %d, want 1", vcpus)
 	}
+
+	// Target 0 removes the pool; its warm containers go with it.
+	f.ok(&fsmv1.Command{Op: &fsmv1.Command_SetPool{SetPool: &fsmv1.SetPool{Pool: &v1.ContainerPool{Region: "eu", Profile: "www", Target: 0}}}})
+	f.eventually("the removed pool's containers gone", func(v *state.View) bool { return len(v.ContainersIn("eu", "www")) == 0 })
+	if n := guests(t, f); n != 0 {
+		t.Fatalf("%d container guests after the pool was removed, want 0", n)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/validate"
+	"github.com/devfleet/devfleet/provisioner"
 )
 
 type options struct {
@@ -30,6 +31,7 @@ type options struct {
 	join          []string
 	dev           bool
 	allowFake     bool
+	provisioner   provisioner.Config
 	logLevel      string
 	logFormat     string
 	raft          raftnode.Config
@@ -78,6 +80,9 @@ Precedence: flag, environment, file, default.
 	f.StringSliceVar(&o.join, "join", nil, "gRPC address of a cluster member to join through (repeatable; ignored when the data dir has state)")
 	f.BoolVar(&o.dev, "dev", false, "run a single-node cluster in a temporary dir, seeded with a demo fleet on in-memory hypervisors")
 	f.BoolVar(&o.allowFake, "allow-fake-hypervisors", false, "accept hosts with fake:// libvirt URIs, served in memory (tests and demos; implied by --dev)")
+	f.DurationVar(&o.provisioner.ShutdownGrace, "guest-shutdown-grace", 30*time.Second, "how long a devserver's guest may take to power off when stopped before it is cut")
+	f.DurationVar(&o.provisioner.Resync, "host-resync", 30*time.Second, "how often the leader compares every libvirt host's guests with the state (on top of libvirt's events)")
+	f.IntVar(&o.provisioner.Workers, "provisioner-workers", 8, "libvirt steps (create, stop, delete, ...) the leader runs at once")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.raft.HeartbeatTimeout, "raft-heartbeat-timeout", raftnode.DefaultHeartbeatTimeout, "follower waits this long without leader contact before an election")
@@ -160,6 +165,7 @@ func run(ctx context.Context, o *options) error {
 		Logger:        log,
 
 		AllowFakeHypervisors: o.allowFake || o.dev,
+		Provisioner:          o.provisioner,
 	})
 	if err != nil {
 		return err
