@@ -53,11 +53,10 @@ run: build
 	    $$df flavor add tiny --cpus 1 --memory-mib 256 --disk-gib 1 --description "a real TCG guest on a local libvirt host"; \
 	    while read -r name uri; do $$df host add "lab1-$$name" --site lab1 --libvirt "$$uri" --cpus 2 --memory-mib 4096 --disk-gib 20 --cpu-overcommit 4; done <<<"$$hosts"; \
 	    $$df devserver create demo-dev --owner demo --flavor tiny --region local --permanent; \
-	    $$df profile add www --cpus 1 --memory-mib 128 --ttl 36h --description "web development"; \
 	    $$df pool set --region local --profile www --target 2; \
 	    set +x; \
 	    for i in $$(seq 100); do $$df devserver show demo-dev -o json | grep -q RUNNING && break; sleep 0.2; done; \
-	    for i in $$(seq 100); do $$df pool list -o json | grep -q '"warm": *2' && break; sleep 0.2; done; \
+	    for i in $$(seq 100); do $$df pool list | grep -qE '^local +www +2 +2 ' && break; sleep 0.2; done; \
 	    set -x; \
 	    $$df devserver show demo-dev; \
 	    $$df pool list; \

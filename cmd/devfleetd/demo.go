@@ -114,5 +114,12 @@ func seedDemoFleet(ctx context.Context, addr string) error {
 			return err
 		}
 	}
-	return nil
+	// A container profile with a warm pool, so that `devfleet container claim --profile www
+	// --region eu-west` is a pool hit.
+	containers := v1.NewContainerServiceClient(conn)
+	if err := ok(containers.CreateProfile(ctx, &v1.CreateProfileRequest{Profile: &v1.ContainerProfile{
+		Name: "www", Vcpus: 1, MemoryMib: 128, Description: "web development"}})); err != nil {
+		return err
+	}
+	return ok(containers.SetPool(ctx, &v1.SetPoolRequest{Region: "eu-west", Profile: "www", Target: 2}))
 }
