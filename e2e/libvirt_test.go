@@ -743,16 +743,8 @@ func (f *lvFleet) waitAgree(timeout time.Duration, what string) {
 // waitFor polls cond until it returns nil; on timeout it fails with the fleet's state.
 func (f *lvFleet) waitFor(timeout time.Duration, what string, cond func() error) {
 	f.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			f.fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := poll(timeout, 200*time.Millisecond, cond); err != nil {
+		f.fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
 	}
 }
 

@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,7 +146,9 @@ func (r *run) checkHost(ctx context.Context, h *v1.Host) error {
 	if err := r.checkContainers(ctx, v, h.GetName(), byName, seqs); err != nil {
 		return err
 	}
-	r.reportOrphans(h.GetName(), v, doms)
+	// A guest is an orphan only if neither the state before the list nor the state after it
+	// knows it: records come before guests (create) and go after them (purge).
+	r.reportOrphans(h.GetName(), doms, v, r.c.cfg.Store.View())
 	return nil
 }
 
@@ -156,22 +159,13 @@ func (r *run) touched(name string, seqs map[string]uint64) bool {
 	return r.inflight[name] || r.seq[name] != seqs[name]
 }
 
-// reportOrphans counts the host's domains that carry devfleet metadata but are no devserver of
-// this host, logs each once per leadership, and sets the gauge.
-func (r *run) reportOrphans(host string, v *state.View, doms []hypervisor.Domain) {
+// reportOrphans counts the host's domains that carry devfleet metadata but that none of the
+// views knows as a devserver or container of this host, logs each once per leadership, and sets
+// the gauge.
+func (r *run) reportOrphans(host string, doms []hypervisor.Domain, views ...*state.View) {
 	n := 0
 	for _, dom := range doms {
-		switch dom.Metadata.Kind {
-		case hypervisor.InstanceDevserver:
-			d, err := v.GetDevserver(dom.Name)
-			if err == nil && d.GetId() == dom.Metadata.ID && d.GetHost() == host {
-				continue
-			}
-		case hypervisor.InstanceContainer:
-			if !containerOrphan(v, host, dom) {
-				continue
-			}
-		default:
+		if dom.Metadata.IsZero() || slices.ContainsFunc(views, func(v *state.View) bool { return knows(v, host, dom) }) {
 			continue
 		}
 		n++
@@ -187,6 +181,19 @@ func (r *run) reportOrphans(host string, v *state.View, doms []hypervisor.Domain
 			"host", host, "domain", dom.Name, "devfleet_id", dom.Metadata.ID, "owner", dom.Metadata.Owner, "state", dom.State)
 	}
 	r.c.metrics.orphans.WithLabelValues(host).Set(float64(n))
+}
+
+// knows reports whether the state has the domain's devserver or container on this host.
+func knows(v *state.View, host string, dom hypervisor.Domain) bool {
+	switch dom.Metadata.Kind {
+	case hypervisor.InstanceDevserver:
+		d, err := v.GetDevserver(dom.Name)
+		return err == nil && d.GetId() == dom.Metadata.ID && d.GetHost() == host
+	case hypervisor.InstanceContainer:
+		c, err := v.GetContainer(dom.Name)
+		return err == nil && c.GetId() == dom.Metadata.ID && c.GetHost() == host
+	}
+	return false
 }
 
 // refused reports a write the state turned down because the devserver moved on (another state,

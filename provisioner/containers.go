@@ -31,38 +31,33 @@ func (r *run) dispatchContainers(v *state.View) time.Time {
 		switch {
 		case c.GetClaimedBy() == "" && c.GetState() != v1.ContainerState_CONTAINER_STATE_DELETED && !pools[state.PoolKey(c.GetRegion(), c.GetProfile())]:
 			// A warm container whose pool was removed (target 0) has nobody to wait for.
-			r.startContainerStep(c, "pool", func(ctx context.Context) error {
+			soonest = earliest(soonest, r.startWhenDue("container:"+c.GetName(), real, "pool", func(ctx context.Context) error {
 				_, err := r.propose(ctx, release(c.GetName(), "its pool was removed"))
 				if refused(err) {
 					return nil
 				}
 				return err
-			})
+			}))
 		case c.GetState() == v1.ContainerState_CONTAINER_STATE_DELETED && r.drives(h):
-			r.startContainerStep(c, "container-delete", func(ctx context.Context) error { return r.deleteContainer(ctx, c, h) })
+			soonest = earliest(soonest, r.startWhenDue("container:"+c.GetName(), real, "container-delete", func(ctx context.Context) error { return r.deleteContainer(ctx, c, h) }))
 		case c.GetState() == v1.ContainerState_CONTAINER_STATE_PROVISIONING && r.drives(h):
 			p, err := v.GetProfile(c.GetProfile())
 			if err == nil {
-				r.startContainerStep(c, "container-create", func(ctx context.Context) error { return r.createContainer(ctx, c, p, h) })
+				soonest = earliest(soonest, r.startWhenDue("container:"+c.GetName(), real, "container-create", func(ctx context.Context) error { return r.createContainer(ctx, c, p, h) }))
 			}
 		case c.GetClaimedBy() != "" && c.GetExpireTime() != nil && c.GetState() != v1.ContainerState_CONTAINER_STATE_DELETED:
 			expire := c.GetExpireTime().AsTime()
 			if now.Before(expire) {
-				if at := real.Add(expire.Sub(now)); soonest.IsZero() || at.Before(soonest) {
-					soonest = at
-				}
+				soonest = earliest(soonest, real.Add(expire.Sub(now)))
 				continue
 			}
-			r.startContainerStep(c, "container-reap", func(ctx context.Context) error { return r.reapContainer(ctx, c) })
+			soonest = earliest(soonest, r.startWhenDue("container:"+c.GetName(), real, "container-reap", func(ctx context.Context) error { return r.reapContainer(ctx, c) }))
 		}
 	}
 	for _, p := range v.Pools() {
 		key := "pool:" + state.PoolKey(p.GetRegion(), p.GetProfile())
-		if _, ok := r.due(key, real); !ok {
-			continue
-		}
 		if fill := poolShortfall(p, v.ContainersIn(p.GetRegion(), p.GetProfile())); fill != 0 {
-			r.start(key, func(ctx context.Context) error { return r.keepPool(ctx, p, fill) }, "pool")
+			soonest = earliest(soonest, r.startWhenDue(key, real, "pool", func(ctx context.Context) error { return r.keepPool(ctx, p, fill) }))
 		}
 	}
 	return soonest
@@ -71,13 +66,6 @@ func (r *run) dispatchContainers(v *state.View) time.Time {
 // drives reports whether the provisioner can act on guests of the host now.
 func (r *run) drives(h *v1.Host) bool {
 	return h != nil && state.Managed(h) && h.GetHealth() != v1.HostHealth_HOST_HEALTH_UNHEALTHY
-}
-
-func (r *run) startContainerStep(c *v1.Container, what string, fn func(ctx context.Context) error) {
-	key := "container:" + c.GetName()
-	if _, ok := r.due(key, time.Now()); ok {
-		r.start(key, fn, what)
-	}
 }
 
 // poolShortfall is how many warm containers a pool lacks (positive) or has too many (negative).
@@ -174,17 +162,7 @@ func (r *run) deleteContainer(ctx context.Context, c *v1.Container, h *v1.Host) 
 	if err != nil {
 		return err
 	}
-	dom, err := hv.Lookup(ctx, c.GetName())
-	switch {
-	case err == nil && containerOurs(dom, c):
-		if err := hv.Destroy(ctx, c.GetName()); err != nil && !hypervisor.IsNotFound(err) {
-			return err
-		}
-		if err := hv.Undefine(ctx, c.GetName()); err != nil && !hypervisor.IsNotFound(err) {
-			return err
-		}
-	case err == nil, hypervisor.IsNotFound(err):
-	default:
+	if err := removeGuest(ctx, hv, c.GetName(), func(dom hypervisor.Domain) bool { return containerOurs(dom, c) }); err != nil {
 		return err
 	}
 	_, err = r.propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_PurgeContainer{PurgeContainer: &fsmv1.PurgeContainer{Name: c.GetName(), Id: c.GetId()}}})
@@ -236,10 +214,4 @@ func (r *run) checkContainers(ctx context.Context, v *state.View, host string, b
 		}
 	}
 	return nil
-}
-
-// containerOrphan reports whether a container domain matches no container of this host.
-func containerOrphan(v *state.View, host string, dom hypervisor.Domain) bool {
-	c, err := v.GetContainer(dom.Name)
-	return err != nil || c.GetId() != dom.Metadata.ID || c.GetHost() != host
 }

@@ -153,13 +153,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		ws.Add(c.cfg.Store.AbandonCh())
 		r.watchHosts(v, first)
 		first = false
-		wake := r.dispatch(v)
-		if due := r.dispatchContainers(v); !due.IsZero() && (wake.IsZero() || due.Before(wake)) {
-			wake = due
-		}
-		if due := r.reap(v); !due.IsZero() && (wake.IsZero() || due.Before(wake)) {
-			wake = due
-		}
+		wake := earliest(earliest(r.dispatch(v), r.dispatchContainers(v)), r.reap(v))
 		if !r.wait(ws, wake, resync.C, v) {
 			return nil
 		}
@@ -254,13 +248,9 @@ func (r *run) dispatch(v *state.View) time.Time {
 		if s == stepNone {
 			return
 		}
-		if at, ok := r.due(d.GetName(), now); !ok {
-			if soonest.IsZero() || at.Before(soonest) {
-				soonest = at
-			}
-			return
-		}
-		r.start(d.GetName(), func(ctx context.Context) error { return r.do(ctx, s, d, h, flavors[d.GetFlavor()]) }, string(s))
+		soonest = earliest(soonest, r.startWhenDue(d.GetName(), now, string(s), func(ctx context.Context) error {
+			return r.do(ctx, s, d, h, flavors[d.GetFlavor()])
+		}))
 	})
 	r.mu.Lock()
 	var check []string
@@ -294,6 +284,24 @@ func (r *run) due(key string, now time.Time) (time.Time, bool) {
 		return rs.at, false
 	}
 	return time.Time{}, true
+}
+
+// startWhenDue starts fn for key unless key is in flight or backing off; it returns when a
+// backing-off key is due (zero otherwise).
+func (r *run) startWhenDue(key string, now time.Time, what string, fn func(ctx context.Context) error) time.Time {
+	if at, ok := r.due(key, now); !ok {
+		return at
+	}
+	r.start(key, fn, what)
+	return time.Time{}
+}
+
+// earliest is the earlier of two wake times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // start runs fn for key on a worker unless key is already in flight; a failure backs key off.

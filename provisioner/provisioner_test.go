@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -346,6 +347,21 @@ func TestReconcileOnStart(t *testing.T) {
 	f.waitState("d1", v1.DevserverState_DEVSERVER_STATE_LOST)
 	if s, ok := domainState(t, m1, "stray"); !ok || s != hypervisor.StateRunning {
 		t.Fatalf("the orphan was touched: %q %v", s, ok)
+	}
+	f.eventually("the orphan counted", func(*state.View) bool {
+		return testutil.ToFloat64(f.ctl.metrics.orphans.WithLabelValues("m1")) == 1
+	})
+}
+
+func TestEarliest(t *testing.T) {
+	t.Parallel()
+	a, b := time.Unix(10, 0), time.Unix(20, 0)
+	for _, tc := range []struct{ x, y, want time.Time }{
+		{time.Time{}, time.Time{}, time.Time{}}, {a, time.Time{}, a}, {time.Time{}, a, a}, {a, b, a}, {b, a, a},
+	} {
+		if got := earliest(tc.x, tc.y); !got.Equal(tc.want) {
+			t.Errorf("earliest(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
+		}
 	}
 }
 

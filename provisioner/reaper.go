@@ -48,22 +48,12 @@ func (r *run) reap(v *state.View) time.Time {
 	v.EachDevserver(func(d *v1.Devserver) {
 		what, at := reapStep(d, now, r.c.cfg.ExpiryWarning)
 		if !at.IsZero() {
-			at = real.Add(at.Sub(now))
-			if next.IsZero() || at.Before(next) {
-				next = at
-			}
+			next = earliest(next, real.Add(at.Sub(now)))
 		}
 		if what == reapNothing {
 			return
 		}
-		key := "reap:" + d.GetName()
-		if at, ok := r.due(key, real); !ok {
-			if !at.IsZero() && (next.IsZero() || at.Before(next)) {
-				next = at
-			}
-			return
-		}
-		r.start(key, func(ctx context.Context) error { return r.reapOne(ctx, d, what) }, "reap")
+		next = earliest(next, r.startWhenDue("reap:"+d.GetName(), real, "reap", func(ctx context.Context) error { return r.reapOne(ctx, d, what) }))
 	})
 	return next
 }

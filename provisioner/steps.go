@@ -122,23 +122,31 @@ func (r *run) defineAndStart(ctx context.Context, hv hypervisor.Hypervisor, spec
 	return dom, err
 }
 
+// removeGuest destroys and undefines the domain name if it is ours; a domain that is not
+// there, or not ours, is left alone.
+func removeGuest(ctx context.Context, hv hypervisor.Hypervisor, name string, ours func(hypervisor.Domain) bool) error {
+	dom, err := hv.Lookup(ctx, name)
+	switch {
+	case err == nil && ours(dom):
+		if err := hv.Destroy(ctx, name); err != nil && !hypervisor.IsNotFound(err) {
+			return err
+		}
+		if err := hv.Undefine(ctx, name); err != nil && !hypervisor.IsNotFound(err) {
+			return err
+		}
+		return nil
+	case err == nil, hypervisor.IsNotFound(err):
+		return nil // nothing of ours there (never made, or already removed)
+	}
+	return err
+}
+
 // delete removes the guest (if it is ours) and then the record.
 func (r *run) delete(ctx context.Context, hv hypervisor.Hypervisor, d *v1.Devserver) error {
-	dom, err := hv.Lookup(ctx, d.GetName())
-	switch {
-	case err == nil && ours(dom, d):
-		if err := hv.Destroy(ctx, d.GetName()); err != nil && !hypervisor.IsNotFound(err) {
-			return err
-		}
-		if err := hv.Undefine(ctx, d.GetName()); err != nil && !hypervisor.IsNotFound(err) {
-			return err
-		}
-	case err == nil, hypervisor.IsNotFound(err):
-		// Nothing of ours there (never made, or already removed).
-	default:
+	if err := removeGuest(ctx, hv, d.GetName(), func(dom hypervisor.Domain) bool { return ours(dom, d) }); err != nil {
 		return err
 	}
-	_, err = r.propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_PurgeDevserver{PurgeDevserver: &fsmv1.PurgeDevserver{Name: d.GetName(), Id: d.GetId()}}})
+	_, err := r.propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_PurgeDevserver{PurgeDevserver: &fsmv1.PurgeDevserver{Name: d.GetName(), Id: d.GetId()}}})
 	return err
 }
 
