@@ -11,6 +11,7 @@ package provisioner
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +136,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		cancel()
 		r.wg.Wait()
 		c.metrics.orphans.Reset()
+		// Only the leader talks to the hosts: a node that lost leadership lets go of them.
+		for key := range r.watchers {
+			name, uri, _ := strings.Cut(key, "\x00")
+			c.cfg.Hypervisors.Forget(name, uri)
+		}
 	}()
 	r.wg.Add(1)
 	go func() {
