@@ -500,7 +500,8 @@ func (s *Server) UpdateDevserver(ctx context.Context, req *v1.UpdateDevserverReq
 			}
 		}
 	}
-	return proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_UpdateDevserver{UpdateDevserver: &fsmv1.UpdateDevserver{Devserver: in, UpdateMask: m}}})
+	return proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_UpdateDevserver{UpdateDevserver: &fsmv1.UpdateDevserver{
+		Devserver: in, UpdateMask: m, ExpectedModifyIndex: req.GetExpectedModifyIndex()}}})
 }
 
 func (s *Server) DeleteDevserver(ctx context.Context, req *v1.DeleteDevserverRequest) (*v1.DeleteResponse, error) {

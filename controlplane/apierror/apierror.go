@@ -22,6 +22,8 @@ const (
 	AlreadyExists
 	FailedPrecondition
 	Unavailable
+	// Aborted: a compare-and-set found the object changed since it was read; read it again.
+	Aborted
 )
 
 var kindCodes = map[Kind]codes.Code{
@@ -30,6 +32,7 @@ var kindCodes = map[Kind]codes.Code{
 	AlreadyExists:      codes.AlreadyExists,
 	FailedPrecondition: codes.FailedPrecondition,
 	Unavailable:        codes.Unavailable,
+	Aborted:            codes.Aborted,
 }
 
 // Error is a refusal with the field or object it concerns, so that the caller can fix its input.
@@ -111,6 +114,12 @@ func Exists(kind, name string) *Error {
 // Blocked reports that the current state forbids the change; the reason names the blocker.
 func Blocked(format string, args ...any) *Error {
 	return &Error{Kind: FailedPrecondition, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Changed reports a compare-and-set that found the object changed since the caller read it.
+func Changed(kind, name string, want, have uint64) *Error {
+	return &Error{Kind: Aborted, Field: "expected_modify_index",
+		Reason: fmt.Sprintf("%s %q changed since it was read (modify_index %d, expected %d); read it again", kind, name, have, want)}
 }
 
 // NoLeader reports that the cluster cannot serve the request now; retrying later may work.

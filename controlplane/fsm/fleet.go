@@ -82,7 +82,7 @@ func registerFleet(r *registry) {
 		if err != nil {
 			return nil, err
 		}
-		return w.UpdateDevserver(u.GetDevserver(), paths)
+		return w.UpdateDevserver(u.GetDevserver(), paths, u.GetExpectedModifyIndex())
 	})
 	r.register("delete_devserver", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.DeleteDevserver(c.GetDeleteDevserver().GetName())

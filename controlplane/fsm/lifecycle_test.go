@@ -227,3 +227,23 @@ func TestContainerLifecycle(t *testing.T) {
 func release(name string) *fsmv1.Command {
 	return &fsmv1.Command{Op: &fsmv1.Command_ReleaseContainer{ReleaseContainer: &fsmv1.ReleaseContainer{Name: name, Reason: "released by its owner"}}}
 }
+
+// An update with a stale expected_modify_index is refused as Aborted and changes nothing; with
+// the current one it applies.
+func TestUpdateDevserverCompareAndSet(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	seed(h)
+	d, _ := h.fsm.Store().View().GetDevserver("d1")
+	update := func(expected uint64, sharer string) *fsmv1.Command {
+		return &fsmv1.Command{Op: &fsmv1.Command_UpdateDevserver{UpdateDevserver: &fsmv1.UpdateDevserver{
+			Devserver: &v1.Devserver{Name: "d1", Sharers: []string{sharer}}, UpdateMask: mask("sharers"), ExpectedModifyIndex: expected}}}
+	}
+	h.refused(update(d.GetModifyIndex()+1, "bob"), apierror.Aborted)
+	got := h.ok(update(d.GetModifyIndex(), "bob")).(*v1.Devserver)
+	h.refused(update(d.GetModifyIndex(), "carol"), apierror.Aborted) // read before bob's change
+	if got.GetSharers()[0] != "bob" {
+		t.Fatalf("sharers: %v", got.GetSharers())
+	}
+	h.ok(update(0, "carol")) // no expectation: last writer wins, as before
+}

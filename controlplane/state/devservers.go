@@ -136,11 +136,15 @@ func NewDevserver(in *v1.Devserver) *v1.Devserver {
 	return d
 }
 
-// UpdateDevserver changes the fields in paths.
-func (w *WriteTxn) UpdateDevserver(in *v1.Devserver, paths []string) (*v1.Devserver, error) {
+// UpdateDevserver changes the fields in paths; with expected not 0, only while the devserver's
+// modify_index still equals it.
+func (w *WriteTxn) UpdateDevserver(in *v1.Devserver, paths []string, expected uint64) (*v1.Devserver, error) {
 	cur, err := w.GetDevserver(in.GetName())
 	if err != nil {
 		return nil, err
+	}
+	if expected != 0 && cur.GetModifyIndex() != expected {
+		return nil, apierror.Changed("devserver", cur.GetName(), expected, cur.GetModifyIndex())
 	}
 	if Deleting(cur) {
 		return nil, apierror.Blocked("devserver %q is being deleted", cur.GetName())

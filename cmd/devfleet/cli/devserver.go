@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -241,15 +243,12 @@ plus DURATION, not now plus DURATION. A permanent devserver has no expiry and is
 		},
 	}
 	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
-		cur, err := c.fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: args[0]})
-		if err != nil {
-			return err
-		}
-		if cur.GetLifespan() == v1.Lifespan_LIFESPAN_PERMANENT || cur.GetExpireTime() == nil {
-			return status.Errorf(codes.FailedPrecondition, "devserver %q is permanent: it does not expire, so there is nothing to extend", cur.GetName())
-		}
-		in := &v1.Devserver{Name: cur.GetName(), ExpireTime: timestamppb.New(cur.GetExpireTime().AsTime().Add(by))}
-		out, err := c.fleet.UpdateDevserver(ctx, &v1.UpdateDevserverRequest{Devserver: in, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"expire_time"}}})
+		out, err := updateDevserver(ctx, c, args[0], "expire_time", func(cur *v1.Devserver) (*v1.Devserver, error) {
+			if cur.GetLifespan() == v1.Lifespan_LIFESPAN_PERMANENT || cur.GetExpireTime() == nil {
+				return nil, status.Errorf(codes.FailedPrecondition, "devserver %q is permanent: it does not expire, so there is nothing to extend", cur.GetName())
+			}
+			return &v1.Devserver{Name: cur.GetName(), ExpireTime: timestamppb.New(cur.GetExpireTime().AsTime().Add(by))}, nil
+		})
 		if err != nil {
 			return err
 		}
@@ -316,30 +315,64 @@ func devserverUnshareCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// updateSharers reads a devserver, computes its new sharers and writes them (read-modify-write:
-// the API has no compare-and-set, so a concurrent change of the sharers can be lost). An
-// unchanged list is not written.
+// updateSharers reads a devserver, computes its new sharers and writes them (compare-and-set,
+// so a concurrent change of the sharers is never lost). An unchanged list is not written.
 func (a *app) updateSharers(ctx context.Context, c client, name string, change func(*v1.Devserver) ([]string, error)) error {
-	d, err := c.fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: name})
-	if err != nil {
-		return err
-	}
-	sharers, err := change(d)
-	if err != nil {
-		return err
-	}
-	if !slices.Equal(sharers, d.GetSharers()) {
-		in := &v1.Devserver{Name: d.GetName(), Sharers: sharers}
-		d, err = c.fleet.UpdateDevserver(ctx, &v1.UpdateDevserverRequest{Devserver: in, UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"sharers"}}})
+	unchanged := errors.New("unchanged")
+	var cur *v1.Devserver
+	d, err := updateDevserver(ctx, c, name, "sharers", func(d *v1.Devserver) (*v1.Devserver, error) {
+		cur = d
+		sharers, err := change(d)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		if slices.Equal(sharers, d.GetSharers()) {
+			return nil, unchanged
+		}
+		return &v1.Devserver{Name: d.GetName(), Sharers: sharers}, nil
+	})
+	switch {
+	case errors.Is(err, unchanged):
+		d = cur
+	case err != nil:
+		return err
 	}
 	who := strings.Join(d.GetSharers(), ", ")
 	if who == "" {
 		who = "nobody"
 	}
 	return a.done(d, "devserver %s is shared with %s", d.GetName(), who)
+}
+
+// casAttempts bounds the read-change-write rounds when others keep changing the devserver.
+const casAttempts = 20
+
+// updateDevserver reads a devserver, lets change compute the update of one field, and writes it
+// only if nobody changed the devserver meanwhile (expected_modify_index); on such a conflict it
+// reads again and recomputes.
+func updateDevserver(ctx context.Context, c client, name, path string, change func(*v1.Devserver) (*v1.Devserver, error)) (*v1.Devserver, error) {
+	for attempt := 1; ; attempt++ {
+		cur, err := c.fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: name})
+		if err != nil {
+			return nil, err
+		}
+		in, err := change(cur)
+		if err != nil {
+			return nil, err
+		}
+		out, err := c.fleet.UpdateDevserver(ctx, &v1.UpdateDevserverRequest{Devserver: in,
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{path}}, ExpectedModifyIndex: cur.GetModifyIndex()})
+		if status.Code(err) == codes.Aborted && attempt < casAttempts {
+			// Someone else changed it first: back off a little (jittered), read again.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(rand.IntN(10*attempt)+1) * time.Millisecond):
+			}
+			continue
+		}
+		return out, err
+	}
 }
 
 func devserverStopCmd(a *app) *cobra.Command {

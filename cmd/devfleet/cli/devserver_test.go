@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -233,5 +234,30 @@ func TestDeleteOutcome(t *testing.T) {
 		if got := deleteOutcome("d", tc.d, tc.err); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// Concurrent shares of one devserver all take effect: each is a compare-and-set that reads
+// again when another got in first.
+func TestConcurrentSharesAreNotLost(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed("fra1-h1")
+	f.ok("flavor", "add", "small", "--cpus", "4", "--memory-mib", "16384", "--disk-gib", "100")
+	f.ok("devserver", "create", "team-dev", "--owner", "bob", "--flavor", "small", "--region", "eu", "--permanent")
+	users := []string{"u1", "u2", "u3", "u4", "u5", "u6"}
+	var wg sync.WaitGroup
+	for _, u := range users {
+		wg.Go(func() {
+			if r := f.run("devserver", "share", "team-dev", "--with", u); r.code != 0 {
+				t.Errorf("share with %s: %s", u, r)
+			}
+		})
+	}
+	wg.Wait()
+	d := decode[map[string]any](t, f.ok("-o", "json", "devserver", "show", "team-dev"))
+	got, _ := d["sharers"].([]any)
+	if len(got) != len(users) {
+		t.Fatalf("sharers after %d concurrent shares: %v", len(users), got)
 	}
 }

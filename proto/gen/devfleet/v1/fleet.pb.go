@@ -3404,9 +3404,12 @@ type UpdateDevserverRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Devserver *Devserver             `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
 	// Fields to change: sharers, lifespan, expire_time. Empty means all of them.
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// If set, the update applies only while the devserver's modify_index still equals it, and is
+	// refused with ABORTED otherwise: read, change, write without losing a concurrent change.
+	ExpectedModifyIndex uint64 `protobuf:"varint,3,opt,name=expected_modify_index,json=expectedModifyIndex,proto3" json:"expected_modify_index,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *UpdateDevserverRequest) Reset() {
@@ -3451,6 +3454,13 @@ func (x *UpdateDevserverRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
 		return x.UpdateMask
 	}
 	return nil
+}
+
+func (x *UpdateDevserverRequest) GetExpectedModifyIndex() uint64 {
+	if x != nil {
+		return x.ExpectedModifyIndex
+	}
+	return 0
 }
 
 type DeleteDevserverRequest struct {
@@ -3736,11 +3746,12 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"devservers\x18\x01 \x03(\v2\x16.devfleet.v1.DevserverR\n" +
 	"devservers\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8b\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xbf\x01\n" +
 	"\x16UpdateDevserverRequest\x124\n" +
 	"\tdevserver\x18\x01 \x01(\v2\x16.devfleet.v1.DevserverR\tdevserver\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\",\n" +
+	"updateMask\x122\n" +
+	"\x15expected_modify_index\x18\x03 \x01(\x04R\x13expectedModifyIndex\",\n" +
 	"\x16DeleteDevserverRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name*\xc0\x01\n" +
 	"\tHostState\x12\x1a\n" +

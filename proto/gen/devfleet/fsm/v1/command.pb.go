@@ -1595,11 +1595,13 @@ func (x *CreateDevserver) GetDevserver() *v1.Devserver {
 }
 
 type UpdateDevserver struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Devserver     *v1.Devserver          `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
-	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Devserver  *v1.Devserver          `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// Compare-and-set: when not 0, refused unless the devserver's modify_index equals it.
+	ExpectedModifyIndex uint64 `protobuf:"varint,3,opt,name=expected_modify_index,json=expectedModifyIndex,proto3" json:"expected_modify_index,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *UpdateDevserver) Reset() {
@@ -1644,6 +1646,13 @@ func (x *UpdateDevserver) GetUpdateMask() *fieldmaskpb.FieldMask {
 		return x.UpdateMask
 	}
 	return nil
+}
+
+func (x *UpdateDevserver) GetExpectedModifyIndex() uint64 {
+	if x != nil {
+		return x.ExpectedModifyIndex
+	}
+	return 0
 }
 
 // DeleteDevserver removes a devserver that runs on no libvirt host at once; one on a libvirt
@@ -2939,11 +2948,12 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\fDeleteFlavor\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
 	"\x0fCreateDevserver\x124\n" +
-	"\tdevserver\x18\x01 \x01(\v2\x16.devfleet.v1.DevserverR\tdevserver\"\x84\x01\n" +
+	"\tdevserver\x18\x01 \x01(\v2\x16.devfleet.v1.DevserverR\tdevserver\"\xb8\x01\n" +
 	"\x0fUpdateDevserver\x124\n" +
 	"\tdevserver\x18\x01 \x01(\v2\x16.devfleet.v1.DevserverR\tdevserver\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
-	"updateMask\"%\n" +
+	"updateMask\x122\n" +
+	"\x15expected_modify_index\x18\x03 \x01(\x04R\x13expectedModifyIndex\"%\n" +
 	"\x0fDeleteDevserver\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\xcb\x01\n" +
 	"\x11SetDevserverState\x12\x12\n" +
