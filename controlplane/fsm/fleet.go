@@ -111,6 +111,27 @@ func registerFleet(r *registry) {
 	})
 }
 
+func registerMigrations(r *registry) {
+	r.register("create_migration", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CreateMigration(c.GetCreateMigration().GetMigration())
+	})
+	r.register("update_migrations", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		var us []*state.MigrationUpdate
+		for _, u := range c.GetUpdateMigrations().GetUpdates() {
+			us = append(us, &state.MigrationUpdate{ID: u.GetId(), Phase: u.GetPhase(), Progress: u.GetProgress(),
+				Attempts: u.GetAttempts(), From: u.GetFrom(), Reason: u.GetReason()})
+		}
+		return nil, w.UpdateMigrations(us)
+	})
+	r.register("finish_migration", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		f := c.GetFinishMigration()
+		return w.FinishMigration(f.GetId(), f.GetOutcome(), f.GetReason(), f.GetProgress())
+	})
+	r.register("request_migration_abort", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.RequestMigrationAbort(c.GetRequestMigrationAbort().GetId())
+	})
+}
+
 func registerContainers(r *registry) {
 	r.register("create_profile", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.CreateProfile(c.GetCreateProfile().GetProfile())

@@ -386,6 +386,9 @@ func TestSnapshotRestoreEveryTable(t *testing.T) {
 	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateNotice{CreateNotice: &fsmv1.CreateNotice{Notice: &v1.Notice{
 		Id: "n1", Owner: "alice", Kind: v1.NoticeKind_NOTICE_KIND_EXPIRING, Subject: "d1", Message: "expires in 24h"}}}})
 	seedContainers(h)
+	h.ok(cHost("h3", "eu-1"))
+	h.ok(running("d1", "id-1"))
+	h.ok(cMigration("m1", "d1", "id-1", "h3"))
 	want := h.persisted()
 
 	snap, err := h.fsm.Snapshot()
@@ -421,7 +424,7 @@ func TestSnapshotRestoreEveryTable(t *testing.T) {
 	if len(v.NoticesOf("alice")) != 1 {
 		t.Error("notices table not restored")
 	}
-	if len(v.Profiles()) != 1 || len(v.Pools()) != 1 || len(v.Containers()) != 1 {
+	if len(v.Profiles()) != 1 || len(v.Pools()) != 1 || len(v.Containers()) != 1 || len(v.Migrations()) != 1 {
 		t.Error("container tables not restored")
 	}
 	if fresh.fsm.AppliedIndex() != h.index {

@@ -62,5 +62,6 @@ func newRegistry() *registry {
 	registerCluster(r)
 	registerFleet(r)
 	registerContainers(r)
+	registerMigrations(r)
 	return r
 }

@@ -198,6 +198,9 @@ func (w *WriteTxn) DeleteDevserver(name string) (*v1.Devserver, error) {
 	if Deleting(d) {
 		return d, nil
 	}
+	if m := w.ActiveMigration(d.GetName()); m != nil {
+		return nil, apierror.Blocked("devserver %q is moving (migration %s to %s); abort the migration or let it end first", d.GetName(), m.GetId(), m.GetDestHost())
+	}
 	if d.GetHost() != "" {
 		h, err := w.GetHost(d.GetHost())
 		if err != nil {

@@ -165,6 +165,18 @@ func (v *View) allocatedOn(h *v1.Host) (fit.Amount, error) {
 		}
 		sum = sum.Add(fit.Need(ProfileFlavor(p), h))
 	}
+	// Room held for devservers moving here.
+	for _, m := range v.activeTo(h.GetName()) {
+		d, err := v.GetDevserver(m.GetDevserver())
+		if err != nil {
+			return fit.Amount{}, err
+		}
+		f, err := v.GetFlavor(d.GetFlavor())
+		if err != nil {
+			return fit.Amount{}, err
+		}
+		sum = sum.Add(fit.Need(f, h))
+	}
 	return sum, nil
 }
 
@@ -203,6 +215,9 @@ func (w *WriteTxn) DeleteHost(name string) error {
 	}
 	if names, n := namesWhere[*v1.Container](&w.View, 5, nil, TableContainers, "host", name); n > 0 {
 		return apierror.Blocked("host %q still runs %s; release them first", name, listing("container", names, n))
+	}
+	if ms := w.activeTo(name); len(ms) > 0 {
+		return apierror.Blocked("host %q is the destination of %d migrations under way (%s first); let them end or abort them", name, len(ms), ms[0].GetId())
 	}
 	return w.remove(TableHosts, h)
 }

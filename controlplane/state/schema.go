@@ -22,11 +22,12 @@ const (
 	TableProfiles   = "container_profiles"
 	TablePools      = "container_pools"
 	TableContainers = "containers"
+	TableMigrations = "migrations"
 )
 
 // Tables lists every table whose rows are fleet state, in snapshot order (parents first).
 var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices,
-	TableProfiles, TablePools, TableContainers}
+	TableProfiles, TablePools, TableContainers, TableMigrations}
 
 // stringIndex indexes a table by a string that a function computes from the row. It replaces
 // memdb's reflection-based field indexers: type-checked, and faster on the apply path.
@@ -99,6 +100,11 @@ func schema() *memdb.DBSchema {
 			index("id", true, false, func(c *v1.Container) string { return c.GetName() }),
 			index("pool", false, false, func(c *v1.Container) string { return PoolKey(c.GetRegion(), c.GetProfile()) }),
 			index("host", false, false, func(c *v1.Container) string { return c.GetHost() }),
+		),
+		table(TableMigrations,
+			index("id", true, false, func(m *v1.Migration) string { return m.GetId() }),
+			index("devserver", false, false, func(m *v1.Migration) string { return m.GetDevserver() }),
+			index("dest", false, false, func(m *v1.Migration) string { return m.GetDestHost() }),
 		),
 		table(TableNotices,
 			index("id", true, false, func(n *v1.Notice) string { return n.GetId() }),

@@ -67,6 +67,8 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_ContainerPool{ContainerPool: r}}
 	case *v1.Container:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Container{Container: r}}
+	case *v1.Migration:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Migration{Migration: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -123,6 +125,8 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TablePools, x.ContainerPool
 		case *fsmv1.SnapshotRecord_Container:
 			table, row = TableContainers, x.Container
+		case *fsmv1.SnapshotRecord_Migration:
+			table, row = TableMigrations, x.Migration
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

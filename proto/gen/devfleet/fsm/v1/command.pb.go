@@ -119,6 +119,10 @@ type Command struct {
 	//	*Command_SetContainerState
 	//	*Command_ReleaseContainer
 	//	*Command_PurgeContainer
+	//	*Command_CreateMigration
+	//	*Command_UpdateMigrations
+	//	*Command_FinishMigration
+	//	*Command_RequestMigrationAbort
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -472,6 +476,42 @@ func (x *Command) GetPurgeContainer() *PurgeContainer {
 	return nil
 }
 
+func (x *Command) GetCreateMigration() *CreateMigration {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CreateMigration); ok {
+			return x.CreateMigration
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUpdateMigrations() *UpdateMigrations {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UpdateMigrations); ok {
+			return x.UpdateMigrations
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishMigration() *FinishMigration {
+	if x != nil {
+		if x, ok := x.Op.(*Command_FinishMigration); ok {
+			return x.FinishMigration
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRequestMigrationAbort() *RequestMigrationAbort {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RequestMigrationAbort); ok {
+			return x.RequestMigrationAbort
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -609,6 +649,22 @@ type Command_PurgeContainer struct {
 	PurgeContainer *PurgeContainer `protobuf:"bytes,97,opt,name=purge_container,json=purgeContainer,proto3,oneof"`
 }
 
+type Command_CreateMigration struct {
+	CreateMigration *CreateMigration `protobuf:"bytes,100,opt,name=create_migration,json=createMigration,proto3,oneof"`
+}
+
+type Command_UpdateMigrations struct {
+	UpdateMigrations *UpdateMigrations `protobuf:"bytes,101,opt,name=update_migrations,json=updateMigrations,proto3,oneof"`
+}
+
+type Command_FinishMigration struct {
+	FinishMigration *FinishMigration `protobuf:"bytes,102,opt,name=finish_migration,json=finishMigration,proto3,oneof"`
+}
+
+type Command_RequestMigrationAbort struct {
+	RequestMigrationAbort *RequestMigrationAbort `protobuf:"bytes,103,opt,name=request_migration_abort,json=requestMigrationAbort,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -674,6 +730,14 @@ func (*Command_SetContainerState) isCommand_Op() {}
 func (*Command_ReleaseContainer) isCommand_Op() {}
 
 func (*Command_PurgeContainer) isCommand_Op() {}
+
+func (*Command_CreateMigration) isCommand_Op() {}
+
+func (*Command_UpdateMigrations) isCommand_Op() {}
+
+func (*Command_FinishMigration) isCommand_Op() {}
+
+func (*Command_RequestMigrationAbort) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -2443,6 +2507,300 @@ func (x *PurgeContainer) GetId() string {
 	return ""
 }
 
+// CreateMigration records a migration the leader planned (ID, destination and times stamped):
+// the devserver becomes MIGRATING and the destination's room is held.
+type CreateMigration struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Migration     *v1.Migration          `protobuf:"bytes,1,opt,name=migration,proto3" json:"migration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateMigration) Reset() {
+	*x = CreateMigration{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateMigration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateMigration) ProtoMessage() {}
+
+func (x *CreateMigration) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateMigration.ProtoReflect.Descriptor instead.
+func (*CreateMigration) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *CreateMigration) GetMigration() *v1.Migration {
+	if x != nil {
+		return x.Migration
+	}
+	return nil
+}
+
+// MigrationUpdate is one migration's new phase, progress or attempt count.
+type MigrationUpdate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// UNSPECIFIED keeps the phase; a final phase is refused here (FinishMigration ends one).
+	Phase    v1.MigrationPhase     `protobuf:"varint,2,opt,name=phase,proto3,enum=devfleet.v1.MigrationPhase" json:"phase,omitempty"`
+	Progress *v1.MigrationProgress `protobuf:"bytes,3,opt,name=progress,proto3" json:"progress,omitempty"`
+	// 0 keeps the count.
+	Attempts uint32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Applies only while the migration is in one of these phases (any, when empty).
+	From          []v1.MigrationPhase `protobuf:"varint,5,rep,packed,name=from,proto3,enum=devfleet.v1.MigrationPhase" json:"from,omitempty"`
+	Reason        string              `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationUpdate) Reset() {
+	*x = MigrationUpdate{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationUpdate) ProtoMessage() {}
+
+func (x *MigrationUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationUpdate.ProtoReflect.Descriptor instead.
+func (*MigrationUpdate) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *MigrationUpdate) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MigrationUpdate) GetPhase() v1.MigrationPhase {
+	if x != nil {
+		return x.Phase
+	}
+	return v1.MigrationPhase(0)
+}
+
+func (x *MigrationUpdate) GetProgress() *v1.MigrationProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *MigrationUpdate) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *MigrationUpdate) GetFrom() []v1.MigrationPhase {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *MigrationUpdate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// UpdateMigrations records the progress of many migrations in one entry: the leader samples
+// them and writes a few batches a second at most.
+type UpdateMigrations struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Updates       []*MigrationUpdate     `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMigrations) Reset() {
+	*x = UpdateMigrations{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMigrations) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMigrations) ProtoMessage() {}
+
+func (x *UpdateMigrations) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMigrations.ProtoReflect.Descriptor instead.
+func (*UpdateMigrations) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *UpdateMigrations) GetUpdates() []*MigrationUpdate {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+// FinishMigration ends a migration: on success the devserver is recorded on the destination and
+// the source's room freed; otherwise it stays on the source and the destination's room is freed.
+type FinishMigration struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Outcome       v1.MigrationPhase      `protobuf:"varint,2,opt,name=outcome,proto3,enum=devfleet.v1.MigrationPhase" json:"outcome,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Progress      *v1.MigrationProgress  `protobuf:"bytes,4,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishMigration) Reset() {
+	*x = FinishMigration{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishMigration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishMigration) ProtoMessage() {}
+
+func (x *FinishMigration) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishMigration.ProtoReflect.Descriptor instead.
+func (*FinishMigration) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *FinishMigration) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FinishMigration) GetOutcome() v1.MigrationPhase {
+	if x != nil {
+		return x.Outcome
+	}
+	return v1.MigrationPhase(0)
+}
+
+func (x *FinishMigration) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *FinishMigration) GetProgress() *v1.MigrationProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+type RequestMigrationAbort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestMigrationAbort) Reset() {
+	*x = RequestMigrationAbort{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestMigrationAbort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestMigrationAbort) ProtoMessage() {}
+
+func (x *RequestMigrationAbort) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestMigrationAbort.ProtoReflect.Descriptor instead.
+func (*RequestMigrationAbort) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *RequestMigrationAbort) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2453,7 +2811,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2465,7 +2823,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2478,7 +2836,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -2501,7 +2859,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2513,7 +2871,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2526,7 +2884,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -2554,7 +2912,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +2924,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +2937,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -2613,6 +2971,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_ContainerProfile
 	//	*SnapshotRecord_ContainerPool
 	//	*SnapshotRecord_Container
+	//	*SnapshotRecord_Migration
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2620,7 +2979,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2991,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +3004,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -2763,6 +3122,15 @@ func (x *SnapshotRecord) GetContainer() *v1.Container {
 	return nil
 }
 
+func (x *SnapshotRecord) GetMigration() *v1.Migration {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Migration); ok {
+			return x.Migration
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -2815,6 +3183,10 @@ type SnapshotRecord_Container struct {
 	Container *v1.Container `protobuf:"bytes,12,opt,name=container,proto3,oneof"`
 }
 
+type SnapshotRecord_Migration struct {
+	Migration *v1.Migration `protobuf:"bytes,13,opt,name=migration,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -2839,13 +3211,15 @@ func (*SnapshotRecord_ContainerPool) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Container) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_Migration) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\x99\x13\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xeb\x15\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -2888,7 +3262,11 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x0fclaim_container\x18^ \x01(\v2\x1f.devfleet.fsm.v1.ClaimContainerH\x00R\x0eclaimContainer\x12T\n" +
 	"\x13set_container_state\x18_ \x01(\v2\".devfleet.fsm.v1.SetContainerStateH\x00R\x11setContainerState\x12P\n" +
 	"\x11release_container\x18` \x01(\v2!.devfleet.fsm.v1.ReleaseContainerH\x00R\x10releaseContainer\x12J\n" +
-	"\x0fpurge_container\x18a \x01(\v2\x1f.devfleet.fsm.v1.PurgeContainerH\x00R\x0epurgeContainerB\x04\n" +
+	"\x0fpurge_container\x18a \x01(\v2\x1f.devfleet.fsm.v1.PurgeContainerH\x00R\x0epurgeContainer\x12M\n" +
+	"\x10create_migration\x18d \x01(\v2 .devfleet.fsm.v1.CreateMigrationH\x00R\x0fcreateMigration\x12P\n" +
+	"\x11update_migrations\x18e \x01(\v2!.devfleet.fsm.v1.UpdateMigrationsH\x00R\x10updateMigrations\x12M\n" +
+	"\x10finish_migration\x18f \x01(\v2 .devfleet.fsm.v1.FinishMigrationH\x00R\x0ffinishMigration\x12`\n" +
+	"\x17request_migration_abort\x18g \x01(\v2&.devfleet.fsm.v1.RequestMigrationAbortH\x00R\x15requestMigrationAbortB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -3000,7 +3378,25 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"4\n" +
 	"\x0ePurgeContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\";\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"G\n" +
+	"\x0fCreateMigration\x124\n" +
+	"\tmigration\x18\x01 \x01(\v2\x16.devfleet.v1.MigrationR\tmigration\"\xf5\x01\n" +
+	"\x0fMigrationUpdate\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x05phase\x18\x02 \x01(\x0e2\x1b.devfleet.v1.MigrationPhaseR\x05phase\x12:\n" +
+	"\bprogress\x18\x03 \x01(\v2\x1e.devfleet.v1.MigrationProgressR\bprogress\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\rR\battempts\x12/\n" +
+	"\x04from\x18\x05 \x03(\x0e2\x1b.devfleet.v1.MigrationPhaseR\x04from\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"N\n" +
+	"\x10UpdateMigrations\x12:\n" +
+	"\aupdates\x18\x01 \x03(\v2 .devfleet.fsm.v1.MigrationUpdateR\aupdates\"\xac\x01\n" +
+	"\x0fFinishMigration\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1b.devfleet.v1.MigrationPhaseR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12:\n" +
+	"\bprogress\x18\x04 \x01(\v2\x1e.devfleet.v1.MigrationProgressR\bprogress\"'\n" +
+	"\x15RequestMigrationAbort\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -3009,7 +3405,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa4\x05\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xdc\x05\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -3024,7 +3420,8 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x11container_profile\x18\n" +
 	" \x01(\v2\x1d.devfleet.v1.ContainerProfileH\x00R\x10containerProfile\x12C\n" +
 	"\x0econtainer_pool\x18\v \x01(\v2\x1a.devfleet.v1.ContainerPoolH\x00R\rcontainerPool\x126\n" +
-	"\tcontainer\x18\f \x01(\v2\x16.devfleet.v1.ContainerH\x00R\tcontainerB\b\n" +
+	"\tcontainer\x18\f \x01(\v2\x16.devfleet.v1.ContainerH\x00R\tcontainer\x126\n" +
+	"\tmigration\x18\r \x01(\v2\x16.devfleet.v1.MigrationH\x00R\tmigrationB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -3039,7 +3436,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -3077,24 +3474,32 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*SetContainerState)(nil),     // 33: devfleet.fsm.v1.SetContainerState
 	(*ReleaseContainer)(nil),      // 34: devfleet.fsm.v1.ReleaseContainer
 	(*PurgeContainer)(nil),        // 35: devfleet.fsm.v1.PurgeContainer
-	(*CreateNotice)(nil),          // 36: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 37: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 38: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 39: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 40: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 41: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 42: devfleet.v1.Site
-	(*v1.Host)(nil),               // 43: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 44: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 45: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 46: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 47: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 48: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 49: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 50: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 51: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 52: devfleet.v1.ContainerState
-	(*v1.Notice)(nil),             // 53: devfleet.v1.Notice
+	(*CreateMigration)(nil),       // 36: devfleet.fsm.v1.CreateMigration
+	(*MigrationUpdate)(nil),       // 37: devfleet.fsm.v1.MigrationUpdate
+	(*UpdateMigrations)(nil),      // 38: devfleet.fsm.v1.UpdateMigrations
+	(*FinishMigration)(nil),       // 39: devfleet.fsm.v1.FinishMigration
+	(*RequestMigrationAbort)(nil), // 40: devfleet.fsm.v1.RequestMigrationAbort
+	(*CreateNotice)(nil),          // 41: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 42: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 43: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 44: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 45: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 46: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 47: devfleet.v1.Site
+	(*v1.Host)(nil),               // 48: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 49: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 50: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 51: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 52: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 53: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 54: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 55: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 56: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 57: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 58: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 59: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 60: devfleet.v1.MigrationProgress
+	(*v1.Notice)(nil),             // 61: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,  // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -3122,7 +3527,7 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24, // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25, // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27, // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	36, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	41, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
 	28, // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
 	29, // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
 	30, // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
@@ -3131,50 +3536,62 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	33, // 31: devfleet.fsm.v1.Command.set_container_state:type_name -> devfleet.fsm.v1.SetContainerState
 	34, // 32: devfleet.fsm.v1.Command.release_container:type_name -> devfleet.fsm.v1.ReleaseContainer
 	35, // 33: devfleet.fsm.v1.Command.purge_container:type_name -> devfleet.fsm.v1.PurgeContainer
-	3,  // 34: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	40, // 35: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	40, // 36: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	41, // 37: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	42, // 38: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	42, // 39: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	41, // 40: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	43, // 41: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	43, // 42: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	41, // 43: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	44, // 44: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	44, // 45: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	41, // 46: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	45, // 47: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	45, // 48: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	41, // 49: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	46, // 50: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	46, // 51: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	47, // 52: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	48, // 53: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26, // 54: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	49, // 55: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	50, // 56: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	51, // 57: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	52, // 58: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	52, // 59: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	53, // 60: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	37, // 61: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	38, // 62: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,  // 63: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	40, // 64: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	42, // 65: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	43, // 66: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	44, // 67: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	45, // 68: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	53, // 69: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	49, // 70: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	50, // 71: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	51, // 72: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	73, // [73:73] is the sub-list for method output_type
-	73, // [73:73] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	36, // 34: devfleet.fsm.v1.Command.create_migration:type_name -> devfleet.fsm.v1.CreateMigration
+	38, // 35: devfleet.fsm.v1.Command.update_migrations:type_name -> devfleet.fsm.v1.UpdateMigrations
+	39, // 36: devfleet.fsm.v1.Command.finish_migration:type_name -> devfleet.fsm.v1.FinishMigration
+	40, // 37: devfleet.fsm.v1.Command.request_migration_abort:type_name -> devfleet.fsm.v1.RequestMigrationAbort
+	3,  // 38: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	45, // 39: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	45, // 40: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	46, // 41: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	47, // 42: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	47, // 43: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	46, // 44: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	48, // 45: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	48, // 46: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	46, // 47: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	49, // 48: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	49, // 49: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	46, // 50: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	50, // 51: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	50, // 52: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	46, // 53: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	51, // 54: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	51, // 55: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	52, // 56: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	53, // 57: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26, // 58: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	54, // 59: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	55, // 60: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	56, // 61: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	57, // 62: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	57, // 63: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	58, // 64: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	59, // 65: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	60, // 66: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	59, // 67: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	37, // 68: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	59, // 69: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	60, // 70: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	61, // 71: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	42, // 72: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	43, // 73: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,  // 74: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	45, // 75: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	47, // 76: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	48, // 77: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	49, // 78: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	50, // 79: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	61, // 80: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	54, // 81: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	55, // 82: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	56, // 83: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	58, // 84: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	85, // [85:85] is the sub-list for method output_type
+	85, // [85:85] is the sub-list for method input_type
+	85, // [85:85] is the sub-list for extension type_name
+	85, // [85:85] is the sub-list for extension extendee
+	0,  // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -3216,8 +3633,12 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_SetContainerState)(nil),
 		(*Command_ReleaseContainer)(nil),
 		(*Command_PurgeContainer)(nil),
+		(*Command_CreateMigration)(nil),
+		(*Command_UpdateMigrations)(nil),
+		(*Command_FinishMigration)(nil),
+		(*Command_RequestMigrationAbort)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[39].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[44].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -3230,6 +3651,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_ContainerProfile)(nil),
 		(*SnapshotRecord_ContainerPool)(nil),
 		(*SnapshotRecord_Container)(nil),
+		(*SnapshotRecord_Migration)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3237,7 +3659,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,276 @@
+package state
+
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/devfleet/devfleet/capacity/fit"
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// DefaultPriority is a migration's priority when the caller gives none: evacuations, then
+// maintenance, go before developers' own moves, and rebalancing comes last.
+func DefaultPriority(r v1.MigrationReason) int32 {
+	switch r {
+	case v1.MigrationReason_MIGRATION_REASON_EVACUATION:
+		return 300
+	case v1.MigrationReason_MIGRATION_REASON_MAINTENANCE:
+		return 200
+	case v1.MigrationReason_MIGRATION_REASON_USER:
+		return 100
+	}
+	return 0
+}
+
+// Final reports whether a migration phase is an end.
+func Final(p v1.MigrationPhase) bool {
+	return p == v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED || p == v1.MigrationPhase_MIGRATION_PHASE_FAILED ||
+		p == v1.MigrationPhase_MIGRATION_PHASE_ABORTED
+}
+
+// GetMigration returns a migration or NotFound.
+func (v *View) GetMigration(id string) (*v1.Migration, error) {
+	if raw := v.first(TableMigrations, "id", id); raw != nil {
+		return raw.(*v1.Migration), nil
+	}
+	return nil, apierror.Missing("migration", id)
+}
+
+// Migrations returns every migration, by ID.
+func (v *View) Migrations() []*v1.Migration { return rows[*v1.Migration](v, TableMigrations, "id") }
+
+// MigrationsOf returns a devserver's migrations, past and present.
+func (v *View) MigrationsOf(devserver string) []*v1.Migration {
+	return rows[*v1.Migration](v, TableMigrations, "devserver", devserver)
+}
+
+// ActiveMigration returns the devserver's migration that has not ended, or nil.
+func (v *View) ActiveMigration(devserver string) *v1.Migration {
+	for _, m := range v.MigrationsOf(devserver) {
+		if !Final(m.GetPhase()) {
+			return m
+		}
+	}
+	return nil
+}
+
+// activeTo returns the migrations that have not ended and hold room on host.
+func (v *View) activeTo(host string) []*v1.Migration {
+	return slices.DeleteFunc(rows[*v1.Migration](v, TableMigrations, "dest", host), func(m *v1.Migration) bool { return Final(m.GetPhase()) })
+}
+
+// CreateMigration records a migration the leader planned: the devserver must be running (and
+// not a whole machine), the destination another active, healthy host of its region with room,
+// and no other migration of it may be under way. The devserver becomes MIGRATING and the
+// destination's room is held until the migration ends.
+func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
+	m := &v1.Migration{Id: in.GetId(), Devserver: in.GetDevserver(), DevserverId: in.GetDevserverId(), DestHost: in.GetDestHost(),
+		Reason: in.GetReason(), Priority: in.GetPriority(), Policy: in.GetPolicy(), RequestedBy: in.GetRequestedBy(), Cold: in.GetCold()}
+	if m.GetId() == "" {
+		return nil, apierror.Invalid("migration.id", "must be stamped by the leader")
+	}
+	if _, ok := v1.MigrationReason_name[int32(m.GetReason())]; !ok || m.GetReason() == v1.MigrationReason_MIGRATION_REASON_UNSPECIFIED {
+		return nil, apierror.Invalid("migration.reason", "must be maintenance, user, rebalance or evacuation")
+	}
+	if err := validate.Name("migration.dest_host", m.GetDestHost()); err != nil {
+		return nil, err
+	}
+	if err := validate.Text("migration.requested_by", m.GetRequestedBy(), 256); err != nil {
+		return nil, err
+	}
+	if w.first(TableMigrations, "id", m.GetId()) != nil {
+		return nil, apierror.Exists("migration", m.GetId())
+	}
+	d, err := w.sameDevserver(m.GetDevserver(), m.GetDevserverId())
+	if err != nil {
+		return nil, err
+	}
+	if cur := w.ActiveMigration(d.GetName()); cur != nil {
+		return nil, apierror.Blocked("devserver %q is already moving (migration %s to %s)", d.GetName(), cur.GetId(), cur.GetDestHost())
+	}
+	if d.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING || Deleting(d) {
+		return nil, apierror.Blocked("devserver %q is %s: only a running devserver moves", d.GetName(), StateName(d.GetState()))
+	}
+	f, err := w.GetFlavor(d.GetFlavor())
+	if err != nil {
+		return nil, err
+	}
+	if fit.Physical(f) {
+		return nil, apierror.Blocked("devserver %q is a whole machine (flavor %s): it cannot be moved live", d.GetName(), f.GetName())
+	}
+	if m.GetDestHost() == d.GetHost() {
+		return nil, apierror.Blocked("devserver %q already runs on %s", d.GetName(), d.GetHost())
+	}
+	h, err := w.GetHost(m.GetDestHost())
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case h.GetRegion() != d.GetRegion():
+		return nil, apierror.Blocked("host %q is in region %q; devserver %q lives in %q", h.GetName(), h.GetRegion(), d.GetName(), d.GetRegion())
+	case h.GetState() != v1.HostState_HOST_STATE_ACTIVE:
+		return nil, apierror.Blocked("host %q is %s and takes no new devservers", h.GetName(), HostStateName(h.GetState()))
+	case h.GetHealth() == v1.HostHealth_HOST_HEALTH_UNHEALTHY:
+		return nil, apierror.Blocked("host %q is unhealthy: %s", h.GetName(), h.GetHealthReason())
+	}
+	if s := fit.Check(f, h, fit.Free(h)); s != fit.None {
+		e := apierror.Blocked("host %q has no room for it: its free resources %s", h.GetName(), s.Describe(f))
+		e.Code = apierror.CodeNoRoom
+		return nil, e
+	}
+	if m.GetPriority() == 0 {
+		m.Priority = DefaultPriority(m.GetReason())
+	}
+	m.SourceHost = d.GetHost()
+	m.Phase = v1.MigrationPhase_MIGRATION_PHASE_PENDING
+	m.CreateTime, m.UpdateTime, m.CreateIndex, m.ModifyIndex = w.now, w.now, w.index, w.index
+	if err := w.insert(TableMigrations, m); err != nil {
+		return nil, err
+	}
+	if err := w.allocate(h.GetName(), f, false); err != nil {
+		return nil, err
+	}
+	nd := proto.Clone(d).(*v1.Devserver)
+	nd.State, nd.StateReason = v1.DevserverState_DEVSERVER_STATE_MIGRATING, "moving to "+h.GetName()+" (migration "+m.GetId()+")"
+	nd.UpdateTime, nd.ModifyIndex = w.now, w.index
+	return m, w.insert(TableDevservers, nd)
+}
+
+// UpdateMigrations records phases, progress and attempts of migrations under way. An update
+// for a migration that ended, or that is no longer in one of its from phases, is skipped (a
+// late sample); a bad update refuses the whole batch.
+func (w *WriteTxn) UpdateMigrations(updates []*MigrationUpdate) error {
+	for i, u := range updates {
+		if _, ok := v1.MigrationPhase_name[int32(u.Phase)]; !ok || Final(u.Phase) {
+			return apierror.Invalid("updates.phase", "update %d: phase %s cannot be set here; FinishMigration ends a migration", i, u.Phase)
+		}
+		if err := validate.Text("updates.reason", u.Reason, validate.MaxReasonLen); err != nil {
+			return err
+		}
+	}
+	for _, u := range updates {
+		cur, ok := w.first(TableMigrations, "id", u.ID).(*v1.Migration)
+		if !ok || Final(cur.GetPhase()) || (len(u.From) > 0 && !slices.Contains(u.From, cur.GetPhase())) {
+			continue
+		}
+		m := proto.Clone(cur).(*v1.Migration)
+		if u.Phase != v1.MigrationPhase_MIGRATION_PHASE_UNSPECIFIED {
+			if u.Phase == v1.MigrationPhase_MIGRATION_PHASE_RUNNING && m.GetStartTime() == nil {
+				m.StartTime = w.now
+			}
+			m.Phase = u.Phase
+		}
+		if u.Progress != nil {
+			m.Progress = proto.Clone(u.Progress).(*v1.MigrationProgress)
+		}
+		if u.Attempts > 0 {
+			m.Attempts = u.Attempts
+		}
+		if u.Reason != "" {
+			m.FailureReason = u.Reason
+		}
+		m.UpdateTime, m.ModifyIndex = w.now, w.index
+		if err := w.insert(TableMigrations, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MigrationUpdate is one migration's change in UpdateMigrations.
+type MigrationUpdate struct {
+	ID       string
+	Phase    v1.MigrationPhase
+	Progress *v1.MigrationProgress
+	Attempts uint32
+	From     []v1.MigrationPhase
+	Reason   string
+}
+
+// FinishMigration ends a migration. Succeeded records the devserver on the destination (and
+// frees the source's room); Failed and Aborted leave it on the source (and free the
+// destination's). Either way the devserver is running again.
+func (w *WriteTxn) FinishMigration(id string, outcome v1.MigrationPhase, reason string, progress *v1.MigrationProgress) (*v1.Migration, error) {
+	if !Final(outcome) {
+		return nil, apierror.Invalid("outcome", "must be succeeded, failed or aborted, got %s", outcome)
+	}
+	if err := validate.Text("reason", reason, validate.MaxReasonLen); err != nil {
+		return nil, err
+	}
+	cur, err := w.GetMigration(id)
+	if err != nil {
+		return nil, err
+	}
+	if Final(cur.GetPhase()) {
+		return nil, apierror.Blocked("migration %s already ended (%s)", id, cur.GetPhase())
+	}
+	d, err := w.sameDevserver(cur.GetDevserver(), cur.GetDevserverId())
+	if err != nil {
+		return nil, err
+	}
+	f, err := w.GetFlavor(d.GetFlavor())
+	if err != nil {
+		return nil, err
+	}
+	m := proto.Clone(cur).(*v1.Migration)
+	m.Phase, m.EndTime, m.UpdateTime, m.ModifyIndex = outcome, w.now, w.now, w.index
+	if reason != "" {
+		m.FailureReason = reason
+	}
+	if progress != nil {
+		m.Progress = proto.Clone(progress).(*v1.MigrationProgress)
+	}
+	if err := w.insert(TableMigrations, m); err != nil {
+		return nil, err
+	}
+	nd := proto.Clone(d).(*v1.Devserver)
+	nd.State = v1.DevserverState_DEVSERVER_STATE_RUNNING
+	if outcome == v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED {
+		dest, err := w.GetHost(m.GetDestHost())
+		if err != nil {
+			return nil, err
+		}
+		if err := w.allocate(m.GetSourceHost(), f, true); err != nil {
+			return nil, err
+		}
+		nd.Host, nd.Site = dest.GetName(), dest.GetSite()
+		nd.StateReason = "moved from " + m.GetSourceHost() + " (migration " + id + ")"
+	} else {
+		if err := w.allocate(m.GetDestHost(), f, true); err != nil {
+			return nil, err
+		}
+		nd.StateReason = "stayed on " + m.GetSourceHost() + ": migration " + id + " " + StateOfMigration(outcome)
+	}
+	nd.UpdateTime, nd.ModifyIndex = w.now, w.index
+	return m, w.insert(TableDevservers, nd)
+}
+
+// RequestMigrationAbort asks the controller to stop a migration; the guest stays on the source.
+func (w *WriteTxn) RequestMigrationAbort(id string) (*v1.Migration, error) {
+	cur, err := w.GetMigration(id)
+	if err != nil {
+		return nil, err
+	}
+	if Final(cur.GetPhase()) {
+		return nil, apierror.Blocked("migration %s already ended (%s)", id, cur.GetPhase())
+	}
+	m := proto.Clone(cur).(*v1.Migration)
+	m.AbortRequested, m.UpdateTime, m.ModifyIndex = true, w.now, w.index
+	return m, w.insert(TableMigrations, m)
+}
+
+// StateOfMigration is a final phase as words.
+func StateOfMigration(p v1.MigrationPhase) string {
+	switch p {
+	case v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED:
+		return "succeeded"
+	case v1.MigrationPhase_MIGRATION_PHASE_FAILED:
+		return "failed"
+	case v1.MigrationPhase_MIGRATION_PHASE_ABORTED:
+		return "was aborted"
+	}
+	return "is under way"
+}
