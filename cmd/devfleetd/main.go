@@ -32,6 +32,7 @@ type options struct {
 	dev           bool
 	allowFake     bool
 	provisioner   provisioner.Config
+	operators     []string
 	logLevel      string
 	logFormat     string
 	raft          raftnode.Config
@@ -83,6 +84,7 @@ Precedence: flag, environment, file, default.
 	f.DurationVar(&o.provisioner.ShutdownGrace, "guest-shutdown-grace", 30*time.Second, "how long a devserver's guest may take to power off when stopped before it is cut")
 	f.DurationVar(&o.provisioner.Resync, "host-resync", 30*time.Second, "how often the leader compares every libvirt host's guests with the state (on top of libvirt's events)")
 	f.IntVar(&o.provisioner.Workers, "provisioner-workers", 8, "libvirt steps (create, stop, delete, ...) the leader runs at once")
+	f.StringSliceVar(&o.operators, "operators", nil, "users who may move any devserver (callers name themselves with --as until authentication lands)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	f.DurationVar(&o.raft.HeartbeatTimeout, "raft-heartbeat-timeout", raftnode.DefaultHeartbeatTimeout, "follower waits this long without leader contact before an election")
@@ -166,6 +168,7 @@ func run(ctx context.Context, o *options) error {
 
 		AllowFakeHypervisors: o.allowFake || o.dev,
 		Provisioner:          o.provisioner,
+		Operators:            o.operators,
 	})
 	if err != nil {
 		return err

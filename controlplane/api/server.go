@@ -67,6 +67,8 @@ type Config struct {
 	AllowFakeHypervisors bool
 	// Hosts is placement's host index; nil makes one. The leader's controllers share it.
 	Hosts *capacity.Index
+	// Operators may move any devserver (until authentication lands, callers name themselves).
+	Operators []string
 }
 
 // Server implements the gRPC services.
@@ -75,6 +77,7 @@ type Server struct {
 	v1.UnsafeClusterServiceServer
 	v1.UnsafeCapacityServiceServer
 	v1.UnsafeContainerServiceServer
+	v1.UnsafeMigrationServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -139,6 +142,7 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterClusterServiceServer(g, s)
 	v1.RegisterCapacityServiceServer(g, s)
 	v1.RegisterContainerServiceServer(g, s)
+	v1.RegisterMigrationServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

@@ -24,6 +24,8 @@ const (
 	Unavailable
 	// Aborted: a compare-and-set found the object changed since it was read; read it again.
 	Aborted
+	// PermissionDenied: the caller may not do this to this object.
+	PermissionDenied
 )
 
 var kindCodes = map[Kind]codes.Code{
@@ -33,6 +35,7 @@ var kindCodes = map[Kind]codes.Code{
 	FailedPrecondition: codes.FailedPrecondition,
 	Unavailable:        codes.Unavailable,
 	Aborted:            codes.Aborted,
+	PermissionDenied:   codes.PermissionDenied,
 }
 
 // Error is a refusal with the field or object it concerns, so that the caller can fix its input.

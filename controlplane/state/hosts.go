@@ -67,14 +67,15 @@ func resourcesOrZero(r *v1.Resources) *v1.Resources {
 // out; output-only fields (region, state, times, indexes) are dropped.
 func NewHost(in *v1.Host) *v1.Host {
 	h := &v1.Host{
-		Name:       in.GetName(),
-		Site:       in.GetSite(),
-		Overcommit: normalOvercommit(in.GetOvercommit()),
-		Reserved:   resourcesOrZero(in.GetReserved()),
-		Labels:     maps.Clone(in.GetLabels()),
-		LibvirtUri: in.GetLibvirtUri(),
-		State:      v1.HostState_HOST_STATE_ACTIVE,
-		Allocated:  &v1.Resources{},
+		Name:         in.GetName(),
+		Site:         in.GetSite(),
+		Overcommit:   normalOvercommit(in.GetOvercommit()),
+		Reserved:     resourcesOrZero(in.GetReserved()),
+		Labels:       maps.Clone(in.GetLabels()),
+		LibvirtUri:   in.GetLibvirtUri(),
+		MigrationUri: in.GetMigrationUri(),
+		State:        v1.HostState_HOST_STATE_ACTIVE,
+		Allocated:    &v1.Resources{},
 	}
 	if in.GetCapacity() != nil {
 		h.Capacity = proto.Clone(in.GetCapacity()).(*v1.Resources)
@@ -118,6 +119,8 @@ func (w *WriteTxn) UpdateHost(in *v1.Host, paths []string) (*v1.Host, error) {
 			h.Reserved = resourcesOrZero(in.GetReserved())
 		case "labels":
 			h.Labels = maps.Clone(in.GetLabels())
+		case "migration_uri":
+			h.MigrationUri = in.GetMigrationUri()
 		case "libvirt_uri":
 			if in.GetLibvirtUri() != cur.GetLibvirtUri() {
 				if names, n := namesWhere[*v1.Devserver](&w.View, 3, nil, TableDevservers, "host", h.GetName()); n > 0 {

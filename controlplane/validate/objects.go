@@ -100,6 +100,9 @@ func Host(prefix string, h *v1.Host) error {
 	if err := LibvirtURI(prefix+".libvirt_uri", h.GetLibvirtUri()); err != nil {
 		return err
 	}
+	if err := LibvirtURI(prefix+".migration_uri", h.GetMigrationUri()); err != nil {
+		return err
+	}
 	return Text(prefix+".state_reason", h.GetStateReason(), MaxReasonLen)
 }
 
@@ -261,7 +264,7 @@ func UpdatePaths(field string, mask *fieldmaskpb.FieldMask, allowed, defaults []
 var (
 	RegionUpdatable    = []string{"description", "reserve"}
 	SiteUpdatable      = []string{"description"}
-	HostUpdatable      = []string{"capacity", "overcommit", "reserved", "labels", "libvirt_uri"}
+	HostUpdatable      = []string{"capacity", "overcommit", "reserved", "labels", "libvirt_uri", "migration_uri"}
 	FlavorUpdatable    = []string{"description", "allowed_regions", "resources", "repair"}
 	FlavorDefault      = []string{"description"}
 	DevserverUpdatable = []string{"sharers", "lifespan", "expire_time"}

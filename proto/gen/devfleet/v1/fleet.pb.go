@@ -920,7 +920,10 @@ type Host struct {
 	HealthReason string `protobuf:"bytes,18,opt,name=health_reason,json=healthReason,proto3" json:"health_reason,omitempty"`
 	// Output only: when devfleet last reached the host's libvirt daemon (recorded at most every
 	// few seconds, in batches).
-	LastSeenTime  *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
+	// libvirt URI other hosts' daemons use to reach this one for peer-to-peer live migration
+	// (e.g. qemu+tcp://10.0.0.12/system); empty means libvirt_uri.
+	MigrationUri  string `protobuf:"bytes,20,opt,name=migration_uri,json=migrationUri,proto3" json:"migration_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1086,6 +1089,13 @@ func (x *Host) GetLastSeenTime() *timestamppb.Timestamp {
 		return x.LastSeenTime
 	}
 	return nil
+}
+
+func (x *Host) GetMigrationUri() string {
+	if x != nil {
+		return x.MigrationUri
+	}
+	return ""
 }
 
 // A flavor is the size a developer picks for a devserver.
@@ -3545,7 +3555,7 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"Overcommit\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\x01R\x03cpu\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\x01R\x06memory\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xa1\a\n" +
+	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xc6\a\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x16\n" +
@@ -3571,7 +3581,8 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\tallocated\x18\x10 \x01(\v2\x16.devfleet.v1.ResourcesR\tallocated\x12/\n" +
 	"\x06health\x18\x11 \x01(\x0e2\x17.devfleet.v1.HostHealthR\x06health\x12#\n" +
 	"\rhealth_reason\x18\x12 \x01(\tR\fhealthReason\x12@\n" +
-	"\x0elast_seen_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x1a9\n" +
+	"\x0elast_seen_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12#\n" +
+	"\rmigration_uri\x18\x14 \x01(\tR\fmigrationUri\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +

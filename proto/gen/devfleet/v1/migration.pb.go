@@ -9,6 +9,7 @@
 package devfleetv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -591,11 +592,292 @@ func (x *Migration) GetModifyIndex() uint64 {
 	return 0
 }
 
+type MigrateDevserverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Destination; empty lets capacity choose one in the devserver's region.
+	ToHost string `protobuf:"bytes,2,opt,name=to_host,json=toHost,proto3" json:"to_host,omitempty"`
+	// Default user.
+	Reason MigrationReason `protobuf:"varint,3,opt,name=reason,proto3,enum=devfleet.v1.MigrationReason" json:"reason,omitempty"`
+	// 0 takes the reason's default.
+	Priority      int32            `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	Policy        *MigrationPolicy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateDevserverRequest) Reset() {
+	*x = MigrateDevserverRequest{}
+	mi := &file_devfleet_v1_migration_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateDevserverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateDevserverRequest) ProtoMessage() {}
+
+func (x *MigrateDevserverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_migration_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateDevserverRequest.ProtoReflect.Descriptor instead.
+func (*MigrateDevserverRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MigrateDevserverRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MigrateDevserverRequest) GetToHost() string {
+	if x != nil {
+		return x.ToHost
+	}
+	return ""
+}
+
+func (x *MigrateDevserverRequest) GetReason() MigrationReason {
+	if x != nil {
+		return x.Reason
+	}
+	return MigrationReason_MIGRATION_REASON_UNSPECIFIED
+}
+
+func (x *MigrateDevserverRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *MigrateDevserverRequest) GetPolicy() *MigrationPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type GetMigrationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Stale         bool                   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetMigrationRequest) Reset() {
+	*x = GetMigrationRequest{}
+	mi := &file_devfleet_v1_migration_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetMigrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetMigrationRequest) ProtoMessage() {}
+
+func (x *GetMigrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_migration_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetMigrationRequest.ProtoReflect.Descriptor instead.
+func (*GetMigrationRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetMigrationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetMigrationRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type ListMigrationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this devserver's.
+	Devserver string `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
+	// Only migrations that have not ended.
+	Active        bool `protobuf:"varint,2,opt,name=active,proto3" json:"active,omitempty"`
+	Stale         bool `protobuf:"varint,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMigrationsRequest) Reset() {
+	*x = ListMigrationsRequest{}
+	mi := &file_devfleet_v1_migration_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMigrationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMigrationsRequest) ProtoMessage() {}
+
+func (x *ListMigrationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_migration_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMigrationsRequest.ProtoReflect.Descriptor instead.
+func (*ListMigrationsRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListMigrationsRequest) GetDevserver() string {
+	if x != nil {
+		return x.Devserver
+	}
+	return ""
+}
+
+func (x *ListMigrationsRequest) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *ListMigrationsRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+type ListMigrationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Migrations    []*Migration           `protobuf:"bytes,1,rep,name=migrations,proto3" json:"migrations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMigrationsResponse) Reset() {
+	*x = ListMigrationsResponse{}
+	mi := &file_devfleet_v1_migration_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMigrationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMigrationsResponse) ProtoMessage() {}
+
+func (x *ListMigrationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_migration_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMigrationsResponse.ProtoReflect.Descriptor instead.
+func (*ListMigrationsResponse) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListMigrationsResponse) GetMigrations() []*Migration {
+	if x != nil {
+		return x.Migrations
+	}
+	return nil
+}
+
+type AbortMigrationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortMigrationRequest) Reset() {
+	*x = AbortMigrationRequest{}
+	mi := &file_devfleet_v1_migration_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortMigrationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortMigrationRequest) ProtoMessage() {}
+
+func (x *AbortMigrationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_migration_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortMigrationRequest.ProtoReflect.Descriptor instead.
+func (*AbortMigrationRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AbortMigrationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 var File_devfleet_v1_migration_proto protoreflect.FileDescriptor
 
 const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdevfleet/v1/migration.proto\x12\vdevfleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x03\n" +
+	"\x1bdevfleet/v1/migration.proto\x12\vdevfleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x03\n" +
 	"\x0fMigrationPolicy\x12'\n" +
 	"\x0fbandwidth_mibps\x18\x01 \x01(\x04R\x0ebandwidthMibps\x12&\n" +
 	"\x0fmax_downtime_ms\x18\x02 \x01(\rR\rmaxDowntimeMs\x12#\n" +
@@ -644,7 +926,26 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\x14 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x15 \x01(\x04R\vmodifyIndex*\xb1\x01\n" +
+	"\fmodify_index\x18\x15 \x01(\x04R\vmodifyIndex\"\xce\x01\n" +
+	"\x17MigrateDevserverRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ato_host\x18\x02 \x01(\tR\x06toHost\x124\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x1c.devfleet.v1.MigrationReasonR\x06reason\x12\x1a\n" +
+	"\bpriority\x18\x04 \x01(\x05R\bpriority\x124\n" +
+	"\x06policy\x18\x05 \x01(\v2\x1c.devfleet.v1.MigrationPolicyR\x06policy\";\n" +
+	"\x13GetMigrationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"c\n" +
+	"\x15ListMigrationsRequest\x12\x1c\n" +
+	"\tdevserver\x18\x01 \x01(\tR\tdevserver\x12\x16\n" +
+	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\bR\x05stale\"P\n" +
+	"\x16ListMigrationsResponse\x126\n" +
+	"\n" +
+	"migrations\x18\x01 \x03(\v2\x16.devfleet.v1.MigrationR\n" +
+	"migrations\"'\n" +
+	"\x15AbortMigrationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id*\xb1\x01\n" +
 	"\x0fMigrationReason\x12 \n" +
 	"\x1cMIGRATION_REASON_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cMIGRATION_REASON_MAINTENANCE\x10\x01\x12\x19\n" +
@@ -660,7 +961,12 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\x1aMIGRATION_PHASE_COMPLETING\x10\x05\x12\x1d\n" +
 	"\x19MIGRATION_PHASE_SUCCEEDED\x10\x06\x12\x1a\n" +
 	"\x16MIGRATION_PHASE_FAILED\x10\a\x12\x1b\n" +
-	"\x17MIGRATION_PHASE_ABORTED\x10\bB?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
+	"\x17MIGRATION_PHASE_ABORTED\x10\b2\xdc\x03\n" +
+	"\x10MigrationService\x12z\n" +
+	"\x10MigrateDevserver\x12$.devfleet.v1.MigrateDevserverRequest\x1a\x16.devfleet.v1.Migration\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/devservers/{name}:migrate\x12e\n" +
+	"\fGetMigration\x12 .devfleet.v1.GetMigrationRequest\x1a\x16.devfleet.v1.Migration\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/migrations/{id}\x12q\n" +
+	"\x0eListMigrations\x12\".devfleet.v1.ListMigrationsRequest\x1a#.devfleet.v1.ListMigrationsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/migrations\x12r\n" +
+	"\x0eAbortMigration\x12\".devfleet.v1.AbortMigrationRequest\x1a\x16.devfleet.v1.Migration\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/migrations/{id}:abortB?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
 
 var (
 	file_devfleet_v1_migration_proto_rawDescOnce sync.Once
@@ -675,33 +981,49 @@ func file_devfleet_v1_migration_proto_rawDescGZIP() []byte {
 }
 
 var file_devfleet_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_devfleet_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_devfleet_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_devfleet_v1_migration_proto_goTypes = []any{
-	(MigrationReason)(0),          // 0: devfleet.v1.MigrationReason
-	(MigrationPhase)(0),           // 1: devfleet.v1.MigrationPhase
-	(*MigrationPolicy)(nil),       // 2: devfleet.v1.MigrationPolicy
-	(*MigrationProgress)(nil),     // 3: devfleet.v1.MigrationProgress
-	(*Migration)(nil),             // 4: devfleet.v1.Migration
-	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(MigrationReason)(0),            // 0: devfleet.v1.MigrationReason
+	(MigrationPhase)(0),             // 1: devfleet.v1.MigrationPhase
+	(*MigrationPolicy)(nil),         // 2: devfleet.v1.MigrationPolicy
+	(*MigrationProgress)(nil),       // 3: devfleet.v1.MigrationProgress
+	(*Migration)(nil),               // 4: devfleet.v1.Migration
+	(*MigrateDevserverRequest)(nil), // 5: devfleet.v1.MigrateDevserverRequest
+	(*GetMigrationRequest)(nil),     // 6: devfleet.v1.GetMigrationRequest
+	(*ListMigrationsRequest)(nil),   // 7: devfleet.v1.ListMigrationsRequest
+	(*ListMigrationsResponse)(nil),  // 8: devfleet.v1.ListMigrationsResponse
+	(*AbortMigrationRequest)(nil),   // 9: devfleet.v1.AbortMigrationRequest
+	(*durationpb.Duration)(nil),     // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
 }
 var file_devfleet_v1_migration_proto_depIdxs = []int32{
-	5,  // 0: devfleet.v1.MigrationPolicy.completion_timeout_per_gib:type_name -> google.protobuf.Duration
-	5,  // 1: devfleet.v1.MigrationPolicy.progress_timeout:type_name -> google.protobuf.Duration
-	6,  // 2: devfleet.v1.MigrationProgress.sample_time:type_name -> google.protobuf.Timestamp
+	10, // 0: devfleet.v1.MigrationPolicy.completion_timeout_per_gib:type_name -> google.protobuf.Duration
+	10, // 1: devfleet.v1.MigrationPolicy.progress_timeout:type_name -> google.protobuf.Duration
+	11, // 2: devfleet.v1.MigrationProgress.sample_time:type_name -> google.protobuf.Timestamp
 	0,  // 3: devfleet.v1.Migration.reason:type_name -> devfleet.v1.MigrationReason
 	1,  // 4: devfleet.v1.Migration.phase:type_name -> devfleet.v1.MigrationPhase
 	3,  // 5: devfleet.v1.Migration.progress:type_name -> devfleet.v1.MigrationProgress
 	2,  // 6: devfleet.v1.Migration.policy:type_name -> devfleet.v1.MigrationPolicy
-	6,  // 7: devfleet.v1.Migration.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 8: devfleet.v1.Migration.start_time:type_name -> google.protobuf.Timestamp
-	6,  // 9: devfleet.v1.Migration.end_time:type_name -> google.protobuf.Timestamp
-	6,  // 10: devfleet.v1.Migration.update_time:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	11, // 7: devfleet.v1.Migration.create_time:type_name -> google.protobuf.Timestamp
+	11, // 8: devfleet.v1.Migration.start_time:type_name -> google.protobuf.Timestamp
+	11, // 9: devfleet.v1.Migration.end_time:type_name -> google.protobuf.Timestamp
+	11, // 10: devfleet.v1.Migration.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: devfleet.v1.MigrateDevserverRequest.reason:type_name -> devfleet.v1.MigrationReason
+	2,  // 12: devfleet.v1.MigrateDevserverRequest.policy:type_name -> devfleet.v1.MigrationPolicy
+	4,  // 13: devfleet.v1.ListMigrationsResponse.migrations:type_name -> devfleet.v1.Migration
+	5,  // 14: devfleet.v1.MigrationService.MigrateDevserver:input_type -> devfleet.v1.MigrateDevserverRequest
+	6,  // 15: devfleet.v1.MigrationService.GetMigration:input_type -> devfleet.v1.GetMigrationRequest
+	7,  // 16: devfleet.v1.MigrationService.ListMigrations:input_type -> devfleet.v1.ListMigrationsRequest
+	9,  // 17: devfleet.v1.MigrationService.AbortMigration:input_type -> devfleet.v1.AbortMigrationRequest
+	4,  // 18: devfleet.v1.MigrationService.MigrateDevserver:output_type -> devfleet.v1.Migration
+	4,  // 19: devfleet.v1.MigrationService.GetMigration:output_type -> devfleet.v1.Migration
+	8,  // 20: devfleet.v1.MigrationService.ListMigrations:output_type -> devfleet.v1.ListMigrationsResponse
+	4,  // 21: devfleet.v1.MigrationService.AbortMigration:output_type -> devfleet.v1.Migration
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_migration_proto_init() }
@@ -715,9 +1037,9 @@ func file_devfleet_v1_migration_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_migration_proto_rawDesc), len(file_devfleet_v1_migration_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   3,
+			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_devfleet_v1_migration_proto_goTypes,
 		DependencyIndexes: file_devfleet_v1_migration_proto_depIdxs,

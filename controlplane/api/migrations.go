@@ -1,0 +1,145 @@
+package api
+
+import (
+	"context"
+	"slices"
+
+	"github.com/google/uuid"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/devfleet/devfleet/capacity"
+	"github.com/devfleet/devfleet/capacity/fit"
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/state"
+	"github.com/devfleet/devfleet/controlplane/validate"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// AsHeader is the request metadata that says who calls, until authentication lands.
+const AsHeader = "devfleet-as"
+
+// caller returns who the request says it comes from, or PermissionDenied when it says nothing.
+func caller(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	as := md.Get(AsHeader)
+	if len(as) == 0 || as[0] == "" {
+		return "", &apierror.Error{Kind: apierror.PermissionDenied, Field: AsHeader,
+			Reason: "say who you are (devfleet --as USER): only a devserver's owner, a sharer or an operator may move it"}
+	}
+	if err := validate.User(AsHeader, as[0]); err != nil {
+		return "", err
+	}
+	return as[0], nil
+}
+
+// mayMove checks that who may move d: its owner, a sharer, or an operator.
+func (s *Server) mayMove(who string, d *v1.Devserver) error {
+	if who == d.GetOwner() || slices.Contains(d.GetSharers(), who) || slices.Contains(s.cfg.Operators, who) {
+		return nil
+	}
+	return &apierror.Error{Kind: apierror.PermissionDenied, Field: AsHeader,
+		Reason: who + " is not the owner of devserver " + d.GetName() + ", a sharer of it, or an operator"}
+}
+
+// MigrateDevserver records a move; the leader's migration controller runs it.
+func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverRequest) (*v1.Migration, error) {
+	if err := validate.Name("name", req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := validate.OptionalName("to_host", req.GetToHost()); err != nil {
+		return nil, err
+	}
+	reason := req.GetReason()
+	if reason == v1.MigrationReason_MIGRATION_REASON_UNSPECIFIED {
+		reason = v1.MigrationReason_MIGRATION_REASON_USER
+	}
+	if _, ok := v1.MigrationReason_name[int32(reason)]; !ok {
+		return nil, apierror.Invalid("reason", "unknown reason %d", reason)
+	}
+	who, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	const attempts = 4
+	for attempt := 1; ; attempt++ {
+		v := s.store.View()
+		d, err := v.GetDevserver(req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		if err := s.mayMove(who, d); err != nil {
+			return nil, err
+		}
+		dest := req.GetToHost()
+		var need fit.Amount
+		if dest == "" {
+			f, err := v.GetFlavor(d.GetFlavor())
+			if err != nil {
+				return nil, err
+			}
+			dec := s.hosts.Place(&capacity.Request{Flavor: f, Region: d.GetRegion(), Pending: s.pending.snapshot(),
+				Spread: capacity.SpreadHosts, Owner: d.GetOwner(), Avoid: capacity.Avoid{Hosts: map[string]bool{d.GetHost(): true}}})
+			if dec.Host == nil {
+				return nil, apierror.Blocked("no host can take devserver %s: %s", d.GetName(), dec.Explanation)
+			}
+			dest, need = dec.Host.GetName(), fit.Need(f, dec.Host)
+			s.pending.add(dest, need)
+		}
+		m, err := proposeAs[*v1.Migration](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateMigration{CreateMigration: &fsmv1.CreateMigration{Migration: &v1.Migration{
+			Id: uuid.NewString(), Devserver: d.GetName(), DevserverId: d.GetId(), DestHost: dest, Reason: reason,
+			Priority: req.GetPriority(), Policy: req.GetPolicy(), RequestedBy: who}}}})
+		if !need.IsZero() {
+			s.pending.remove(dest, need)
+		}
+		if apierror.HasCode(err, apierror.CodeNoRoom) && req.GetToHost() == "" && attempt < attempts {
+			continue
+		}
+		return m, err
+	}
+}
+
+func (s *Server) GetMigration(_ context.Context, req *v1.GetMigrationRequest) (*v1.Migration, error) {
+	if req.GetId() == "" {
+		return nil, apierror.Invalid("id", "must not be empty")
+	}
+	return s.store.View().GetMigration(req.GetId())
+}
+
+func (s *Server) ListMigrations(_ context.Context, req *v1.ListMigrationsRequest) (*v1.ListMigrationsResponse, error) {
+	if err := validate.OptionalName("devserver", req.GetDevserver()); err != nil {
+		return nil, err
+	}
+	v := s.store.View()
+	ms := v.Migrations()
+	if req.GetDevserver() != "" {
+		ms = v.MigrationsOf(req.GetDevserver())
+	}
+	if req.GetActive() {
+		ms = slices.DeleteFunc(ms, func(m *v1.Migration) bool { return state.Final(m.GetPhase()) })
+	}
+	slices.SortFunc(ms, func(a, b *v1.Migration) int { return int(int64(a.GetCreateIndex()) - int64(b.GetCreateIndex())) })
+	return &v1.ListMigrationsResponse{Migrations: ms}, nil
+}
+
+// AbortMigration asks the controller to stop a migration; who may move the devserver may abort.
+func (s *Server) AbortMigration(ctx context.Context, req *v1.AbortMigrationRequest) (*v1.Migration, error) {
+	if req.GetId() == "" {
+		return nil, apierror.Invalid("id", "must not be empty")
+	}
+	who, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := s.store.View()
+	m, err := v.GetMigration(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	if d, err := v.GetDevserver(m.GetDevserver()); err == nil {
+		if err := s.mayMove(who, d); err != nil {
+			return nil, err
+		}
+	}
+	return proposeAs[*v1.Migration](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_RequestMigrationAbort{RequestMigrationAbort: &fsmv1.RequestMigrationAbort{Id: req.GetId()}}})
+}
