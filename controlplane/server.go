@@ -26,6 +26,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane/leader"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
+	"github.com/devfleet/devfleet/migrate"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 	"github.com/devfleet/devfleet/provisioner"
 )
@@ -64,6 +65,8 @@ type Config struct {
 	Provisioner provisioner.Config
 	// Operators may move any devserver (callers name themselves until authentication lands).
 	Operators []string
+	// MigrationLimits bound the migrations that run at once (zero fields: defaults).
+	MigrationLimits migrate.Limits
 }
 
 // Server is a running node.
@@ -148,6 +151,8 @@ func Start(cfg Config) (*Server, error) {
 	pc := cfg.Provisioner
 	pc.Store, pc.Raft, pc.Hypervisors, pc.Placer, pc.Logger, pc.Registry = f.Store(), s.node, s.hv, hosts, log, s.registry
 	s.lifecycle.Register(provisioner.New(pc))
+	s.lifecycle.Register(migrate.New(migrate.Config{Store: f.Store(), Raft: s.node, Leader: s.node, Hypervisors: s.hv,
+		Limits: cfg.MigrationLimits, Logger: log}))
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)
 	}

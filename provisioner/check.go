@@ -188,7 +188,12 @@ func knows(v *state.View, host string, dom hypervisor.Domain) bool {
 	switch dom.Metadata.Kind {
 	case hypervisor.InstanceDevserver:
 		d, err := v.GetDevserver(dom.Name)
-		return err == nil && d.GetId() == dom.Metadata.ID && d.GetHost() == host
+		if err != nil || d.GetId() != dom.Metadata.ID {
+			return false
+		}
+		// On its host, or arriving here by a migration under way.
+		m := v.ActiveMigration(d.GetName())
+		return d.GetHost() == host || (m != nil && m.GetDestHost() == host)
 	case hypervisor.InstanceContainer:
 		c, err := v.GetContainer(dom.Name)
 		return err == nil && c.GetId() == dom.Metadata.ID && c.GetHost() == host

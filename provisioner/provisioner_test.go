@@ -9,39 +9,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/capacity"
-	"github.com/devfleet/devfleet/controlplane/fsm"
+	"github.com/devfleet/devfleet/controlplane/fsm/fsmtest"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
 	"github.com/devfleet/devfleet/controlplane/state"
 	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
-
-// applier applies commands straight to an FSM: the provisioner's writes without raft, so that
-// these tests run in milliseconds. Integration and e2e tests use the real raft node.
-type applier struct {
-	mu    sync.Mutex
-	fsm   *fsm.FSM
-	index uint64
-	now   func() time.Time
-}
-
-func (a *applier) Propose(_ context.Context, cmd *fsmv1.Command) (fsm.Result, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.index++
-	cmd.TimeUnixNano = a.now().UnixNano()
-	data, err := fsm.EncodeBatch([]*fsmv1.Command{cmd})
-	if err != nil {
-		return fsm.Result{}, err
-	}
-	return a.fsm.Apply(&raft.Log{Index: a.index, Type: raft.LogCommand, Data: data}).([]fsm.Result)[0], nil
-}
 
 // clock is a test clock that only moves when told.
 type clock struct {
@@ -64,7 +42,7 @@ func (c *clock) advance(d time.Duration) {
 type fixture struct {
 	t     *testing.T
 	store *state.Store
-	raft  *applier
+	raft  *fsmtest.Applier
 	conn  *hypervisor.Connector
 	clock *clock
 	ctl   *Controller
@@ -77,8 +55,8 @@ const hostURI = "fake://m1"
 // (recreated when lost) and pet (notify only), and runs a provisioner on them.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{t: t, store: state.New(), clock: &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}}
-	f.raft = &applier{fsm: fsm.New(f.store, slog.New(slog.DiscardHandler), nil), now: f.clock.Now}
+	f := &fixture{t: t, clock: &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}}
+	f.raft, f.store = fsmtest.New(f.clock.Now)
 	f.conn = hypervisor.NewConnector(hypervisor.Options{AllowFake: true, PingInterval: 50 * time.Millisecond,
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { f.conn.Close() })
@@ -117,14 +95,7 @@ func (f *fixture) start() {
 
 func (f *fixture) ok(cmd *fsmv1.Command) any {
 	f.t.Helper()
-	res, err := f.raft.Propose(context.Background(), cmd)
-	if err == nil {
-		err = res.Err
-	}
-	if err != nil {
-		f.t.Fatalf("%s: %v", fsm.TypeName(cmd), err)
-	}
-	return res.Value
+	return f.raft.Must(f.t, cmd)
 }
 
 func (f *fixture) host(name string) *hypervisor.Memory {

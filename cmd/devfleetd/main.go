@@ -16,6 +16,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/validate"
+	"github.com/devfleet/devfleet/migrate"
 	"github.com/devfleet/devfleet/provisioner"
 )
 
@@ -33,6 +34,7 @@ type options struct {
 	allowFake     bool
 	provisioner   provisioner.Config
 	operators     []string
+	migrations    migrate.Limits
 	logLevel      string
 	logFormat     string
 	raft          raftnode.Config
@@ -84,6 +86,10 @@ Precedence: flag, environment, file, default.
 	f.DurationVar(&o.provisioner.ShutdownGrace, "guest-shutdown-grace", 30*time.Second, "how long a devserver's guest may take to power off when stopped before it is cut")
 	f.DurationVar(&o.provisioner.Resync, "host-resync", 30*time.Second, "how often the leader compares every libvirt host's guests with the state (on top of libvirt's events)")
 	f.IntVar(&o.provisioner.Workers, "provisioner-workers", 8, "libvirt steps (create, stop, delete, ...) the leader runs at once")
+	f.IntVar(&o.migrations.PerSource, "migrations-per-source", migrate.DefaultPerSource, "live migrations leaving one host at once")
+	f.IntVar(&o.migrations.PerDest, "migrations-per-dest", migrate.DefaultPerDest, "live migrations arriving at one host at once")
+	f.IntVar(&o.migrations.PerSite, "migrations-per-site", migrate.DefaultPerSite, "live migrations leaving or arriving at one site at once")
+	f.IntVar(&o.migrations.Cluster, "migrations-cluster", migrate.DefaultCluster, "live migrations in the whole fleet at once")
 	f.StringSliceVar(&o.operators, "operators", nil, "users who may move any devserver (callers name themselves with --as until authentication lands)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -169,6 +175,7 @@ func run(ctx context.Context, o *options) error {
 		AllowFakeHypervisors: o.allowFake || o.dev,
 		Provisioner:          o.provisioner,
 		Operators:            o.operators,
+		MigrationLimits:      o.migrations,
 	})
 	if err != nil {
 		return err

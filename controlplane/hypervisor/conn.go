@@ -90,6 +90,7 @@ func (o ConnOptions) withDefaults(uri string) ConnOptions {
 // connection drops returns KindUnavailable. Conn does not reconnect; the Connector does.
 type Conn struct {
 	host   string
+	uri    string
 	opts   ConnOptions
 	layout layout
 	log    *slog.Logger
@@ -103,6 +104,11 @@ type Conn struct {
 
 	// poolMu serializes making the storage pool.
 	poolMu sync.Mutex
+
+	// migMu guards migConns, the dedicated connections of the Migrate calls under way, which
+	// are cut when this connection closes.
+	migMu    sync.Mutex
+	migConns map[*Conn]struct{}
 }
 
 var _ Hypervisor = (*Conn)(nil)
@@ -160,7 +166,7 @@ func Dial(ctx context.Context, uri string, o ConnOptions) (*Conn, error) {
 		return nil, newError(o.Host, OpConnect, "", fmt.Errorf("connect: %w", ctx.Err()))
 	}
 	return &Conn{
-		host: o.Host, opts: o, log: o.Logger,
+		host: o.Host, uri: uri, opts: o, log: o.Logger,
 		layout: layout{pool: o.Pool, volumeFormat: o.VolumeFormat, serialDir: o.SerialDir},
 		l:      l, dialer: d, lost: l.Disconnected(),
 	}, nil
@@ -183,10 +189,12 @@ func (c *Conn) Close() error {
 // abort cuts the socket without a goodbye: for a daemon that stopped answering.
 func (c *Conn) abort() { c.shut(0) }
 
-// shut closes the connection, waiting up to grace for the daemon to acknowledge.
+// shut closes the connection, waiting up to grace for the daemon to acknowledge, and cuts the
+// dedicated connections of the Migrate calls under way.
 func (c *Conn) shut(grace time.Duration) {
 	c.close.Do(func() {
 		c.closed.Store(true)
+		c.cutMigrations()
 		if grace > 0 {
 			done := make(chan error, 1)
 			go func() { done <- c.l.Disconnect() }()

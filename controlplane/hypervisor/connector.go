@@ -35,6 +35,9 @@ type Options struct {
 	// mode). Without it they are refused, so a production fleet never ends up "running" guests
 	// in memory because of a mistyped URI.
 	AllowFake bool
+	// FakeClock is the Clock of the in-memory hosts (default the wall clock): their simulated
+	// migrations take time by it, so a test with a ManualClock runs them at once.
+	FakeClock Clock
 	// Conn configures libvirt connections; its Host is set to each host's name.
 	Conn ConnOptions
 	// OnHealth, if set, is called when a host's reachability is first known and whenever it

@@ -19,13 +19,44 @@ func (c *Connector) fake(uri string, t target) (*Memory, error) {
 	if err != nil {
 		return nil, errorf(uri, OpConnect, "", KindInvalidArgument, "%v", err)
 	}
+	o.Resolve, o.Clock = c.resolveFake, c.opts.FakeClock
 	m := NewMemory(o)
 	c.fakes[uri] = m
 	return m, nil
 }
 
+// resolveFake finds the destination of an in-memory migration among the Connector's fake hosts:
+// the one made from exactly that URI, else the only one of that NAME (fake://NAME, whatever the
+// parameters). It makes none: a destination must have been opened (or made by Fake) first.
+func (c *Connector) resolveFake(uri string) (*Memory, error) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != FakeScheme {
+		return nil, fmt.Errorf("%s is not an in-memory host (fake://NAME)", uri)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.fakes[uri]; ok {
+		return m, nil
+	}
+	var found *Memory
+	for _, m := range c.fakes {
+		if m.host != u.Host {
+			continue
+		}
+		if found != nil {
+			return nil, fmt.Errorf("several in-memory hosts are named %q: give the destination's whole URI", u.Host)
+		}
+		found = m
+	}
+	if found == nil {
+		return nil, fmt.Errorf("no in-memory host %s in this connector (open it first)", uri)
+	}
+	return found, nil
+}
+
 // fakeOptions reads an in-memory host's options from its URI:
-// fake://NAME?cpus=N&memory_mib=M&hostname=H&uuid=U (all parameters optional).
+// fake://NAME?cpus=N&memory_mib=M&migration_mibps=B&hostname=H&uuid=U (all parameters
+// optional; migration_mibps is MemoryOptions.MigrationMiBps).
 func fakeOptions(uri string, q url.Values) (MemoryOptions, error) {
 	u, err := url.Parse(uri)
 	if err != nil {
@@ -38,7 +69,7 @@ func fakeOptions(uri string, q url.Values) (MemoryOptions, error) {
 	for _, p := range []struct {
 		key string
 		dst *int64
-	}{{"cpus", &o.CPUs}, {"memory_mib", &o.MemoryMiB}} {
+	}{{"cpus", &o.CPUs}, {"memory_mib", &o.MemoryMiB}, {"migration_mibps", &o.MigrationMiBps}} {
 		s := q.Get(p.key)
 		if s == "" {
 			continue
@@ -167,6 +198,22 @@ func (s *memSession) Events(ctx context.Context) (<-chan Event, error) {
 		return nil, err
 	}
 	return s.m.subscribe(ctx, s)
+}
+
+func (s *memSession) Migrate(ctx context.Context, name string, dest MigrationTarget, p MigrationParams) error {
+	return sessionCall0(ctx, s, OpMigrate, name, func(ctx context.Context) error { return s.m.Migrate(ctx, name, dest, p) })
+}
+
+func (s *memSession) JobStats(ctx context.Context, name string) (JobStats, error) {
+	return sessionCall(ctx, s, OpJobStats, name, func(ctx context.Context) (JobStats, error) { return s.m.JobStats(ctx, name) })
+}
+
+func (s *memSession) AbortJob(ctx context.Context, name string) error {
+	return sessionCall0(ctx, s, OpAbortJob, name, func(ctx context.Context) error { return s.m.AbortJob(ctx, name) })
+}
+
+func (s *memSession) SetMaxSpeed(ctx context.Context, name string, mibps uint64) error {
+	return sessionCall0(ctx, s, OpSetMaxSpeed, name, func(ctx context.Context) error { return s.m.SetMaxSpeed(ctx, name, mibps) })
 }
 
 func (s *memSession) abort() { _ = s.Close() }

@@ -103,6 +103,34 @@ func (x *handle) Ping(ctx context.Context) error {
 	return err
 }
 
+// Migrate implements Hypervisor. On a libvirt host the session (a Conn) dials a connection of
+// its own for the migration and closes it afterwards, so that JobStats, AbortJob and
+// SetMaxSpeed on the host's shared connection are not queued behind the call; when the
+// Connector drops the host's connection, that one is cut with it (KindUnavailable; the daemon
+// may carry on with the migration).
+func (x *handle) Migrate(ctx context.Context, name string, dest MigrationTarget, p MigrationParams) error {
+	_, err := use(ctx, x.h, OpMigrate, name, func(s session) (struct{}, error) {
+		return struct{}{}, s.Migrate(ctx, name, dest, p)
+	})
+	return err
+}
+
+func (x *handle) JobStats(ctx context.Context, name string) (JobStats, error) {
+	return use(ctx, x.h, OpJobStats, name, func(s session) (JobStats, error) { return s.JobStats(ctx, name) })
+}
+
+func (x *handle) AbortJob(ctx context.Context, name string) error {
+	_, err := use(ctx, x.h, OpAbortJob, name, func(s session) (struct{}, error) { return struct{}{}, s.AbortJob(ctx, name) })
+	return err
+}
+
+func (x *handle) SetMaxSpeed(ctx context.Context, name string, mibps uint64) error {
+	_, err := use(ctx, x.h, OpSetMaxSpeed, name, func(s session) (struct{}, error) {
+		return struct{}{}, s.SetMaxSpeed(ctx, name, mibps)
+	})
+	return err
+}
+
 // Close does nothing: the Connector owns the connection (see Connector.Forget and Close).
 func (x *handle) Close() error { return nil }
 

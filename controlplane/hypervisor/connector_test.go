@@ -446,3 +446,81 @@ func TestConnectorConcurrent(t *testing.T) {
 	c.Close()
 	reports.Wait()
 }
+
+// TestConnectorMigratesBetweenFakes migrates through the Connector's handles: the destination
+// is found by its fake:// URI (here by its NAME only), the simulated migration runs on the
+// Connector's FakeClock, and a source whose connection drops mid-way returns KindUnavailable
+// while the migration goes on.
+func TestConnectorMigratesBetweenFakes(t *testing.T) {
+	ctx := testCtx(t)
+	clock := NewManualClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	o := fastOptions(t, nil)
+	o.FakeClock = clock
+	c := newConnector(t, o)
+	const u1, u2 = "fake://m1?cpus=8&memory_mib=8192", "fake://m2?cpus=8&memory_mib=8192&migration_mibps=100"
+	h1, err := c.Open("m1", u1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := c.Open("m2", u2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev1, _ := h1.Events(ctx)
+	ev2, _ := h2.Events(ctx)
+	expectEvents(t, ev1, "resync")
+	expectEvents(t, ev2, "resync")
+	if _, err := h1.DefineAndStart(ctx, devserverSpec("d1", 2, 1024, 0)); err != nil {
+		t.Fatal(err)
+	}
+	expectEvents(t, ev1, "d1 defined/added", "d1 started/booted")
+
+	done := make(chan error, 1)
+	go func() {
+		done <- h1.Migrate(ctx, "d1", MigrationTarget{Host: "m2", URI: "fake://m2"}, MigrationParams{BandwidthMiBps: 100})
+	}()
+	expectEvents(t, ev2, "d1 started/migrated")
+	clock.Advance(2 * time.Second)
+	s, err := h1.JobStats(ctx, "d1")
+	if err != nil || s.DataProcessed != 200*mib {
+		t.Fatalf("JobStats through the handle = %+v, %v", s, err)
+	}
+	if err := h1.SetMaxSpeed(ctx, "d1", 1000); err != nil { // the source's link is 1024 MiB/s
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	expectEvents(t, ev1, "d1 suspended/migrated", "d1 stopped/migrated")
+	expectEvents(t, ev2, "d1 defined/added", "d1 resumed/migrated")
+	if d, err := h2.Lookup(ctx, "d1"); err != nil || d.State != StateRunning {
+		t.Fatalf("destination Lookup = %+v, %v", d, err)
+	}
+	if s, err := h2.JobStats(ctx, "d1"); err != nil || s.Type != JobCompleted {
+		t.Errorf("destination JobStats = %+v, %v", s, err)
+	}
+
+	// Back over m2's 100 MiB/s link; m2's connection drops mid-way: the caller learns nothing
+	// more (KindUnavailable), the migration completes regardless.
+	go func() {
+		done <- h2.Migrate(ctx, "d1", MigrationTarget{Host: "m1", URI: u1}, MigrationParams{})
+	}()
+	expectEvents(t, ev1, "d1 started/migrated")
+	if s, err := h2.JobStats(ctx, "d1"); err != nil || s.DataRate != 100*mib {
+		t.Fatalf("JobStats = %+v, %v; want the link's 100 MiB/s", s, err)
+	}
+	m2, _ := c.Fake(u2)
+	m2.DropConnection()
+	wantKind(t, waitErr(t, done), KindUnavailable)
+	clock.Advance(10 * time.Second)
+	expectEvents(t, ev1, "d1 defined/added", "d1 resumed/migrated")
+	m2.RestoreConnection()
+	eventually(t, "m2 to be reachable", func() bool { return h2.Ping(ctx) == nil })
+	if _, err := h2.Lookup(ctx, "d1"); !IsNotFound(err) {
+		t.Errorf("m2 Lookup after the migration: %v", err)
+	}
+	// A destination the Connector does not know.
+	err = h1.Migrate(ctx, "d1", MigrationTarget{URI: "fake://m3"}, MigrationParams{})
+	wantKind(t, err, KindInvalidArgument)
+}

@@ -36,6 +36,9 @@ const (
 	KindInvalidArgument
 	// KindTimeout: the caller's context ended first; the operation may still complete on the host.
 	KindTimeout
+	// KindAborted: the operation was cancelled on the host (a migration stopped by AbortJob,
+	// libvirt's OPERATION_ABORTED). Nothing changed.
+	KindAborted
 )
 
 var kindNames = [...]string{
@@ -46,6 +49,7 @@ var kindNames = [...]string{
 	KindAlreadyExists:      "already exists",
 	KindInvalidArgument:    "invalid argument",
 	KindTimeout:            "timeout",
+	KindAborted:            "aborted",
 }
 
 // String names the kind in messages and logs.
@@ -71,6 +75,8 @@ func (k Kind) Code() codes.Code {
 		return codes.InvalidArgument
 	case KindTimeout:
 		return codes.DeadlineExceeded
+	case KindAborted:
+		return codes.Aborted
 	default:
 		return codes.Internal
 	}
@@ -209,10 +215,12 @@ func libvirtKind(n libvirt.ErrorNumber) Kind {
 	switch n {
 	case libvirt.ErrNoDomain, libvirt.ErrNoStoragePool, libvirt.ErrNoStorageVol:
 		return KindNotFound
-	case libvirt.ErrOperationInvalid, libvirt.ErrResourceBusy:
+	case libvirt.ErrOperationInvalid, libvirt.ErrResourceBusy, libvirt.ErrMigrateUnsafe:
 		return KindFailedPrecondition
 	case libvirt.ErrDomExist, libvirt.ErrStorageVolExist:
 		return KindAlreadyExists
+	case libvirt.ErrOperationAborted:
+		return KindAborted
 	case libvirt.ErrNoConnect, libvirt.ErrInvalidConn, libvirt.ErrRPC, libvirt.ErrOperationTimeout,
 		libvirt.ErrAgentUnresponsive:
 		return KindUnavailable

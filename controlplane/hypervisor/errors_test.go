@@ -24,6 +24,8 @@ func TestErrorClassification(t *testing.T) {
 		{"no volume, wrapped", fmt.Errorf("volume x: %w", libvirt.Error{Code: uint32(libvirt.ErrNoStorageVol)}), KindNotFound, codes.NotFound},
 		{"not running", libvirt.Error{Code: uint32(libvirt.ErrOperationInvalid), Message: "domain is not running"}, KindFailedPrecondition, codes.FailedPrecondition},
 		{"volume exists", libvirt.Error{Code: uint32(libvirt.ErrStorageVolExist)}, KindAlreadyExists, codes.AlreadyExists},
+		{"unsafe migration", libvirt.Error{Code: uint32(libvirt.ErrMigrateUnsafe), Message: "Unsafe migration: Migration without shared storage is unsafe"}, KindFailedPrecondition, codes.FailedPrecondition},
+		{"aborted", libvirt.Error{Code: uint32(libvirt.ErrOperationAborted), Message: "operation aborted: job 'migration out' canceled by client"}, KindAborted, codes.Aborted},
 		{"rpc", libvirt.Error{Code: uint32(libvirt.ErrRPC)}, KindUnavailable, codes.Unavailable},
 		{"other libvirt", libvirt.Error{Code: uint32(libvirt.ErrXMLError)}, KindInternal, codes.Internal},
 		{"interrupted mid-call", libvirt.ErrInterrupted, KindUnavailable, codes.Unavailable},

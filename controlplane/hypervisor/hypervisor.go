@@ -42,6 +42,36 @@ type Hypervisor interface {
 	Events(ctx context.Context) (<-chan Event, error)
 	// Ping checks that the host answers.
 	Ping(ctx context.Context) error
+
+	// Migrate live-migrates the running domain name to dest, peer to peer: this host's daemon
+	// connects to dest.URI itself, copies the guest's memory while it runs, pauses it for the
+	// switch-over, and leaves it running and persistently defined on dest and undefined here.
+	// It blocks until the migration ended (its progress is read with JobStats, meanwhile, on
+	// the host's usual connection; the migration runs on a connection of its own). When ctx
+	// ends first it returns KindTimeout and the migration goes on (AbortJob stops it). On
+	// KindAborted the migration was aborted (AbortJob) and the guest still runs here. A domain
+	// that is not running, already has a job, or has a local disk (devfleet copies no storage
+	// yet) is KindFailedPrecondition. After any other error, find the guest with Lookup on both
+	// hosts (see DESIGN.md, Migration).
+	Migrate(ctx context.Context, name string, dest MigrationTarget, p MigrationParams) error
+	// JobStats samples the domain's current job (a migration out, while Migrate runs). With no
+	// job running it returns the last completed job's statistics when the host kept them (on
+	// the destination of a finished migration: Type JobCompleted, Operation JobMigrationIn,
+	// with the downtime; they stay until the next job), else Type JobNone for a running domain
+	// and KindNotFound for one that does not run on this host (gone, migrated away, shut off):
+	// what the source of a migration that just ended returns, so "not found" there means
+	// "finished: look at the destination". On the destination of a migration under way it is
+	// KindFailedPrecondition (libvirt gives statistics only on the source).
+	JobStats(ctx context.Context, name string) (JobStats, error)
+	// AbortJob aborts the domain's current job (a migration out: Migrate then returns
+	// KindAborted and the guest keeps running here). It returns once the abort was requested,
+	// not when Migrate returned. No job running is KindFailedPrecondition, as is an incoming
+	// migration (abort it at its source, or destroy the domain on the destination), and a
+	// migration that is switching over (in-memory hosts only; libvirt may still abort it).
+	AbortJob(ctx context.Context, name string) error
+	// SetMaxSpeed caps the domain's migration bandwidth in MiB/s (0: unlimited): the running
+	// migration's at once, else the next one's (unless its MigrationParams give a cap).
+	SetMaxSpeed(ctx context.Context, name string, mibps uint64) error
 	// Close releases the connection; calls made after it fail as KindUnavailable.
 	Close() error
 }
@@ -62,6 +92,14 @@ const (
 	OpList           Op = "list"
 	OpEvents         Op = "events"
 	OpPing           Op = "ping"
+	OpMigrate        Op = "migrate"
+	OpJobStats       Op = "job-stats"
+	OpAbortJob       Op = "abort-job"
+	OpSetMaxSpeed    Op = "set-max-speed"
+	// OpMigrateIncoming is the destination's side of an in-memory migration: faults injected
+	// for it on the destination Memory (FailNext, HangNext) make it refuse the next incoming
+	// migration. Real hosts never report it.
+	OpMigrateIncoming Op = "migrate-incoming"
 )
 
 // NodeInfo is what a host says about itself.

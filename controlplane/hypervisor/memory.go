@@ -14,6 +14,9 @@ import (
 const (
 	defaultMemoryCPUs      = 64
 	defaultMemoryMemoryMiB = 256 << 10
+	// defaultMemoryMigrationMiBps is the simulated network of in-memory migrations: 4 GiB of
+	// guest memory move in 4 s.
+	defaultMemoryMigrationMiBps = 1024
 )
 
 // MemoryOptions configure an in-memory host.
@@ -28,8 +31,18 @@ type MemoryOptions struct {
 	// does not fit beside the running ones fails with KindFailedPrecondition.
 	CPUs      int64
 	MemoryMiB int64
-	// Now stamps events; default time.Now.
+	// Now stamps events; default Clock.Now.
 	Now func() time.Time
+	// Clock times simulated migrations (default the wall clock); a test gives a ManualClock to
+	// run them at once.
+	Clock Clock
+	// MigrationMiBps is the speed of the simulated network that migrations out of this host
+	// use, in MiB/s (default 1024); a migration's bandwidth cap (MigrationParams, SetMaxSpeed)
+	// slows it further.
+	MigrationMiBps int64
+	// Resolve finds the destination of a migration out of this host by its fake:// URI; a
+	// Connector sets it to find its own fake hosts. Without it Memory.Migrate fails.
+	Resolve func(uri string) (*Memory, error)
 }
 
 // Memory is an in-memory host: the same Hypervisor without libvirt, for unit tests and the
@@ -37,9 +50,12 @@ type MemoryOptions struct {
 // events libvirt would, and lets a test inject faults (see FailNext, HangNext, DropConnection,
 // Vanish, Crash, PowerOff). It is safe for concurrent use; calls take one short lock.
 type Memory struct {
-	host string
-	info NodeInfo
-	now  func() time.Time
+	host    string
+	info    NodeInfo
+	now     func() time.Time
+	clock   Clock
+	linkBps float64 // MigrationMiBps in bytes/s
+	resolve func(uri string) (*Memory, error)
 
 	mu      sync.Mutex
 	domains map[string]*memDomain
@@ -60,6 +76,18 @@ type memDomain struct {
 	dom     Domain
 	volume  string // "" when diskless
 	diskGiB int64
+
+	// job is the migration out of this host under way; incoming is the migration that makes
+	// this domain here (it is a paused placeholder until the migration completes, and goes away
+	// if it fails). lastJob is the statistics of the last completed job (migration in).
+	job      *memJob
+	incoming *memJob
+	lastJob  *JobStats
+	// maxSpeed (MiB/s, 0 unlimited) and maxDowntime (0: the default) are the domain's
+	// migration settings; dirtyRate (bytes/s) is how fast the simulated guest dirties memory.
+	maxSpeed    uint64
+	maxDowntime time.Duration
+	dirtyRate   uint64
 }
 
 // NewMemory returns an in-memory host.
@@ -76,14 +104,23 @@ func NewMemory(o MemoryOptions) *Memory {
 	if o.MemoryMiB == 0 {
 		o.MemoryMiB = defaultMemoryMemoryMiB
 	}
+	if o.Clock == nil {
+		o.Clock = realClock{}
+	}
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = o.Clock.Now
+	}
+	if o.MigrationMiBps <= 0 {
+		o.MigrationMiBps = defaultMemoryMigrationMiBps
 	}
 	return &Memory{
-		host: o.Host,
-		info: NodeInfo{Hostname: o.Hostname, UUID: o.UUID, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, CPUModel: "memory"},
-		now:  o.Now,
-		down: make(chan struct{}),
+		host:    o.Host,
+		info:    NodeInfo{Hostname: o.Hostname, UUID: o.UUID, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, CPUModel: "memory"},
+		now:     o.Now,
+		clock:   o.Clock,
+		linkBps: float64(o.MigrationMiBps) * (1 << 20),
+		resolve: o.Resolve,
+		down:    make(chan struct{}),
 	}
 }
 
@@ -395,7 +432,8 @@ func (m *Memory) domainLocked(op Op, name string) (*memDomain, error) {
 	return d, nil
 }
 
-// stopLocked shuts d off, frees its capacity and emits typ/detail.
+// stopLocked shuts d off, frees its capacity and emits typ/detail. A migration out of d fails;
+// a domain that was arriving by migration fails it and goes away (it was transient).
 func (m *Memory) stopLocked(d *memDomain, typ EventType, detail string) {
 	if d.dom.State == StateRunning || d.dom.State == StatePaused {
 		m.usedCPU -= d.dom.VCPUs
@@ -403,6 +441,19 @@ func (m *Memory) stopLocked(d *memDomain, typ EventType, detail string) {
 	}
 	d.dom.State = StateShutOff
 	m.emitLocked(d.dom, typ, detail)
+	if j := d.job; j != nil {
+		d.job = nil
+		j.fail(errorf(m.host, OpMigrate, d.dom.Name, KindFailedPrecondition,
+			"domain is not running: it stopped (%s) during the migration", detail))
+	}
+	if j := d.incoming; j != nil {
+		d.incoming = nil
+		if m.domains[d.dom.Name] == d {
+			delete(m.domains, d.dom.Name)
+		}
+		j.fail(errorf(j.src.host, OpMigrate, d.dom.Name, KindInternal,
+			"the domain stopped (%s) on the destination %s during the migration", detail, m.host))
+	}
 }
 
 // emitLocked sends an event about d to every stream.

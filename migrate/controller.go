@@ -1,0 +1,409 @@
+package migrate
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/fsm"
+	"github.com/devfleet/devfleet/controlplane/hypervisor"
+	"github.com/devfleet/devfleet/controlplane/state"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// Proposer replicates a command (the raft node).
+type Proposer interface {
+	Propose(ctx context.Context, cmd *fsmv1.Command) (fsm.Result, error)
+}
+
+// Leader confirms, before every side effect on a host, that this node still leads: a deposed
+// leader's late calls never reach libvirt.
+type Leader interface {
+	VerifyLeader(ctx context.Context) error
+}
+
+// Hypervisors opens hosts' libvirt (hypervisor.Connector).
+type Hypervisors interface {
+	Open(name, uri string) (hypervisor.Hypervisor, error)
+}
+
+// Policy defaults.
+const (
+	DefaultMaxAttempts      = 3
+	DefaultProgressTimeout  = 30 * time.Second
+	DefaultCompletionPerGiB = 60 * time.Second
+	DefaultMaxDowntime      = 300 * time.Millisecond
+)
+
+// Config wires a Controller.
+type Config struct {
+	Store       *state.Store
+	Raft        Proposer
+	Leader      Leader
+	Hypervisors Hypervisors
+	Limits      Limits
+	Logger      *slog.Logger
+	// Sample is how often a running migration's progress is read from libvirt (default 500ms);
+	// Flush how often the samples of all migrations are written, in one batch (default 500ms).
+	Sample, Flush time.Duration
+}
+
+// Controller runs recorded migrations on the leader.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns a migration controller.
+func New(cfg Config) *Controller {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Sample <= 0 {
+		cfg.Sample = 500 * time.Millisecond
+	}
+	if cfg.Flush <= 0 {
+		cfg.Flush = 500 * time.Millisecond
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With("controller", "migrations")}
+}
+
+// Name identifies the controller.
+func (c *Controller) Name() string { return "migrations" }
+
+// Run schedules pending migrations as slots free, runs scheduled ones, and adopts those a
+// previous leader left under way, until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &run{c: c, ctx: ctx, inflight: map[string]bool{}, progress: map[string]*fsmv1.MigrationUpdate{}, poke: make(chan struct{}, 1)}
+	defer func() {
+		cancel()
+		r.wg.Wait()
+	}()
+	r.wg.Go(r.flushProgress)
+	for {
+		v := c.cfg.Store.View()
+		ws := memdb.NewWatchSet()
+		ws.Add(v.WatchTable(state.TableMigrations))
+		ws.Add(v.WatchTable(state.TableHosts))
+		ws.Add(c.cfg.Store.AbandonCh())
+		r.pass(v)
+		watchCtx, stop := context.WithCancel(ctx)
+		select {
+		case <-ctx.Done():
+			stop()
+			return nil
+		case <-ws.WatchCh(watchCtx):
+		case <-r.poke:
+		}
+		stop()
+	}
+}
+
+type run struct {
+	c   *Controller
+	ctx context.Context
+	wg  sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[string]bool
+	progress map[string]*fsmv1.MigrationUpdate // latest sample per migration, not yet written
+	poke     chan struct{}
+}
+
+func (r *run) wake() {
+	select {
+	case r.poke <- struct{}{}:
+	default:
+	}
+}
+
+// pass ends pending migrations whose abort was asked, gives free slots to pending ones, and
+// runs every migration that holds a slot and has no goroutine yet (after a failover, all).
+func (r *run) pass(v *state.View) {
+	all := v.Migrations()
+	var updates []*fsmv1.MigrationUpdate
+	for _, m := range all {
+		if m.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_PENDING && m.GetAbortRequested() {
+			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_ABORTED, "aborted before it started", nil)
+		}
+	}
+	siteOf := func(host string) string {
+		h, err := v.GetHost(host)
+		if err != nil {
+			return ""
+		}
+		return h.GetSite()
+	}
+	for _, m := range Schedule(all, r.c.cfg.Limits, siteOf) {
+		updates = append(updates, &fsmv1.MigrationUpdate{Id: m.GetId(), Phase: v1.MigrationPhase_MIGRATION_PHASE_SCHEDULED,
+			From: []v1.MigrationPhase{v1.MigrationPhase_MIGRATION_PHASE_PENDING}})
+	}
+	if len(updates) > 0 {
+		if _, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: updates}}}); err != nil {
+			r.c.log.Warn("scheduling migrations failed", "error", err)
+		}
+		return // the write wakes the next pass, which starts them
+	}
+	for _, m := range all {
+		if !running(m) {
+			continue
+		}
+		r.mu.Lock()
+		busy := r.inflight[m.GetId()]
+		r.inflight[m.GetId()] = true
+		r.mu.Unlock()
+		if busy {
+			continue
+		}
+		r.wg.Go(func() {
+			defer func() {
+				r.mu.Lock()
+				delete(r.inflight, m.GetId())
+				r.mu.Unlock()
+				r.wake()
+			}()
+			r.execute(m)
+		})
+	}
+}
+
+func (r *run) propose(cmd *fsmv1.Command) (any, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+	defer cancel()
+	res, err := r.c.cfg.Raft.Propose(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return res.Value, res.Err
+}
+
+func (r *run) setPhase(m *v1.Migration, to v1.MigrationPhase, attempts uint32, reason string) error {
+	_, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: []*fsmv1.MigrationUpdate{{
+		Id: m.GetId(), Phase: to, Attempts: attempts, Reason: reason}}}}})
+	return err
+}
+
+func (r *run) finish(m *v1.Migration, outcome v1.MigrationPhase, reason string, p *v1.MigrationProgress) {
+	r.mu.Lock()
+	delete(r.progress, m.GetId())
+	r.mu.Unlock()
+	_, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_FinishMigration{FinishMigration: &fsmv1.FinishMigration{
+		Id: m.GetId(), Outcome: outcome, Reason: reason, Progress: p}}})
+	if err != nil && apierror.KindOf(err) != apierror.FailedPrecondition {
+		r.c.log.Warn("recording the end of a migration failed", "migration", m.GetId(), "error", err)
+		return
+	}
+	r.c.log.Info("migration ended", "migration", m.GetId(), "devserver", m.GetDevserver(), "from", m.GetSourceHost(),
+		"to", m.GetDestHost(), "outcome", state.StateOfMigration(outcome), "reason", reason)
+}
+
+// flushProgress writes the latest samples of all running migrations in one entry, every Flush.
+func (r *run) flushProgress() {
+	t := time.NewTicker(r.c.cfg.Flush)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		var updates []*fsmv1.MigrationUpdate
+		for id, u := range r.progress {
+			updates = append(updates, u)
+			delete(r.progress, id)
+		}
+		r.mu.Unlock()
+		if len(updates) > 0 {
+			if _, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: updates}}}); err != nil && r.ctx.Err() == nil {
+				r.c.log.Warn("recording migration progress failed", "error", err)
+			}
+		}
+	}
+}
+
+// errAborted marks an attempt stopped because an abort was asked.
+var errAborted = errors.New("aborted on request")
+
+// execute runs one migration that holds a slot, from wherever it is: first it finds where the
+// guest runs (a previous leader may have finished or half-done it), then it runs attempts until
+// one succeeds, an abort is asked, or the attempts are used up.
+func (r *run) execute(m *v1.Migration) {
+	v := r.c.cfg.Store.View()
+	d, derr := v.GetDevserver(m.GetDevserver())
+	src, serr := v.GetHost(m.GetSourceHost())
+	dst, herr := v.GetHost(m.GetDestHost())
+	if err := errors.Join(derr, serr, herr); err != nil {
+		r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, "its devserver or a host is gone: "+err.Error(), nil)
+		return
+	}
+	hvSrc, err := r.c.cfg.Hypervisors.Open(src.GetName(), src.GetLibvirtUri())
+	if err != nil {
+		r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, err.Error(), nil)
+		return
+	}
+	hvDst, err := r.c.cfg.Hypervisors.Open(dst.GetName(), dst.GetLibvirtUri())
+	if err != nil {
+		r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, err.Error(), nil)
+		return
+	}
+	g := guest{name: d.GetName(), id: d.GetId(), src: hvSrc, dst: hvDst}
+	policy := withDefaults(m.GetPolicy())
+	attempts := m.GetAttempts()
+	for {
+		// Where is it? A copy running on the destination means the move happened (maybe
+		// under the previous leader): record it, never start a second one.
+		where, err := g.locate(r.ctx)
+		if err != nil {
+			r.c.log.Warn("cannot tell where a migrating guest runs; will look again", "migration", m.GetId(), "error", err)
+			r.pause(time.Second)
+			if r.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		switch where {
+		case onDest:
+			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED, "", g.completedStats(r.ctx))
+			return
+		case nowhere:
+			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, "the guest runs on neither "+src.GetName()+" nor "+dst.GetName(), nil)
+			return
+		case migrating:
+			// Adopted: a job of the previous leader is still copying. Follow it to its end.
+			if err := r.follow(m, g, policy, nil); err != nil && r.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		if cur, err := r.c.cfg.Store.View().GetMigration(m.GetId()); err == nil && cur.GetAbortRequested() {
+			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_ABORTED, "aborted on request; the guest stays on "+src.GetName(), nil)
+			return
+		}
+		if attempts >= policy.GetMaxAttempts() {
+			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, fmt.Sprintf("%d attempts failed; last: %s", attempts, m.GetFailureReason()), nil)
+			return
+		}
+		attempts++
+		err = r.attempt(m, g, dst, policy, attempts)
+		switch {
+		case r.ctx.Err() != nil:
+			return
+		case errors.Is(err, errAborted):
+			continue // the loop finds the guest on the source and records the abort
+		case err != nil:
+			m.FailureReason = err.Error()
+			r.c.log.Warn("migration attempt failed", "migration", m.GetId(), "attempt", attempts, "error", err)
+			_ = r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_SCHEDULED, attempts, "attempt "+fmt.Sprint(attempts)+": "+err.Error())
+			r.pause(time.Duration(attempts) * time.Second)
+		}
+	}
+}
+
+func (r *run) pause(d time.Duration) {
+	select {
+	case <-r.ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// attempt runs one live migration of the guest to dst and follows it to its end.
+func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.MigrationPolicy, attempt uint32) error {
+	if err := r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_PREPARING_TARGET, attempt, ""); err != nil {
+		return err
+	}
+	if err := g.dst.Ping(r.ctx); err != nil {
+		return fmt.Errorf("destination %s does not answer: %w", dst.GetName(), err)
+	}
+	if err := r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_RUNNING, attempt, ""); err != nil {
+		return err
+	}
+	if err := r.c.cfg.Leader.VerifyLeader(r.ctx); err != nil {
+		return fmt.Errorf("no longer the leader: %w", err)
+	}
+	target := hypervisor.MigrationTarget{Host: dst.GetName(), URI: cmp.Or(dst.GetMigrationUri(), dst.GetLibvirtUri())}
+	params := hypervisor.MigrationParams{BandwidthMiBps: policy.GetBandwidthMibps(), MaxDowntime: time.Duration(policy.GetMaxDowntimeMs()) * time.Millisecond,
+		AutoConverge: policy.GetAutoConverge(), PostCopy: policy.GetAllowPostCopy(), ParallelConnections: int(policy.GetParallelConnections())}
+	done := make(chan error, 1)
+	go func() { done <- g.src.Migrate(r.ctx, g.name, target, params) }()
+	return r.follow(m, g, policy, done)
+}
+
+// follow samples a migration job until it ends (done, when this leader started it, delivers
+// Migrate's answer), aborting it when an abort is asked or it stops making progress.
+func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done <-chan error) error {
+	tick := time.NewTicker(r.c.cfg.Sample)
+	defer tick.Stop()
+	var lastProcessed uint64
+	lastMove := time.Now()
+	aborted := ""
+	for {
+		select {
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case err := <-done:
+			if aborted != "" && hypervisor.KindOf(err) == hypervisor.KindAborted {
+				if aborted == "request" {
+					return errAborted
+				}
+				return errors.New(aborted)
+			}
+			return err
+		case <-tick.C:
+		}
+		st, err := g.src.JobStats(r.ctx, g.name)
+		switch {
+		case hypervisor.IsNotFound(err), err == nil && !st.Type.Active():
+			if done == nil {
+				return nil // an adopted job ended: the caller looks where the guest is
+			}
+			continue // Migrate is about to return
+		case err != nil:
+			continue
+		}
+		r.record(m, st)
+		if st.MemoryProcessed > lastProcessed {
+			lastProcessed, lastMove = st.MemoryProcessed, time.Now()
+		}
+		if aborted != "" {
+			continue
+		}
+		cur, _ := r.c.cfg.Store.View().GetMigration(m.GetId())
+		switch {
+		case cur.GetAbortRequested():
+			aborted = "request"
+		case time.Since(lastMove) > policy.GetProgressTimeout().AsDuration():
+			aborted = fmt.Sprintf("no progress for %s", policy.GetProgressTimeout().AsDuration())
+		case st.MemoryTotal > 0 && st.Elapsed > time.Duration(float64(policy.GetCompletionTimeoutPerGib().AsDuration())*float64(st.MemoryTotal)/(1<<30)+float64(policy.GetCompletionTimeoutPerGib().AsDuration())):
+			aborted = fmt.Sprintf("not done after %s", st.Elapsed.Round(time.Second))
+		default:
+			continue
+		}
+		if err := g.src.AbortJob(r.ctx, g.name); err != nil {
+			r.c.log.Warn("aborting a migration failed", "migration", m.GetId(), "error", err)
+		}
+		if done == nil {
+			if aborted == "request" {
+				return errAborted
+			}
+			return errors.New(aborted)
+		}
+	}
+}
+
+// record keeps a migration's latest sample for the next batched write.
+func (r *run) record(m *v1.Migration, st hypervisor.JobStats) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.progress[m.GetId()] = &fsmv1.MigrationUpdate{Id: m.GetId(), Progress: progressOf(st),
+		From: []v1.MigrationPhase{v1.MigrationPhase_MIGRATION_PHASE_RUNNING}}
+}

@@ -1,0 +1,259 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/devfleet/devfleet/controlplane/fsm/fsmtest"
+	"github.com/devfleet/devfleet/controlplane/hypervisor"
+	"github.com/devfleet/devfleet/controlplane/state"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+type fixture struct {
+	t     *testing.T
+	raft  *fsmtest.Applier
+	store *state.Store
+	conn  *hypervisor.Connector
+	stop  func()
+	seq   int
+}
+
+// newFixture: region eu, site eu-1, in-memory hosts m1, m2, m3 (64 vCPUs, 256 GiB), flavor
+// small (1 vCPU, 512 MiB, diskless); a migration controller with limits l runs on them.
+func newFixture(t *testing.T, l Limits) *fixture {
+	t.Helper()
+	f := &fixture{t: t}
+	f.raft, f.store = fsmtest.New(nil)
+	f.conn = hypervisor.NewConnector(hypervisor.Options{AllowFake: true, PingInterval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { f.conn.Close() })
+	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_CreateRegion{CreateRegion: &fsmv1.CreateRegion{Region: &v1.Region{Name: "eu"}}}})
+	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_CreateSite{CreateSite: &fsmv1.CreateSite{Site: &v1.Site{Name: "eu-1", Region: "eu"}}}})
+	for _, h := range []string{"m1", "m2", "m3"} {
+		f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_CreateHost{CreateHost: &fsmv1.CreateHost{Host: &v1.Host{Name: h, Site: "eu-1",
+			LibvirtUri: "fake://" + h, Capacity: &v1.Resources{Vcpus: 64, MemoryMib: 262144, DiskGib: 100}}}}})
+	}
+	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_CreateFlavor{CreateFlavor: &fsmv1.CreateFlavor{Flavor: &v1.Flavor{
+		Name: "small", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 512}}}}})
+	ctl := New(Config{Store: f.store, Raft: f.raft, Leader: f.raft, Hypervisors: f.conn, Limits: l,
+		Sample: 20 * time.Millisecond, Flush: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = ctl.Run(ctx)
+	}()
+	f.stop = func() { cancel(); <-done }
+	t.Cleanup(func() { f.stop() })
+	return f
+}
+
+func (f *fixture) host(name string) *hypervisor.Memory {
+	f.t.Helper()
+	m, err := f.conn.Fake("fake://" + name)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return m
+}
+
+// devserver records a running devserver on host with its guest running there.
+func (f *fixture) devserver(name, host string) *v1.Devserver {
+	f.t.Helper()
+	f.seq++
+	id := fmt.Sprintf("00000000-0000-4000-8000-%012d", f.seq)
+	f.raft.Must(f.t, &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: &v1.Devserver{
+		Name: name, Id: id, Owner: "alice", Flavor: "small", Region: "eu", Host: host, Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}}}})
+	if _, err := f.host(host).DefineAndStart(context.Background(), hypervisor.DomainSpec{Name: name, UUID: id, VCPUs: 1, MemoryMiB: 512,
+		Metadata: hypervisor.Metadata{Kind: hypervisor.InstanceDevserver, ID: id, Owner: "alice", Flavor: "small"}}); err != nil {
+		f.t.Fatal(err)
+	}
+	return f.raft.Must(f.t, &fsmv1.Command{Op: &fsmv1.Command_SetDevserverState{SetDevserverState: &fsmv1.SetDevserverState{
+		Name: name, Id: id, State: v1.DevserverState_DEVSERVER_STATE_RUNNING, Reason: "up"}}}).(*v1.Devserver)
+}
+
+func (f *fixture) migrate(id string, d *v1.Devserver, dest string, policy *v1.MigrationPolicy) {
+	f.t.Helper()
+	f.raft.Must(f.t, &fsmv1.Command{Op: &fsmv1.Command_CreateMigration{CreateMigration: &fsmv1.CreateMigration{Migration: &v1.Migration{
+		Id: id, Devserver: d.GetName(), DevserverId: d.GetId(), DestHost: dest, Reason: v1.MigrationReason_MIGRATION_REASON_MAINTENANCE,
+		RequestedBy: "ops", Policy: policy}}}})
+}
+
+func (f *fixture) waitPhase(id string, want v1.MigrationPhase) *v1.Migration {
+	f.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m, err := f.store.View().GetMigration(id)
+		if err == nil && m.GetPhase() == want {
+			return m
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("migration %s: %v (%v), want %s", id, m.GetPhase(), m.GetFailureReason(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runsOn reports which of the hosts run the guest name (not a paused placeholder).
+func (f *fixture) runsOn(name string) []string {
+	f.t.Helper()
+	var out []string
+	for _, h := range []string{"m1", "m2", "m3"} {
+		d, err := f.host(h).Lookup(context.Background(), name)
+		if err == nil && d.State == hypervisor.StateRunning {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func TestMigrationMovesTheGuestAndTheRecord(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d := f.devserver("d1", "m1")
+	f.migrate("mig-1", d, "m2", &v1.MigrationPolicy{BandwidthMibps: 1024})
+	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	got, _ := f.store.View().GetDevserver("d1")
+	if got.GetHost() != "m2" || got.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING {
+		t.Fatalf("devserver after the move: %v", got)
+	}
+	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m2" {
+		t.Fatalf("the guest runs on %v, want m2 only", on)
+	}
+	if m.GetAttempts() != 1 || m.GetStartTime() == nil || m.GetEndTime() == nil {
+		t.Fatalf("migration record: %v", m)
+	}
+	if err := f.store.View().CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAbortKeepsTheGuestOnTheSource(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d := f.devserver("d1", "m1")
+	f.migrate("mig-1", d, "m2", &v1.MigrationPolicy{BandwidthMibps: 8}) // 512 MiB at 8 MiB/s: a minute
+	f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_RUNNING)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // progress is sampled and written while it runs
+		m, _ := f.store.View().GetMigration("mig-1")
+		if m.GetProgress().GetMemoryProcessedBytes() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress recorded: %v", m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_RequestMigrationAbort{RequestMigrationAbort: &fsmv1.RequestMigrationAbort{Id: "mig-1"}}})
+	f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_ABORTED)
+	got, _ := f.store.View().GetDevserver("d1")
+	if got.GetHost() != "m1" || got.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING {
+		t.Fatalf("devserver after the abort: %v", got)
+	}
+	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m1" {
+		t.Fatalf("the guest runs on %v, want m1 only", on)
+	}
+	if err := f.store.View().CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A destination that refuses the guest fails the attempt; the next attempt succeeds, and with
+// every attempt refused the migration fails with the guest still on its source.
+func TestFailedAttemptsAreRetriedThenGivenUp(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d1 := f.devserver("d1", "m1")
+	f.host("m2").FailNext(hypervisor.OpMigrateIncoming, fmt.Errorf("injected: destination refuses"))
+	f.migrate("mig-1", d1, "m2", &v1.MigrationPolicy{BandwidthMibps: 1024})
+	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	if m.GetAttempts() != 2 {
+		t.Fatalf("attempts %d, want 2", m.GetAttempts())
+	}
+
+	d2 := f.devserver("d2", "m1")
+	for range 3 {
+		f.host("m3").FailNext(hypervisor.OpMigrateIncoming, fmt.Errorf("injected: destination refuses"))
+	}
+	f.migrate("mig-2", d2, "m3", &v1.MigrationPolicy{BandwidthMibps: 1024, MaxAttempts: 2})
+	m = f.waitPhase("mig-2", v1.MigrationPhase_MIGRATION_PHASE_FAILED)
+	if m.GetAttempts() != 2 || m.GetFailureReason() == "" {
+		t.Fatalf("failed migration: %v", m)
+	}
+	if on := f.runsOn("d2"); len(on) != 1 || on[0] != "m1" {
+		t.Fatalf("the guest runs on %v, want m1 only", on)
+	}
+	if got, _ := f.store.View().GetDevserver("d2"); got.GetHost() != "m1" || got.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING {
+		t.Fatalf("devserver after the failure: %v", got)
+	}
+}
+
+// Six moves off one host with a per-source limit of 2: never more than 2 hold a slot at once,
+// and all end.
+func TestLimitsHoldWhileMigrationsRun(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{PerSource: 2})
+	for i := range 6 {
+		d := f.devserver(fmt.Sprintf("d%d", i), "m1")
+		f.migrate(fmt.Sprintf("mig-%d", i), d, []string{"m2", "m3"}[i%2], &v1.MigrationPolicy{BandwidthMibps: 2048})
+	}
+	var peak atomic.Int32
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		slots, ended := int32(0), 0
+		for _, m := range f.store.View().Migrations() {
+			switch {
+			case running(m):
+				slots++
+			case state.Final(m.GetPhase()):
+				ended++
+			}
+		}
+		if slots > peak.Load() {
+			peak.Store(slots)
+		}
+		if ended == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 6 migrations ended", ended)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if p := peak.Load(); p > 2 || p == 0 {
+		t.Fatalf("peak of %d migrations leaving m1 at once, limit 2", p)
+	}
+	for _, m := range f.store.View().Migrations() {
+		if m.GetPhase() != v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED {
+			t.Errorf("%s: %s (%s)", m.GetId(), m.GetPhase(), m.GetFailureReason())
+		}
+	}
+}
+
+// A new leader adopts a migration the old one left running, and records its outcome once.
+func TestNewLeaderAdoptsARunningMigration(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d := f.devserver("d1", "m1")
+	f.migrate("mig-1", d, "m2", &v1.MigrationPolicy{BandwidthMibps: 256}) // 2 s
+	f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_RUNNING)
+	f.stop() // the leader goes; libvirt carries on with the job
+	ctl := New(Config{Store: f.store, Raft: f.raft, Leader: f.raft, Hypervisors: f.conn, Sample: 20 * time.Millisecond, Flush: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ctl.Run(ctx) }()
+	f.stop = func() { cancel(); <-done }
+	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	if m.GetAttempts() != 1 {
+		t.Fatalf("the new leader started another attempt: %v", m)
+	}
+	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m2" {
+		t.Fatalf("the guest runs on %v, want m2 only", on)
+	}
+}
