@@ -50,8 +50,8 @@ run: build
 	  if [ -n "$$hosts" ]; then \
 	    set -x; \
 	    $$df region add local; $$df site add lab1 --region local; \
-	    $$df flavor add tiny --cpus 1 --memory-mib 256 --disk-gib 1 --description "a real TCG guest on a local libvirt host"; \
-	    while read -r name uri; do $$df host add "lab1-$$name" --site lab1 --libvirt "$$uri" --cpus 2 --memory-mib 4096 --disk-gib 20 --cpu-overcommit 4; done <<<"$$hosts"; \
+	    $$df flavor add tiny --cpus 1 --memory-mib 256 --disk-gib 0 --description "a real TCG guest on a local libvirt host (diskless: it can move live)"; \
+	    while read -r name uri mig; do $$df host add "lab1-$$name" --site lab1 --libvirt "$$uri" --migration-uri "$$mig" --cpus 2 --memory-mib 4096 --disk-gib 20 --cpu-overcommit 4; done <<<"$$hosts"; \
 	    $$df devserver create demo-dev --owner demo --flavor tiny --region local --permanent; \
 	    $$df pool set --region local --profile www --target 2; \
 	    set +x; \
@@ -63,7 +63,7 @@ run: build
 	    $$df container claim --profile www --region local --owner demo; \
 	    $$df container list; \
 	    set +x; \
-	    while read -r name uri; do echo "+ virsh -c '$$uri' list"; virsh -c "$$uri" list; done <<<"$$hosts"; \
+	    while read -r name uri mig; do echo "+ virsh -c '$$uri' list"; virsh -c "$$uri" list; done <<<"$$hosts"; \
 	  fi; \
 	  echo; echo "devfleetd --dev keeps running; try: export DEVFLEET_ADDR=$(DEV_GRPC); $(BIN)/devfleet --help   (Ctrl-C stops it)"; \
 	  wait $$pid

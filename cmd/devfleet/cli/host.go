@@ -89,6 +89,7 @@ Leave --cpus and --memory-mib out to take them from libvirt; --disk-gib is alway
 	f.Int64Var(&h.Capacity.DiskGib, "disk-gib", 0, "disk the host has, in GiB (required)")
 	f.Int64Var(&h.Capacity.Gpus, "gpus", 0, "GPUs the host has")
 	f.StringVar(&h.LibvirtUri, "libvirt", "", "libvirt connection URI (leave out for hosts devfleet does not drive through libvirt)")
+	f.StringVar(&h.MigrationUri, "migration-uri", "", "libvirt URI other hosts' daemons reach this one at for live migration, e.g. qemu+tcp://10.0.0.12/system (default: --libvirt)")
 	f.Var(&hostLabels, "label", "label as key=value (repeatable)")
 	f.Float64Var(&overcommit.Cpu, "cpu-overcommit", 0, "vCPU overcommit ratio for placement (server default: 1, none)")
 	f.Float64Var(&overcommit.Memory, "memory-overcommit", 0, "memory overcommit ratio for placement (server default: 1, none)")
@@ -164,6 +165,7 @@ func hostShowCmd(a *app) *cobra.Command {
 				{"overcommit", overcommit(h.GetOvercommit())},
 				{"labels", labels(h.GetLabels())},
 				{"libvirt_uri", h.GetLibvirtUri()},
+				{"migration_uri", h.GetMigrationUri()},
 			}, timestamps(h.GetCreateTime(), h.GetUpdateTime(), h.GetCreateIndex(), h.GetModifyIndex())...))
 		}),
 	}

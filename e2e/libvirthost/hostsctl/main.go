@@ -1,7 +1,7 @@
 // Command hostsctl starts and stops a fleet of local libvirt hosts (package libvirthost) for
 // `make run` and for trying the control plane by hand:
 //
-//	hostsctl up --n 3 --dir /tmp/devfleet-run/hosts   # prints "NAME URI" per host, daemons keep running
+//	hostsctl up --n 3 --dir /tmp/devfleet-run/hosts   # prints "NAME URI MIGRATION_URI" per host, daemons keep running
 //	hostsctl down --dir /tmp/devfleet-run/hosts       # stops what up recorded in --dir
 //	hostsctl deps                                     # installs libvirt and QEMU if missing
 package main
@@ -22,7 +22,7 @@ import (
 )
 
 const usage = `usage:
-  hostsctl up --n N --dir DIR [--prefix P]   start N hosts; print "NAME URI" per host
+  hostsctl up --n N --dir DIR [--prefix P]   start N hosts; print "NAME URI MIGRATION_URI" per host
   hostsctl down --dir DIR                    stop the hosts recorded in DIR
   hostsctl deps                              install libvirt, QEMU and iproute2 if missing
 `
@@ -80,7 +80,7 @@ func up(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, h := range f.Hosts() {
-		fmt.Fprintf(stdout, "%s %s\n", h.Name, h.URI)
+		fmt.Fprintf(stdout, "%s %s %s\n", h.Name, h.URI, h.TCPURI)
 	}
 	return nil
 }

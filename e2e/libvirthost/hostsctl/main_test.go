@@ -10,7 +10,7 @@ import (
 	"github.com/devfleet/devfleet/e2e/libvirthost"
 )
 
-// TestUpDown drives the command as `make run` does: up prints "NAME URI" per host and leaves the
+// TestUpDown drives the command as `make run` does: up prints "NAME URI MIGRATION_URI" per host and leaves the
 // daemons running; down, from the record alone, stops them; a second down is a no-op.
 func TestUpDown(t *testing.T) {
 	dir, err := os.MkdirTemp("", "hostsctl") // short: unix socket paths are limited
@@ -32,10 +32,11 @@ func TestUpDown(t *testing.T) {
 		t.Fatalf("up printed %q, want 2 lines", stdout.String())
 	}
 	for i, line := range lines {
-		name, uri, ok := strings.Cut(line, " ")
-		if want := "h" + string(rune('1'+i)); !ok || name != want || !strings.HasPrefix(uri, "qemu+unix:///system?socket="+dir+"/") {
-			t.Fatalf("line %d = %q, want %q and a unix URI under %s", i, line, want, dir)
+		f := strings.Fields(line)
+		if want := "h" + string(rune('1'+i)); len(f) != 3 || f[0] != want || !strings.HasPrefix(f[1], "qemu+unix:///system?socket="+dir+"/") || !strings.HasPrefix(f[2], "qemu+tcp://") {
+			t.Fatalf("line %d = %q, want %q, a unix URI under %s and a TCP migration URI", i, line, want, dir)
 		}
+		uri := f[1]
 		if out, err := exec.CommandContext(t.Context(), "virsh", "-c", uri, "hostname").CombinedOutput(); err != nil {
 			t.Fatalf("virsh -c %s hostname: %v: %s", uri, err, out)
 		}
