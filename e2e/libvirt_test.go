@@ -39,7 +39,7 @@ func TestLibvirtFleet(t *testing.T) {
 	lv := libvirthost.StartT(t, 2)
 	// Test guests have no OS to answer the ACPI power button: a stop waits out the grace.
 	nodes := startCluster(t, 3, "--guest-shutdown-grace", "2s")
-	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}}
+	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}, diskless: map[string]bool{"mini": true}}
 	for _, h := range lv {
 		f.hosts[h.Name] = h
 	}
@@ -142,7 +142,58 @@ func TestLibvirtFleet(t *testing.T) {
 
 	f.leaderCrashDuringCreates()
 	f.containers()
+	f.liveMigration()
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
+}
+
+// liveMigration moves a running diskless devserver to the other host through the CLI, as its
+// owner: libvirt then runs it on the destination only, and the state says so. A stranger may
+// not move it.
+func (f *lvFleet) liveMigration() {
+	t := f.t
+	step := time.Now()
+	// Make room: the crash test's devservers go.
+	for _, name := range []string{"ds5", "ds6", "ds7", "ds8"} {
+		f.must("devserver", "delete", name)
+	}
+	f.waitFor(30*time.Second, "ds5..ds8 deleted", func() error {
+		var ds []devserverJSON
+		if err := f.list(&ds); err != nil {
+			return err
+		}
+		if len(ds) != 3 {
+			return fmt.Errorf("%d devservers", len(ds))
+		}
+		return f.agree()
+	})
+	f.must("flavor", "add", "mini", "--cpus", "1", "--memory-mib", "128", "--disk-gib", "0")
+	f.must("devserver", "create", "mv1", "--owner", "dave", "--flavor", "mini", "--region", "lab", "--permanent")
+	f.waitAgree(30*time.Second, "mv1 running")
+	d, err := f.devserver("mv1")
+	if err != nil {
+		f.fatalf("%v", err)
+	}
+	to := "h1"
+	if d.Host == "h1" {
+		to = "h2"
+	}
+	_, errOut, code := cli(t, f.via.grpc, "--as", "mallory", "devserver", "migrate", "mv1", "--to-host", to)
+	if code != 1 || !strings.Contains(errOut, "PermissionDenied") {
+		f.fatalf("a stranger's move: exit %d, %s", code, errOut)
+	}
+	out := f.must("--as", "dave", "devserver", "migrate", "mv1", "--to-host", to, "--wait")
+	t.Logf("devserver migrate --wait: %s", strings.TrimSpace(out))
+	f.waitFor(30*time.Second, "mv1 on "+to+" only", func() error {
+		d, err := f.devserver("mv1")
+		if err != nil {
+			return err
+		}
+		if d.Host != to {
+			return fmt.Errorf("mv1 is recorded on %s", d.Host)
+		}
+		return f.agree()
+	})
+	t.Logf("live migration %s -> %s through devfleet in %v", d.Host, to, time.Since(step).Round(time.Millisecond))
 }
 
 type containerJSON struct {
@@ -255,6 +306,8 @@ type lvFleet struct {
 	via   *node
 	// hosts maps devfleet host names (the same as the libvirt hosts' names) to the hosts.
 	hosts map[string]libvirthost.Host
+	// diskless flavors: their devservers have no volume.
+	diskless map[string]bool
 }
 
 func (f *lvFleet) must(args ...string) string {
@@ -295,9 +348,9 @@ func (f *lvFleet) registerHosts(lv []libvirthost.Host) {
 
 	// h1 declares its capacity (within what libvirt reports); h2 leaves it to libvirt. Both
 	// overcommit CPU so that several 1-vCPU guests fit on a 2-CPU host: 4 on h1, 8 on h2.
-	f.must("host", "add", lv[0].Name, "--site", "lab1", "--libvirt", lv[0].URI,
+	f.must("host", "add", lv[0].Name, "--site", "lab1", "--libvirt", lv[0].URI, "--migration-uri", lv[0].TCPURI,
 		"--cpus", "2", "--memory-mib", "2048", "--disk-gib", "20", "--cpu-overcommit", "2")
-	f.must("host", "add", lv[1].Name, "--site", "lab1", "--libvirt", lv[1].URI,
+	f.must("host", "add", lv[1].Name, "--site", "lab1", "--libvirt", lv[1].URI, "--migration-uri", lv[1].TCPURI,
 		"--disk-gib", "20", "--cpu-overcommit", "4")
 	var h2 struct {
 		Capacity struct {
@@ -512,6 +565,7 @@ func (f *lvFleet) hostState(name string) string {
 // devserverJSON is what the checks read of `devserver show/list -o json`.
 type devserverJSON struct {
 	Name        string `json:"name"`
+	Flavor      string `json:"flavor"`
 	ID          string `json:"id"`
 	Owner       string `json:"owner"`
 	Host        string `json:"host"`
@@ -672,7 +726,7 @@ func (f *lvFleet) agree(skip ...string) error {
 			}
 		}
 		for _, d := range ds {
-			if d.Host == hn && !slices.Contains(skip, d.Name) && !slices.Contains(vols, d.Name+".raw") {
+			if d.Host == hn && !slices.Contains(skip, d.Name) && !f.diskless[d.Flavor] && !slices.Contains(vols, d.Name+".raw") {
 				problems = append(problems, fmt.Sprintf("%s has no volume %s.raw on %s: %v", d.Name, d.Name, hn, vols))
 			}
 		}

@@ -34,6 +34,7 @@ func newDevserverCmd(a *app) *cobra.Command {
 		devserverStopCmd(a),
 		devserverStartCmd(a),
 		devserverDeleteCmd(a),
+		devserverMigrateCmd(a),
 	)
 	return cmd
 }

@@ -18,8 +18,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/devfleet/devfleet/controlplane/api"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -28,6 +30,8 @@ const (
 	defaultAddr = "127.0.0.1:7401"
 	// addrEnv names the environment variable that overrides defaultAddr.
 	addrEnv = "DEVFLEET_ADDR"
+	// asEnv names the environment variable that sets --as; without it --as defaults to $USER.
+	asEnv = "DEVFLEET_AS"
 	// defaultPageSize is how many rows a list command asks for per call.
 	defaultPageSize = 500
 )
@@ -44,7 +48,14 @@ type app struct {
 	addr    string
 	output  string
 	timeout time.Duration
-	stdout  io.Writer
+	// as is who the caller says they are, sent as api.AsHeader metadata on every call; empty
+	// sends nothing.
+	as     string
+	stdout io.Writer
+	stderr io.Writer
+	// callTimeout bounds each call of a command that waits on the server for longer than
+	// --timeout could allow (devserver migrate --wait); 0 is no bound of its own.
+	callTimeout time.Duration
 }
 
 // client holds the API clients of one command's connection.
@@ -53,6 +64,7 @@ type client struct {
 	cluster    v1.ClusterServiceClient
 	capacity   v1.CapacityServiceClient
 	containers v1.ContainerServiceClient
+	migrations v1.MigrationServiceClient
 }
 
 // newClient makes the API clients of a connection.
@@ -62,6 +74,7 @@ func newClient(conn *grpc.ClientConn) client {
 		cluster:    v1.NewClusterServiceClient(conn),
 		capacity:   v1.NewCapacityServiceClient(conn),
 		containers: v1.NewContainerServiceClient(conn),
+		migrations: v1.NewMigrationServiceClient(conn),
 	}
 }
 
@@ -74,7 +87,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // run is Main with the context and the environment passed in, for tests.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	a := &app{stdout: stdout}
+	a := &app{stdout: stdout, stderr: stderr}
 	root := newRoot(a, getenv)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -93,24 +106,35 @@ func newRoot(a *app, getenv func(string) string) *cobra.Command {
 	if addr == "" {
 		addr = defaultAddr
 	}
+	as := getenv(asEnv)
+	if as == "" {
+		as = getenv(ownerEnv)
+	}
 	root := &cobra.Command{
 		Use:   "devfleet",
 		Short: "Operate a devfleet control plane",
-		Long: `devfleet manages the fleet inventory (regions, sites, hosts, flavors, devservers), hands out
-on-demand containers from warm pools (profiles, pools, containers), shows the notices devfleet
-sent developers, and manages the raft cluster that stores it all. It talks gRPC to any cluster
-node; writes and consistent reads are routed to the leader by the node, so any node's address
-will do.
+		Long: `devfleet manages the fleet inventory (regions, sites, hosts, flavors, devservers), moves
+devservers between hosts (devserver migrate, migrations), hands out on-demand containers from
+warm pools (profiles, pools, containers), shows the notices devfleet sent developers, and
+manages the raft cluster that stores it all. It talks gRPC to any cluster node; writes and
+consistent reads are routed to the leader by the node, so any node's address will do.
+
+Until authentication lands, callers name themselves with --as USER (default $` + asEnv + `, else
+$` + ownerEnv + `), sent to the server with every call: only a devserver's owner, a sharer or an
+operator may migrate it or abort its migrations.
 
 Exit codes: 0 success, 1 the server or the network failed the command, 2 bad command line.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if a.addr == "" {
 				return usagef("--addr must not be empty")
 			}
 			if a.timeout < 0 {
 				return usagef("--timeout must not be negative, got %s", a.timeout)
+			}
+			if cmd.Flags().Changed("as") && a.as == "" {
+				return usagef("--as must not be empty")
 			}
 			return nil
 		},
@@ -121,6 +145,8 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 	a.output = "table"
 	pf.VarP(&choice{value: &a.output, allowed: []string{"table", "json"}}, "output", "o", "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "give up on the command after this long (0: no limit)")
+	pf.StringVar(&a.as, "as", as, "who you are, told to the server with every call; moving a devserver needs it (env "+asEnv+", else $"+ownerEnv+")")
+	_ = root.RegisterFlagCompletionFunc("as", cobra.NoFileCompletions)
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
 
 	root.AddCommand(
@@ -135,6 +161,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newProfileCmd(a),
 		newPoolCmd(a),
 		newContainerCmd(a, getenv),
+		newMigrationCmd(a),
 		newBenchCmd(a),
 	)
 	return root
@@ -178,11 +205,29 @@ func (a *app) dial() (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(a.addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUserAgent("devfleet-cli"),
+		grpc.WithChainUnaryInterceptor(a.sayWhoUnary),
+		grpc.WithChainStreamInterceptor(a.sayWhoStream),
 	)
 	if err != nil {
 		return nil, usagef("--addr %q: %v", a.addr, err)
 	}
 	return conn, nil
+}
+
+// withCaller adds --as to a call's outgoing metadata.
+func (a *app) withCaller(ctx context.Context) context.Context {
+	if a.as == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, api.AsHeader, a.as)
+}
+
+func (a *app) sayWhoUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(a.withCaller(ctx), method, req, reply, cc, opts...)
+}
+
+func (a *app) sayWhoStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(a.withCaller(ctx), desc, cc, method, opts...)
 }
 
 // usageError is a command line refused before anything was sent: exit code 2.
@@ -242,9 +287,15 @@ func usageMessage(err error) string {
 // callMessage is the server's status message (which names the field or object at fault) with
 // the status code, or a plain description of a local failure.
 func (a *app) callMessage(ce *callError) string {
+	var stopped *stoppedWaiting
+	waiting := errors.As(ce.err, &stopped)
 	switch {
+	case ce.interrupted && waiting:
+		return fmt.Sprintf("interrupted: %s (Canceled)", stopped)
 	case ce.interrupted:
 		return "interrupted (Canceled)"
+	case ce.timedOut && waiting:
+		return fmt.Sprintf("gave up after --timeout %s: %s (DeadlineExceeded)", a.timeout, stopped)
 	case ce.timedOut:
 		return fmt.Sprintf("no answer from %s within %s; retry, or raise --timeout (DeadlineExceeded)", a.addr, a.timeout)
 	}
