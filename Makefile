@@ -62,6 +62,8 @@ run: build
 	    $$df pool list; \
 	    $$df container claim --profile www --region local --owner demo; \
 	    $$df container list; \
+	    to=lab1-h2; $$df devserver show demo-dev | grep -q 'lab1-h2' && to=lab1-h1; \
+	    $$df --as demo devserver migrate demo-dev --to-host $$to --monitor; \
 	    set +x; \
 	    while read -r name uri mig; do echo "+ virsh -c '$$uri' list"; virsh -c "$$uri" list; done <<<"$$hosts"; \
 	  fi; \
