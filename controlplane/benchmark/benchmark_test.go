@@ -78,3 +78,18 @@ func TestRunClaimSmall(t *testing.T) {
 		t.Fatalf("claims: %d hits, %d errors of %d", rep.Hits, rep.Errors, rep.Claims)
 	}
 }
+
+// TestRunMigrateSmall runs the migration benchmark small, so that it keeps working; its figures
+// come from `devfleet bench migrate`.
+func TestRunMigrateSmall(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	rep, err := RunMigrate(context.Background(), MigrateOptions{Dir: t.TempDir(), Migrations: 6}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(out.String())
+	if rep.OverheadP50 <= 0 || rep.DispatchP50 <= 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+}

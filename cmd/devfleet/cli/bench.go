@@ -24,7 +24,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
 		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
-	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a))
+	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a), newBenchMigrateCmd(a))
 	return cmd
 }
 
@@ -231,6 +231,34 @@ provisioner), and the rest (the provisioner picking the work up and recording th
 	cmd.Flags().IntVar(&devservers, "devservers", 20, "devservers to create, one after another")
 	cmd.Flags().IntVar(&hosts, "hosts", 2, "local libvirt hosts to start")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the hosts' files and the raft logs (default: a temporary dir; keep it short: libvirt's socket paths are limited to 108 bytes)")
+	return cmd
+}
+
+func newBenchMigrateCmd(a *app) *cobra.Command {
+	var (
+		migrations int
+		dir        string
+	)
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "The migration controller's overhead and queue dispatch on a 3-node cluster with in-memory hosts",
+		Long: `migrate starts three devfleetd nodes in this process with two in-memory hosts, moves --migrations
+devservers one at a time and reports the time from a migration being recorded to libvirt's
+migrate call (scheduling, the target check and the raft writes), then queues them all at once
+behind the per-source limit and reports the time from a slot freeing to the next queued
+migration's call. Times come from the leader's stamps in the migration records.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if migrations < 3 || migrations > 1000 {
+				return usagef("--migrations must be between 3 and 1000, got %d", migrations)
+			}
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				return benchmark.RunMigrate(cmd.Context(), benchmark.MigrateOptions{Dir: scratch, Migrations: migrations}, out)
+			})
+		},
+	}
+	cmd.Flags().IntVar(&migrations, "migrations", 100, "devservers moved in each run")
+	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir)")
 	return cmd
 }
 
