@@ -432,6 +432,11 @@ func TestReapStep(t *testing.T) {
 		{"warned", temp(23*time.Hour, true), reapNothing, now.Add(23 * time.Hour)},
 		{"expired", temp(0, true), reapDelete, time.Time{}},
 		{"expired unwarned", temp(-time.Minute, false), reapDelete, time.Time{}},
+		{"expired while moving", func() *v1.Devserver {
+			d := temp(-time.Minute, true)
+			d.State = v1.DevserverState_DEVSERVER_STATE_MIGRATING
+			return d
+		}(), reapNothing, now.Add(time.Minute)},
 	} {
 		got, at := reapStep(tc.d, now, 24*time.Hour)
 		if got != tc.want || !at.Equal(tc.wantAt) {

@@ -28,6 +28,10 @@ func reapStep(d *v1.Devserver, now time.Time, warning time.Duration) (reaping, t
 	}
 	expire := d.GetExpireTime().AsTime()
 	if !now.Before(expire) {
+		if d.GetState() == v1.DevserverState_DEVSERVER_STATE_MIGRATING {
+			// Deleted once the move ends (a deletion is refused while it runs).
+			return reapNothing, now.Add(time.Minute)
+		}
 		return reapDelete, time.Time{}
 	}
 	warnAt := expire.Add(-warning)
