@@ -39,7 +39,7 @@ func TestLibvirtFleet(t *testing.T) {
 	lv := libvirthost.StartT(t, 2)
 	// Test guests have no OS to answer the ACPI power button: a stop waits out the grace.
 	nodes := startCluster(t, 3, "--guest-shutdown-grace", "2s")
-	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}, diskless: map[string]bool{"mini": true}}
+	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}, diskless: map[string]bool{"mini": true, "wide": true}}
 	for _, h := range lv {
 		f.hosts[h.Name] = h
 	}
@@ -143,6 +143,7 @@ func TestLibvirtFleet(t *testing.T) {
 	f.leaderCrashDuringCreates()
 	f.containers()
 	f.liveMigration()
+	f.slowMigrations()
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
 }
 
@@ -194,6 +195,116 @@ func (f *lvFleet) liveMigration() {
 		return f.agree()
 	})
 	t.Logf("live migration %s -> %s through devfleet in %v", d.Host, to, time.Since(step).Round(time.Millisecond))
+}
+
+type migrationJSON struct {
+	ID         string `json:"id"`
+	Phase      string `json:"phase"`
+	SourceHost string `json:"source_host"`
+	DestHost   string `json:"dest_host"`
+	Attempts   int    `json:"attempts"`
+	Failure    string `json:"failure_reason"`
+	Progress   struct {
+		Processed string `json:"memory_processed_bytes"`
+	} `json:"progress"`
+}
+
+func (f *lvFleet) migration(id string) (migrationJSON, error) {
+	var m migrationJSON
+	out, errOut, code, err := runCLI(f.via.grpc, "migration", "show", id, "-o", "json")
+	if err != nil || code != 0 {
+		return m, fmt.Errorf("migration show %s: exit %d: %s %v", id, code, errOut, err)
+	}
+	return m, json.Unmarshal([]byte(out), &m)
+}
+
+// waitRunning waits until a migration copies memory (progress recorded).
+func (f *lvFleet) waitRunning(id string) {
+	f.t.Helper()
+	f.waitFor(30*time.Second, "migration "+id+" copying", func() error {
+		m, err := f.migration(id)
+		if err != nil {
+			return err
+		}
+		if m.Phase != "MIGRATION_PHASE_RUNNING" || m.Progress.Processed == "" || m.Progress.Processed == "0" {
+			return fmt.Errorf("migration %s is %s (%s), processed %q", id, m.Phase, m.Failure, m.Progress.Processed)
+		}
+		return nil
+	})
+}
+
+// slowMigrations moves a 1.5 GiB guest under a bandwidth cap (a mostly-zero guest still sends
+// a few bytes per page: ~9 MiB, some seconds at 1-2 MiB/s), to abort one move mid-way (the guest
+// stays on its source) and to kill the leader during another (the new leader finds where the
+// guest runs and records it: exactly one running copy).
+func (f *lvFleet) slowMigrations() {
+	t := f.t
+	step := time.Now()
+	f.must("flavor", "add", "wide", "--cpus", "1", "--memory-mib", "1536", "--disk-gib", "0")
+	f.must("devserver", "create", "mv2", "--owner", "dave", "--flavor", "wide", "--region", "lab", "--permanent", "--host", "h2")
+	f.waitAgree(30*time.Second, "mv2 running")
+	start := func(bandwidth string) string {
+		out := f.must("--as", "dave", "devserver", "migrate", "mv2", "--to-host", "h1", "--bandwidth-mibps", bandwidth, "-o", "json")
+		var m migrationJSON
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			f.fatalf("migrate: %v: %s", err, out)
+		}
+		return m.ID
+	}
+
+	// Abort mid-way.
+	id := start("1")
+	f.waitRunning(id)
+	f.must("--as", "dave", "migration", "abort", id)
+	f.waitFor(30*time.Second, "the abort recorded", func() error {
+		m, err := f.migration(id)
+		if err != nil {
+			return err
+		}
+		if m.Phase != "MIGRATION_PHASE_ABORTED" {
+			return fmt.Errorf("migration %s is %s", id, m.Phase)
+		}
+		return nil
+	})
+	if d, _ := f.devserver("mv2"); d.Host != "h2" {
+		f.fatalf("after the abort mv2 is recorded on %s, want h2", d.Host)
+	}
+	f.waitAgree(30*time.Second, "mv2 on h2 only after the abort")
+	t.Logf("abort mid-way: the guest stayed on h2 (%v)", time.Since(step).Round(time.Millisecond))
+
+	// Kill the leader mid-way.
+	step = time.Now()
+	leader := leaderOf(t, f.nodes)
+	if leader == f.via {
+		for _, n := range f.nodes {
+			if n != leader {
+				f.via = n
+				break
+			}
+		}
+	}
+	id = start("2")
+	f.waitRunning(id)
+	leader.kill9(t)
+	leader.start(t)
+	newLeader := leaderOf(t, f.nodes)
+	var m migrationJSON
+	f.waitFor(90*time.Second, "the migration's outcome recorded by the new leader", func() error {
+		var err error
+		if m, err = f.migration(id); err != nil {
+			return err
+		}
+		if m.Phase != "MIGRATION_PHASE_SUCCEEDED" && m.Phase != "MIGRATION_PHASE_FAILED" {
+			return fmt.Errorf("migration %s is %s", id, m.Phase)
+		}
+		return f.agree()
+	})
+	d, _ := f.devserver("mv2")
+	t.Logf("leader %s killed mid-move; new leader %s recorded %s after %d attempts, mv2 on %s, one copy (%v)",
+		leader.id, newLeader.id, m.Phase, m.Attempts, d.Host, time.Since(step).Round(time.Millisecond))
+	if m.Phase == "MIGRATION_PHASE_SUCCEEDED" && d.Host != "h1" || m.Phase == "MIGRATION_PHASE_FAILED" && d.Host != "h2" {
+		f.fatalf("migration %s %s but mv2 is recorded on %s", id, m.Phase, d.Host)
+	}
 }
 
 type containerJSON struct {
