@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,6 +306,40 @@ func (f *lvFleet) slowMigrations() {
 	if m.Phase == "MIGRATION_PHASE_SUCCEEDED" && d.Host != "h1" || m.Phase == "MIGRATION_PHASE_FAILED" && d.Host != "h2" {
 		f.fatalf("migration %s %s but mv2 is recorded on %s", id, m.Phase, d.Host)
 	}
+
+	// The destination's libvirtd dies mid-move (last: h2 stays down): the source keeps the
+	// guest, and the migration fails with the reason once its attempts are used up.
+	step = time.Now()
+	src, dst := d.Host, "h1"
+	if src == "h1" {
+		dst = "h2"
+	}
+	out := f.must("--as", "dave", "devserver", "migrate", "mv2", "--to-host", dst, "--bandwidth-mibps", "1", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		f.fatalf("migrate: %v: %s", err, out)
+	}
+	f.waitRunning(m.ID)
+	if err := syscall.Kill(f.hosts[dst].Pid, syscall.SIGKILL); err != nil {
+		f.fatalf("kill %s's libvirtd: %v", dst, err)
+	}
+	f.waitFor(60*time.Second, "the migration failed with the destination gone", func() error {
+		var err error
+		if m, err = f.migration(m.ID); err != nil {
+			return err
+		}
+		if m.Phase != "MIGRATION_PHASE_FAILED" {
+			return fmt.Errorf("migration is %s (%s)", m.Phase, m.Failure)
+		}
+		return nil
+	})
+	if err := f.wantDomState(src, "mv2", "running"); err != nil {
+		f.fatalf("after the destination died: %v", err)
+	}
+	if d, _ := f.devserver("mv2"); d.Host != src || d.State != "DEVSERVER_STATE_RUNNING" {
+		f.fatalf("after the destination died mv2 is %s on %s, want running on %s", d.State, d.Host, src)
+	}
+	t.Logf("destination %s's libvirtd killed mid-move: mv2 kept running on %s; failed after %d attempts: %s (%v)",
+		dst, src, m.Attempts, m.Failure, time.Since(step).Round(time.Millisecond))
 }
 
 type containerJSON struct {
