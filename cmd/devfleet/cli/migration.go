@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/devfleet/devfleet/controlplane/state"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -226,7 +227,7 @@ func (a *app) waitMigration(ctx context.Context, c client, m *v1.Migration, line
 	var failingSince time.Time
 	for {
 		line.show(m)
-		if final(m.GetPhase()) {
+		if state.Final(m.GetPhase()) {
 			return m, nil
 		}
 		select {
@@ -255,15 +256,6 @@ func (a *app) waitMigration(ctx context.Context, c client, m *v1.Migration, line
 		}
 		return nil, status.Errorf(code, "lost track of migration %s of %s (it goes on): %s", m.GetId(), m.GetDevserver(), status.Convert(err).Message())
 	}
-}
-
-// final reports whether a migration phase is an end.
-func final(p v1.MigrationPhase) bool {
-	switch p {
-	case v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED, v1.MigrationPhase_MIGRATION_PHASE_FAILED, v1.MigrationPhase_MIGRATION_PHASE_ABORTED:
-		return true
-	}
-	return false
 }
 
 // progressLine shows a migration's progress as it changes: on a terminal one line, rewritten
@@ -331,7 +323,7 @@ func progressText(m *v1.Migration) string {
 			parts = append(parts, "attempt "+i64(n))
 		}
 	}
-	if m.GetAbortRequested() && !final(m.GetPhase()) {
+	if m.GetAbortRequested() && !state.Final(m.GetPhase()) {
 		parts = append(parts, "abort requested")
 	}
 	if len(parts) > 0 {
@@ -564,7 +556,7 @@ func migrationFields(m *v1.Migration) []field {
 			field{"iteration", u64(p.GetIteration())},
 			field{"expected_downtime_ms", u64(p.GetExpectedDowntimeMs())},
 		)
-		if final(m.GetPhase()) {
+		if state.Final(m.GetPhase()) {
 			fs = append(fs, field{"downtime_ms", u64(p.GetDowntimeMs())})
 		}
 		fs = append(fs, field{"sample_time", ts(p.GetSampleTime())})
