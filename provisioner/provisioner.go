@@ -105,8 +105,13 @@ func (c *Config) defaults() {
 	}
 }
 
-// settle is the pause between two passes over the state.
-const settle = 20 * time.Millisecond
+// settle is the least pause between two passes over the state; a pass that took long makes
+// the pause longer (passBudget), so that a big fleet under a stream of writes spends at most a
+// fifth of a core walking it.
+const (
+	settle     = 20 * time.Millisecond
+	passBudget = 4
+)
 
 // Controller is the provisioner, run on the leader by the leader lifecycle.
 type Controller struct {
@@ -159,7 +164,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		ws.Add(c.cfg.Store.AbandonCh())
 		r.watchHosts(v, first)
 		first = false
+		began := time.Now()
 		wake := earliest(earliest(r.dispatch(v), r.dispatchContainers(v)), r.reap(v))
+		took := time.Since(began)
 		if !r.wait(ws, wake, resync.C, v) {
 			return nil
 		}
@@ -167,7 +174,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(settle):
+		case <-time.After(max(settle, passBudget*took)):
 		}
 	}
 }
