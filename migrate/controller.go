@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -42,6 +43,10 @@ const (
 	DefaultCompletionPerGiB = 60 * time.Second
 	DefaultMaxDowntime      = 300 * time.Millisecond
 )
+
+// cleanupTimeout bounds the removal of a finished migration's leftover volumes, so that an
+// unreachable host does not hold the record of the outcome.
+const cleanupTimeout = 30 * time.Second
 
 // Config wires a Controller.
 type Config struct {
@@ -256,7 +261,11 @@ func (r *run) execute(m *v1.Migration) {
 		r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, err.Error(), nil)
 		return
 	}
-	g := guest{name: d.GetName(), id: d.GetId(), src: hvSrc, dst: hvDst}
+	g := guest{name: d.GetName(), id: d.GetId(), src: hvSrc, dst: hvDst, disk: true}
+	if f, err := v.GetFlavor(d.GetFlavor()); err == nil {
+		g.disk = f.GetResources().GetDiskGib() > 0
+		g.memory = uint64(max(f.GetResources().GetMemoryMib(), 0)) << 20
+	}
 	policy := withDefaults(m.GetPolicy())
 	attempts := m.GetAttempts()
 	for {
@@ -273,6 +282,9 @@ func (r *run) execute(m *v1.Migration) {
 		}
 		switch where {
 		case onDest:
+			if g.disk {
+				r.cleanUp(m, "source", g.removeSourceVolumes)
+			}
 			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED, "", g.completedStats(r.ctx))
 			return
 		case nowhere:
@@ -285,11 +297,19 @@ func (r *run) execute(m *v1.Migration) {
 			}
 			continue
 		}
+		// The guest runs on the source, and the migration may end here: an attempt may have left
+		// volumes on the destination, which go (the source's are never touched).
 		if cur, err := r.c.cfg.Store.View().GetMigration(m.GetId()); err == nil && cur.GetAbortRequested() {
+			if g.disk && attempts > 0 {
+				r.cleanUp(m, "destination", g.removeDestVolumes)
+			}
 			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_ABORTED, "aborted on request; the guest stays on "+src.GetName(), nil)
 			return
 		}
 		if attempts >= policy.GetMaxAttempts() {
+			if g.disk && attempts > 0 {
+				r.cleanUp(m, "destination", g.removeDestVolumes)
+			}
 			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, fmt.Sprintf("%d attempts failed; last: %s", attempts, m.GetFailureReason()), nil)
 			return
 		}
@@ -309,6 +329,25 @@ func (r *run) execute(m *v1.Migration) {
 	}
 }
 
+// cleanUp removes a finished migration's leftover volumes on one of its hosts (remove), as the
+// leader, within cleanupTimeout. A failure is logged and leaves the volumes: the outcome is
+// recorded regardless.
+func (r *run) cleanUp(m *v1.Migration, where string, remove func(context.Context) ([]string, error)) {
+	ctx, cancel := context.WithTimeout(r.ctx, cleanupTimeout)
+	defer cancel()
+	if err := r.c.cfg.Leader.VerifyLeader(ctx); err != nil {
+		return // the next leader looks again
+	}
+	removed, err := remove(ctx)
+	if len(removed) > 0 {
+		r.c.log.Info("a migration's leftover volumes are gone", "migration", m.GetId(), "devserver", m.GetDevserver(), "on", where, "volumes", removed)
+	}
+	if err != nil {
+		r.c.log.Warn("a migration's leftover volumes could not be removed; they stay", "migration", m.GetId(),
+			"devserver", m.GetDevserver(), "on", where, "error", err)
+	}
+}
+
 func (r *run) pause(d time.Duration) {
 	select {
 	case <-r.ctx.Done():
@@ -324,6 +363,17 @@ func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.Migrati
 	if err := g.dst.Ping(r.ctx); err != nil {
 		return fmt.Errorf("destination %s does not answer: %w", dst.GetName(), err)
 	}
+	var volumes []hypervisor.Volume
+	if g.disk {
+		if err := r.c.cfg.Leader.VerifyLeader(r.ctx); err != nil {
+			return fmt.Errorf("no longer the leader: %w", err)
+		}
+		v, err := g.prepareVolumes(r.ctx)
+		if err != nil {
+			return fmt.Errorf("preparing the destination %s: %w", dst.GetName(), err)
+		}
+		volumes = v
+	}
 	if err := r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_RUNNING, attempt, ""); err != nil {
 		return err
 	}
@@ -332,14 +382,17 @@ func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.Migrati
 	}
 	target := hypervisor.MigrationTarget{Host: dst.GetName(), URI: cmp.Or(dst.GetMigrationUri(), dst.GetLibvirtUri())}
 	params := hypervisor.MigrationParams{BandwidthMiBps: policy.GetBandwidthMibps(), MaxDowntime: time.Duration(policy.GetMaxDowntimeMs()) * time.Millisecond,
-		AutoConverge: policy.GetAutoConverge(), PostCopy: policy.GetAllowPostCopy(), ParallelConnections: int(policy.GetParallelConnections())}
+		AutoConverge: policy.GetAutoConverge(), PostCopy: policy.GetAllowPostCopy(), ParallelConnections: int(policy.GetParallelConnections()),
+		CopyStorage: len(volumes) > 0}
 	done := make(chan error, 1)
 	go func() { done <- g.src.Migrate(r.ctx, g.name, target, params) }()
 	return r.follow(m, g, policy, done)
 }
 
 // follow samples a migration job until it ends (done, when this leader started it, delivers
-// Migrate's answer), aborting it when an abort is asked or it stops making progress.
+// Migrate's answer), aborting it when an abort is asked, it stops making progress (no bytes of
+// disk or memory moved for the progress timeout), or it takes longer than the completion
+// timeout per GiB of memory and disk, plus one.
 func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done <-chan error) error {
 	tick := time.NewTicker(r.c.cfg.Sample)
 	defer tick.Stop()
@@ -371,8 +424,8 @@ func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done 
 			continue
 		}
 		r.record(m, st)
-		if st.MemoryProcessed > lastProcessed {
-			lastProcessed, lastMove = st.MemoryProcessed, time.Now()
+		if moved := max(st.DataProcessed, st.MemoryProcessed+st.DiskProcessed); moved > lastProcessed {
+			lastProcessed, lastMove = moved, time.Now()
 		}
 		if aborted != "" {
 			continue
@@ -383,7 +436,7 @@ func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done 
 			aborted = "request"
 		case time.Since(lastMove) > policy.GetProgressTimeout().AsDuration():
 			aborted = fmt.Sprintf("no progress for %s", policy.GetProgressTimeout().AsDuration())
-		case st.MemoryTotal > 0 && st.Elapsed > time.Duration(float64(policy.GetCompletionTimeoutPerGib().AsDuration())*float64(st.MemoryTotal)/(1<<30)+float64(policy.GetCompletionTimeoutPerGib().AsDuration())):
+		case st.Elapsed > completionBudget(policy, st, g.memory):
 			aborted = fmt.Sprintf("not done after %s", st.Elapsed.Round(time.Second))
 		default:
 			continue
@@ -398,6 +451,19 @@ func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done 
 			return errors.New(aborted)
 		}
 	}
+}
+
+// completionBudget is how long a migration may take: the policy's time per GiB of what it moves
+// (guest memory, and the disk it copies), plus one. While libvirt copies the disk it reports no
+// memory yet: the flavor's memory stands in. With nothing known (no memory reported, none by
+// flavor) there is no budget yet.
+func completionBudget(policy *v1.MigrationPolicy, st hypervisor.JobStats, flavorMemory uint64) time.Duration {
+	memory := cmp.Or(st.MemoryTotal, flavorMemory)
+	if memory == 0 {
+		return math.MaxInt64
+	}
+	perGiB := float64(policy.GetCompletionTimeoutPerGib().AsDuration())
+	return time.Duration(perGiB*float64(memory+st.DiskTotal)/(1<<30) + perGiB)
 }
 
 // record keeps a migration's latest sample for the next batched write.

@@ -40,6 +40,15 @@ func newFixture(t *testing.T, l Limits) *fixture {
 	}
 	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_CreateFlavor{CreateFlavor: &fsmv1.CreateFlavor{Flavor: &v1.Flavor{
 		Name: "small", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 512}}}}})
+	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_CreateFlavor{CreateFlavor: &fsmv1.CreateFlavor{Flavor: &v1.Flavor{
+		Name: "disk", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 512, DiskGib: 1}}}}})
+	f.lead(l)
+	t.Cleanup(func() { f.stop() })
+	return f
+}
+
+// lead starts a migration controller with limits l, as a (new) leader would.
+func (f *fixture) lead(l Limits) {
 	ctl := New(Config{Store: f.store, Raft: f.raft, Leader: f.raft, Hypervisors: f.conn, Limits: l,
 		Sample: 20 * time.Millisecond, Flush: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -49,8 +58,6 @@ func newFixture(t *testing.T, l Limits) *fixture {
 		_ = ctl.Run(ctx)
 	}()
 	f.stop = func() { cancel(); <-done }
-	t.Cleanup(func() { f.stop() })
-	return f
 }
 
 func (f *fixture) host(name string) *hypervisor.Memory {
@@ -62,15 +69,28 @@ func (f *fixture) host(name string) *hypervisor.Memory {
 	return m
 }
 
-// devserver records a running devserver on host with its guest running there.
+// devserver records a running devserver of flavor small on host with its guest running there.
 func (f *fixture) devserver(name, host string) *v1.Devserver {
 	f.t.Helper()
+	return f.devserverOf(name, host, "small")
+}
+
+// devserverOf records a running devserver of a flavor on host with its guest running there (with
+// its volume when the flavor has a disk, as the provisioner makes it).
+func (f *fixture) devserverOf(name, host, flavor string) *v1.Devserver {
+	f.t.Helper()
+	fl, err := f.store.View().GetFlavor(flavor)
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	f.seq++
 	id := fmt.Sprintf("00000000-0000-4000-8000-%012d", f.seq)
 	f.raft.Must(f.t, &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: &v1.Devserver{
-		Name: name, Id: id, Owner: "alice", Flavor: "small", Region: "eu", Host: host, Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}}}})
-	if _, err := f.host(host).DefineAndStart(context.Background(), hypervisor.DomainSpec{Name: name, UUID: id, VCPUs: 1, MemoryMiB: 512,
-		Metadata: hypervisor.Metadata{Kind: hypervisor.InstanceDevserver, ID: id, Owner: "alice", Flavor: "small"}}); err != nil {
+		Name: name, Id: id, Owner: "alice", Flavor: flavor, Region: "eu", Host: host, Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}}}})
+	r := fl.GetResources()
+	if _, err := f.host(host).DefineAndStart(context.Background(), hypervisor.DomainSpec{Name: name, UUID: id,
+		VCPUs: r.GetVcpus(), MemoryMiB: r.GetMemoryMib(), DiskGiB: r.GetDiskGib(),
+		Metadata: hypervisor.Metadata{Kind: hypervisor.InstanceDevserver, ID: id, Owner: "alice", Flavor: flavor}}); err != nil {
 		f.t.Fatal(err)
 	}
 	return f.raft.Must(f.t, &fsmv1.Command{Op: &fsmv1.Command_SetDevserverState{SetDevserverState: &fsmv1.SetDevserverState{
@@ -244,16 +264,144 @@ func TestNewLeaderAdoptsARunningMigration(t *testing.T) {
 	f.migrate("mig-1", d, "m2", &v1.MigrationPolicy{BandwidthMibps: 256}) // 2 s
 	f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_RUNNING)
 	f.stop() // the leader goes; libvirt carries on with the job
-	ctl := New(Config{Store: f.store, Raft: f.raft, Leader: f.raft, Hypervisors: f.conn, Sample: 20 * time.Millisecond, Flush: 50 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ctl.Run(ctx) }()
-	f.stop = func() { cancel(); <-done }
+	f.lead(Limits{})
 	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
 	if m.GetAttempts() != 1 {
 		t.Fatalf("the new leader started another attempt: %v", m)
 	}
 	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m2" {
 		t.Fatalf("the guest runs on %v, want m2 only", on)
+	}
+}
+
+// volumes returns the volumes of each in-memory host that has any.
+func (f *fixture) volumes() map[string]map[string]int64 {
+	f.t.Helper()
+	out := map[string]map[string]int64{}
+	for _, h := range []string{"m1", "m2", "m3"} {
+		if v := f.host(h).Volumes(); len(v) > 0 {
+			out[h] = v
+		}
+	}
+	return out
+}
+
+// waitDiskCopy waits until the source's migration job of name has copied some of its disk.
+func (f *fixture) waitDiskCopy(host, name string) hypervisor.JobStats {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := f.host(host).JobStats(context.Background(), name)
+		if err == nil && st.Type.Active() && st.DiskProcessed > 0 {
+			return st
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("no disk copy of %s on %s: %+v, %v", name, host, st, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A devserver whose flavor has a disk moves with its volume: prepared on the destination,
+// copied, and removed from the source, also when the leader changes during the copy.
+func TestMigrationMovesTheDisk(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d1 := f.devserverOf("d1", "m1", "disk")
+	d2 := f.devserverOf("d2", "m1", "disk")
+	if got := f.volumes(); len(got) != 1 || len(got["m1"]) != 2 || got["m1"]["d1.raw"] != 1 {
+		t.Fatalf("volumes before: %v", got)
+	}
+	f.migrate("mig-1", d1, "m2", &v1.MigrationPolicy{BandwidthMibps: 2048})
+	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m2" {
+		t.Fatalf("d1 runs on %v, want m2 only", on)
+	}
+	if got, _ := f.store.View().GetDevserver("d1"); got.GetHost() != "m2" || m.GetAttempts() != 1 {
+		t.Fatalf("after the move: devserver on %s, %d attempts", got.GetHost(), m.GetAttempts())
+	}
+	got := f.volumes()
+	if _, ok := got["m1"]["d1.raw"]; ok || got["m2"]["d1.raw"] != 1 {
+		t.Fatalf("volumes after the move: %v; want d1.raw on m2 only", got)
+	}
+	vols, err := f.host("m2").DomainVolumes(context.Background(), "d1")
+	if err != nil || len(vols) != 1 || vols[0].Name != "d1.raw" {
+		t.Fatalf("d1's volumes on m2: %v, %v", vols, err)
+	}
+
+	// The leader goes during the disk copy (1 s of disk at the fake link's 1024 MiB/s, then
+	// 0.5 s of memory); the next one follows the job and removes the source's volume.
+	f.migrate("mig-2", d2, "m3", &v1.MigrationPolicy{BandwidthMibps: 1024})
+	f.waitDiskCopy("m1", "d2")
+	f.stop()
+	f.lead(Limits{})
+	m = f.waitPhase("mig-2", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	if m.GetAttempts() != 1 {
+		t.Fatalf("the new leader started another attempt: %v", m)
+	}
+	if on := f.runsOn("d2"); len(on) != 1 || on[0] != "m3" {
+		t.Fatalf("d2 runs on %v, want m3 only", on)
+	}
+	if got := f.volumes(); len(got["m1"]) != 0 || got["m2"]["d1.raw"] != 1 || got["m3"]["d2.raw"] != 1 {
+		t.Fatalf("volumes after the second move: %v; want d1.raw on m2, d2.raw on m3, none on m1", got)
+	}
+	if err := f.store.View().CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A move of a guest with a disk that is aborted (during the disk copy) or fails leaves the
+// guest and its volume on the source, and removes what it prepared on the destination, unless a
+// domain there uses a volume of that name.
+func TestFailedDiskMoveKeepsTheSourceVolume(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	ctx := context.Background()
+
+	d1 := f.devserverOf("d1", "m1", "disk")
+	f.migrate("mig-1", d1, "m2", &v1.MigrationPolicy{BandwidthMibps: 8}) // 1 GiB of disk: two minutes
+	f.waitDiskCopy("m1", "d1")
+	if got := f.host("m2").Volumes(); got["d1.raw"] != 1 {
+		t.Fatalf("m2 volumes during the copy: %v; want the prepared d1.raw", got)
+	}
+	f.raft.Must(t, &fsmv1.Command{Op: &fsmv1.Command_RequestMigrationAbort{RequestMigrationAbort: &fsmv1.RequestMigrationAbort{Id: "mig-1"}}})
+	f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_ABORTED)
+
+	d2 := f.devserverOf("d2", "m1", "disk")
+	f.host("m3").FailNext(hypervisor.OpMigrateIncoming, fmt.Errorf("injected: destination refuses"))
+	f.migrate("mig-2", d2, "m3", &v1.MigrationPolicy{BandwidthMibps: 1024, MaxAttempts: 1})
+	f.waitPhase("mig-2", v1.MigrationPhase_MIGRATION_PHASE_FAILED)
+
+	// m2 has a domain d3 of its own (not the devserver's) with its volume d3.raw: the attempt
+	// cannot prepare it, and the failed migration leaves it alone.
+	d3 := f.devserverOf("d3", "m1", "disk")
+	if _, err := f.host("m2").DefineAndStart(ctx, hypervisor.DomainSpec{Name: "d3", VCPUs: 1, MemoryMiB: 128, DiskGiB: 2,
+		Metadata: hypervisor.Metadata{Kind: hypervisor.InstanceDevserver, ID: "someone-else", Owner: "bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.migrate("mig-3", d3, "m2", &v1.MigrationPolicy{MaxAttempts: 1})
+	m := f.waitPhase("mig-3", v1.MigrationPhase_MIGRATION_PHASE_FAILED)
+	t.Logf("into a volume in use: %s", m.GetFailureReason())
+
+	for _, name := range []string{"d1", "d2", "d3"} {
+		if d, err := f.host("m1").Lookup(ctx, name); err != nil || d.State != hypervisor.StateRunning || d.Metadata.ID == "someone-else" {
+			t.Errorf("%s on m1: %+v, %v; want it running", name, d, err)
+		}
+		if d, err := f.host("m3").Lookup(ctx, name); !hypervisor.IsNotFound(err) {
+			t.Errorf("%s on m3: %+v, %v; want none", name, d, err)
+		}
+		if got, _ := f.store.View().GetDevserver(name); got.GetHost() != "m1" || got.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING {
+			t.Errorf("devserver %s after the failed move: %v", name, got)
+		}
+		if vols, err := f.host("m1").DomainVolumes(ctx, name); err != nil || len(vols) != 1 || vols[0].Name != name+".raw" {
+			t.Errorf("%s's volumes on m1: %v, %v", name, vols, err)
+		}
+	}
+	got := f.volumes()
+	if want := (map[string]map[string]int64{"m1": {"d1.raw": 1, "d2.raw": 1, "d3.raw": 1}, "m2": {"d3.raw": 2}}); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("volumes after the failed moves: %v, want %v", got, want)
+	}
+	if d, err := f.host("m2").Lookup(ctx, "d3"); err != nil || d.Metadata.ID != "someone-else" || d.State != hypervisor.StateRunning {
+		t.Fatalf("m2's own d3: %+v, %v", d, err)
 	}
 }

@@ -165,6 +165,9 @@ func (c *Conn) migrate(name string, dest MigrationTarget, p MigrationParams) err
 	if p.PostCopy {
 		flags |= libvirt.MigratePostcopy
 	}
+	if p.CopyStorage {
+		flags |= libvirt.MigrateNonSharedDisk
+	}
 	_, err = l.DomainMigratePerform3Params(dom, libvirt.OptString{dest.URI}, params, nil, flags)
 	return err
 }
@@ -292,6 +295,12 @@ func jobStatsFrom(typ int32, params []libvirt.TypedParam) JobStats {
 			s.MemoryProcessed = v
 		case libvirt.DomainJobMemoryRemaining:
 			s.MemoryRemaining = v
+		case libvirt.DomainJobDiskTotal:
+			s.DiskTotal = v
+		case libvirt.DomainJobDiskProcessed:
+			s.DiskProcessed = v
+		case libvirt.DomainJobDiskRemaining:
+			s.DiskRemaining = v
 		case libvirt.DomainJobMemoryBps:
 			s.DataRate = v
 		case libvirt.DomainJobMemoryDirtyRate:

@@ -38,6 +38,26 @@ func TestJobStatsFromTypedParams(t *testing.T) {
 	if got != want {
 		t.Errorf("running:\n got %+v\nwant %+v", got, want)
 	}
+	// While a migration that copies storage copies the disk (libvirt 9.0, measured): the data
+	// counts are the disk's, memory's are zero, and there is no rate.
+	disk := jobStatsFrom(int32(libvirt.DomainJobUnbounded), []libvirt.TypedParam{
+		{Field: libvirt.DomainJobOperationStr, Value: *libvirt.NewTypedParamValueInt(5)},
+		{Field: libvirt.DomainJobTimeElapsed, Value: u(1202)},
+		{Field: libvirt.DomainJobDataTotal, Value: u(134217728)},
+		{Field: libvirt.DomainJobDataProcessed, Value: u(33554432)},
+		{Field: libvirt.DomainJobDataRemaining, Value: u(100663296)},
+		{Field: libvirt.DomainJobMemoryTotal, Value: u(0)},
+		{Field: libvirt.DomainJobMemoryDirtyRate, Value: u(0)},
+		{Field: libvirt.DomainJobMemoryIteration, Value: u(0)},
+		{Field: libvirt.DomainJobDiskTotal, Value: u(134217728)},
+		{Field: libvirt.DomainJobDiskProcessed, Value: u(33554432)},
+		{Field: libvirt.DomainJobDiskRemaining, Value: u(100663296)},
+	})
+	if want := (JobStats{Type: JobUnbounded, Operation: JobMigrationOut, Elapsed: 1202 * time.Millisecond,
+		DataTotal: 134217728, DataProcessed: 33554432, DataRemaining: 100663296,
+		DiskTotal: 134217728, DiskProcessed: 33554432, DiskRemaining: 100663296}); disk != want {
+		t.Errorf("disk copy:\n got %+v\nwant %+v", disk, want)
+	}
 	// A completed migration, on its destination: the downtime is the real one.
 	done := jobStatsFrom(int32(libvirt.DomainJobCompleted), []libvirt.TypedParam{
 		{Field: libvirt.DomainJobOperationStr, Value: *libvirt.NewTypedParamValueInt(4)},

@@ -3,6 +3,8 @@ package hypervisor
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	libvirt "github.com/digitalocean/go-libvirt"
 )
@@ -47,7 +49,7 @@ func (c *Conn) pool(ctx context.Context, op Op, domain string, lookupOnly bool) 
 
 // createVolume makes a sparse volume of gib GiB in the pool.
 func (c *Conn) createVolume(ctx context.Context, op Op, domain, name string, gib int64) error {
-	xml, err := volumeXML(name, gib, c.layout.volumeFormat)
+	xml, err := volumeXML(name, uint64(gib)<<30, c.layout.volumeFormat)
 	if err != nil {
 		return errorf(c.host, op, domain, KindInternal, "%v", err)
 	}
@@ -85,4 +87,149 @@ func (c *Conn) deleteVolume(ctx context.Context, op Op, domain, name string) (de
 		}
 		return true, nil
 	})
+}
+
+// DomainVolumes implements Hypervisor: the devfleet pool's volumes in the domain's current
+// definition (the live one of a running domain), each read from the pool.
+func (c *Conn) DomainVolumes(ctx context.Context, name string) ([]Volume, error) {
+	const op = OpDomainVolumes
+	dom, err := c.lookup(ctx, op, name)
+	if err != nil {
+		return nil, err
+	}
+	names, err := call(ctx, c, op, name, func(l *libvirt.Libvirt) ([]string, error) {
+		xml, err := l.DomainGetXMLDesc(dom, 0)
+		if err != nil {
+			return nil, err
+		}
+		return volumesIn(xml, c.layout.pool)
+	})
+	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	p, err := c.pool(ctx, op, name, true)
+	if err != nil {
+		return nil, err
+	}
+	return call(ctx, c, op, name, func(l *libvirt.Libvirt) ([]Volume, error) {
+		vols := make([]Volume, 0, len(names))
+		for _, n := range names {
+			v, err := readVolume(l, p, n)
+			if err != nil {
+				return nil, err
+			}
+			vols = append(vols, v)
+		}
+		return vols, nil
+	})
+}
+
+// readVolume reads a volume of pool p.
+func readVolume(l *libvirt.Libvirt, p libvirt.StoragePool, name string) (Volume, error) {
+	vol, err := l.StorageVolLookupByName(p, name)
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume %s: %w", name, err)
+	}
+	xml, err := l.StorageVolGetXMLDesc(vol, 0)
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume %s: %w", name, err)
+	}
+	return parseVolume(xml)
+}
+
+// PrepareVolume implements Hypervisor: pool (made if missing), a check that no domain uses the
+// volume, then the volume kept, made, or replaced.
+func (c *Conn) PrepareVolume(ctx context.Context, v Volume) error {
+	const op = OpPrepareVolume
+	if v.Format == "" {
+		v.Format = c.layout.volumeFormat
+	}
+	if err := v.validate(); err != nil {
+		return errorf(c.host, op, v.Name, KindInvalidArgument, "%v", err)
+	}
+	xml, err := volumeXML(v.Name, v.Capacity, v.Format)
+	if err != nil {
+		return errorf(c.host, op, v.Name, KindInternal, "%v", err)
+	}
+	p, err := c.pool(ctx, op, v.Name, false)
+	if err != nil {
+		return err
+	}
+	if err := c.checkUnused(ctx, op, v.Name); err != nil {
+		return err
+	}
+	return call0(ctx, c, op, v.Name, func(l *libvirt.Libvirt) error {
+		have, err := readVolume(l, p, v.Name)
+		switch {
+		case libvirtCode(err) == libvirt.ErrNoStorageVol:
+		case err != nil:
+			return err
+		case have == v:
+			return nil
+		default:
+			vol, err := l.StorageVolLookupByName(p, v.Name)
+			if err == nil {
+				err = l.StorageVolDelete(vol, 0)
+			}
+			if err != nil {
+				return fmt.Errorf("replace volume %s (%d bytes, %s; want %d bytes, %s): %w",
+					v.Name, have.Capacity, have.Format, v.Capacity, v.Format, err)
+			}
+		}
+		if _, err := l.StorageVolCreateXML(p, xml, 0); err != nil {
+			return fmt.Errorf("create volume %s: %w", v.Name, err)
+		}
+		return nil
+	})
+}
+
+// RemoveVolume implements Hypervisor.
+func (c *Conn) RemoveVolume(ctx context.Context, name string) error {
+	const op = OpRemoveVolume
+	if err := validateVolumeName(name); err != nil {
+		return errorf(c.host, op, name, KindInvalidArgument, "%v", err)
+	}
+	if err := c.checkUnused(ctx, op, name); err != nil {
+		return err
+	}
+	_, err := c.deleteVolume(ctx, op, name, name)
+	return err
+}
+
+// checkUnused fails with KindFailedPrecondition when a domain of the host (running, defined,
+// or arriving by migration, which libvirt lists too) uses the volume of the devfleet pool.
+// libvirt does not check this itself: it deletes a volume under a running guest. A domain
+// defined between the check and what the caller does next is not seen.
+func (c *Conn) checkUnused(ctx context.Context, op Op, volume string) error {
+	users, err := call(ctx, c, op, volume, func(l *libvirt.Libvirt) ([]string, error) {
+		doms, _, err := l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive|libvirt.ConnectListDomainsInactive)
+		if err != nil {
+			return nil, err
+		}
+		var users []string
+		for _, dom := range doms {
+			xml, err := l.DomainGetXMLDesc(dom, 0)
+			if libvirtCode(err) == libvirt.ErrNoDomain {
+				continue // gone meanwhile
+			}
+			if err != nil {
+				return nil, fmt.Errorf("domain %s: %w", dom.Name, err)
+			}
+			vols, err := volumesIn(xml, c.layout.pool)
+			if err != nil {
+				return nil, fmt.Errorf("domain %s: %w", dom.Name, err)
+			}
+			if slices.Contains(vols, volume) {
+				users = append(users, dom.Name)
+			}
+		}
+		return users, nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		return errorf(c.host, op, volume, KindFailedPrecondition, "volume %s is in use by domain %s", volume, strings.Join(users, ", "))
+	}
+	return nil
 }

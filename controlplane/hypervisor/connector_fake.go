@@ -216,6 +216,18 @@ func (s *memSession) SetMaxSpeed(ctx context.Context, name string, mibps uint64)
 	return sessionCall0(ctx, s, OpSetMaxSpeed, name, func(ctx context.Context) error { return s.m.SetMaxSpeed(ctx, name, mibps) })
 }
 
+func (s *memSession) DomainVolumes(ctx context.Context, name string) ([]Volume, error) {
+	return sessionCall(ctx, s, OpDomainVolumes, name, func(ctx context.Context) ([]Volume, error) { return s.m.DomainVolumes(ctx, name) })
+}
+
+func (s *memSession) PrepareVolume(ctx context.Context, v Volume) error {
+	return sessionCall0(ctx, s, OpPrepareVolume, v.Name, func(ctx context.Context) error { return s.m.PrepareVolume(ctx, v) })
+}
+
+func (s *memSession) RemoveVolume(ctx context.Context, name string) error {
+	return sessionCall0(ctx, s, OpRemoveVolume, name, func(ctx context.Context) error { return s.m.RemoveVolume(ctx, name) })
+}
+
 func (s *memSession) abort() { _ = s.Close() }
 
 // Close ends this session's event streams and calls; the host stays.

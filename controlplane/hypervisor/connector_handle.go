@@ -131,6 +131,20 @@ func (x *handle) SetMaxSpeed(ctx context.Context, name string, mibps uint64) err
 	return err
 }
 
+func (x *handle) DomainVolumes(ctx context.Context, name string) ([]Volume, error) {
+	return use(ctx, x.h, OpDomainVolumes, name, func(s session) ([]Volume, error) { return s.DomainVolumes(ctx, name) })
+}
+
+func (x *handle) PrepareVolume(ctx context.Context, v Volume) error {
+	_, err := use(ctx, x.h, OpPrepareVolume, v.Name, func(s session) (struct{}, error) { return struct{}{}, s.PrepareVolume(ctx, v) })
+	return err
+}
+
+func (x *handle) RemoveVolume(ctx context.Context, name string) error {
+	_, err := use(ctx, x.h, OpRemoveVolume, name, func(s session) (struct{}, error) { return struct{}{}, s.RemoveVolume(ctx, name) })
+	return err
+}
+
 // Close does nothing: the Connector owns the connection (see Connector.Forget and Close).
 func (x *handle) Close() error { return nil }
 

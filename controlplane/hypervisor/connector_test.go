@@ -524,3 +524,54 @@ func TestConnectorMigratesBetweenFakes(t *testing.T) {
 	err = h1.Migrate(ctx, "d1", MigrationTarget{URI: "fake://m3"}, MigrationParams{})
 	wantKind(t, err, KindInvalidArgument)
 }
+
+// The storage calls go through the Connector's handles: a guest with a disk moves between fakes.
+func TestConnectorMigratesDiskBetweenFakes(t *testing.T) {
+	ctx := testCtx(t)
+	clock := NewManualClock(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	o := fastOptions(t, nil)
+	o.FakeClock = clock
+	c := newConnector(t, o)
+	h1, err := c.Open("m1", "fake://m1?migration_mibps=512")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := c.Open("m2", "fake://m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Ping(ctx); err != nil { // connected: the in-memory host exists
+		t.Fatal(err)
+	}
+	if _, err := h1.DefineAndStart(ctx, devserverSpec("d1", 1, 512, 2)); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := h1.DomainVolumes(ctx, "d1")
+	if err != nil || len(vols) != 1 || vols[0].Name != "d1.raw" || vols[0].Capacity != 2<<30 {
+		t.Fatalf("DomainVolumes through the handle = %+v, %v", vols, err)
+	}
+	to2 := MigrationTarget{Host: "m2", URI: "fake://m2"}
+	wantKind(t, h1.Migrate(ctx, "d1", to2, MigrationParams{CopyStorage: true}), KindNotFound) // no pool on m2
+	if err := h2.PrepareVolume(ctx, vols[0]); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h1.Migrate(ctx, "d1", to2, MigrationParams{CopyStorage: true}) }()
+	eventually(t, "the disk copy to start", func() bool {
+		s, err := h1.JobStats(ctx, "d1")
+		return err == nil && s.Type.Active()
+	})
+	clock.Advance(5 * time.Second) // 2 GiB of disk and 512 MiB of memory at 512 MiB/s
+	if err := waitErr(t, done); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, h2.RemoveVolume(ctx, "d1.raw"), KindFailedPrecondition)
+	if err := h1.RemoveVolume(ctx, "d1.raw"); err != nil {
+		t.Fatal(err)
+	}
+	m1, _ := c.Fake("fake://m1")
+	m2, _ := c.Fake("fake://m2")
+	if len(m1.Volumes()) != 0 || m2.Volumes()["d1.raw"] != 2 {
+		t.Errorf("volumes after the move: m1 %v, m2 %v", m1.Volumes(), m2.Volumes())
+	}
+}

@@ -2,6 +2,7 @@ package hypervisor
 
 import (
 	"fmt"
+	"math"
 	"path"
 
 	"libvirt.org/go/libvirtxml"
@@ -86,11 +87,11 @@ func domainXML(spec DomainSpec, l layout) (string, error) {
 	return s, nil
 }
 
-// volumeXML is the definition of a sparse volume of gib GiB.
-func volumeXML(name string, gib int64, format string) (string, error) {
+// volumeXML is the definition of a sparse volume of size bytes.
+func volumeXML(name string, size uint64, format string) (string, error) {
 	v := libvirtxml.StorageVolume{
 		Name:       name,
-		Capacity:   &libvirtxml.StorageVolumeSize{Unit: "GiB", Value: uint64(gib)},
+		Capacity:   &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: size},
 		Allocation: &libvirtxml.StorageVolumeSize{Unit: "bytes", Value: 0},
 		Target:     &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: format}},
 	}
@@ -127,4 +128,47 @@ func volumesIn(xml, pool string) ([]string, error) {
 		}
 	}
 	return vols, nil
+}
+
+// parseVolume reads a volume's definition (StorageVolGetXMLDesc) as a Volume.
+func parseVolume(xml string) (Volume, error) {
+	var v libvirtxml.StorageVolume
+	if err := v.Unmarshal(xml); err != nil {
+		return Volume{}, fmt.Errorf("parse volume xml: %w", err)
+	}
+	out := Volume{Name: v.Name}
+	if v.Target != nil && v.Target.Format != nil {
+		out.Format = v.Target.Format.Type
+	}
+	if v.Capacity == nil {
+		return Volume{}, fmt.Errorf("volume %s: no capacity", v.Name)
+	}
+	size, err := sizeBytes(v.Capacity.Value, v.Capacity.Unit)
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume %s: %w", v.Name, err)
+	}
+	out.Capacity = size
+	return out, nil
+}
+
+// sizeBytes converts a libvirt scaled size (libvirt reports volumes in bytes) to bytes.
+func sizeBytes(v uint64, unit string) (uint64, error) {
+	var shift uint
+	switch unit {
+	case "", "b", "B", "bytes":
+	case "KiB", "K", "k":
+		shift = 10
+	case "MiB", "M":
+		shift = 20
+	case "GiB", "G":
+		shift = 30
+	case "TiB", "T":
+		shift = 40
+	default:
+		return 0, fmt.Errorf("size unit %q", unit)
+	}
+	if v > math.MaxUint64>>shift {
+		return 0, fmt.Errorf("size %d %s overflows", v, unit)
+	}
+	return v << shift, nil
 }

@@ -136,7 +136,7 @@ func TestBuildDomainXML(t *testing.T) {
 }
 
 func TestVolumeAndPoolXML(t *testing.T) {
-	s, err := volumeXML("d1.raw", 20, "raw")
+	s, err := volumeXML("d1.raw", 20<<30, "raw")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,9 +144,28 @@ func TestVolumeAndPoolXML(t *testing.T) {
 	if err := v.Unmarshal(s); err != nil {
 		t.Fatal(err)
 	}
-	if v.Name != "d1.raw" || v.Capacity.Value != 20 || v.Capacity.Unit != "GiB" || v.Allocation.Value != 0 ||
+	if v.Name != "d1.raw" || v.Capacity.Value != 20<<30 || v.Capacity.Unit != "bytes" || v.Allocation.Value != 0 ||
 		v.Target.Format.Type != "raw" {
 		t.Errorf("volume = %s", s)
+	}
+	if got, err := parseVolume(s); err != nil || got != (Volume{Name: "d1.raw", Capacity: 20 << 30, Format: "raw"}) {
+		t.Errorf("parseVolume(volumeXML) = %+v, %v", got, err)
+	}
+	// What libvirt 9.0 returns for a volume of a directory pool (vol-dumpxml), and other units.
+	got, err := parseVolume(`<volume type='file'><name>g1.qcow2</name><key>/var/lib/libvirt/devfleet/g1.qcow2</key>
+	  <capacity unit='bytes'>134217728</capacity><allocation unit='bytes'>67764224</allocation>
+	  <target><path>/var/lib/libvirt/devfleet/g1.qcow2</path><format type='qcow2'/></target></volume>`)
+	if err != nil || got != (Volume{Name: "g1.qcow2", Capacity: 128 << 20, Format: "qcow2"}) {
+		t.Errorf("parseVolume(libvirt's) = %+v, %v", got, err)
+	}
+	if got, err := parseVolume(`<volume><name>v</name><capacity unit='GiB'>3</capacity></volume>`); err != nil || got.Capacity != 3<<30 {
+		t.Errorf("parseVolume(GiB) = %+v, %v", got, err)
+	}
+	for _, bad := range []string{`<volume><name>v</name></volume>`, `<volume><name>v</name><capacity unit='parsecs'>3</capacity></volume>`,
+		`<volume><name>v</name><capacity unit='TiB'>18446744073709551615</capacity></volume>`, `<volume`} {
+		if got, err := parseVolume(bad); err == nil {
+			t.Errorf("parseVolume(%s) = %+v, want an error", bad, got)
+		}
 	}
 	s, err = poolXML("devfleet", "/var/lib/libvirt/devfleet")
 	if err != nil {

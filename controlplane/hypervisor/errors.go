@@ -89,7 +89,7 @@ type Error struct {
 	Host string
 	// Op is the operation that failed.
 	Op Op
-	// Domain is the domain concerned, if any.
+	// Domain is the domain concerned, if any (the volume, for PrepareVolume and RemoveVolume).
 	Domain string
 	// Kind classifies the failure.
 	Kind Kind

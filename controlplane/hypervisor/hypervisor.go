@@ -50,9 +50,11 @@ type Hypervisor interface {
 	// the host's usual connection; the migration runs on a connection of its own). When ctx
 	// ends first it returns KindTimeout and the migration goes on (AbortJob stops it). On
 	// KindAborted the migration was aborted (AbortJob) and the guest still runs here. A domain
-	// that is not running, already has a job, or has a local disk (devfleet copies no storage
-	// yet) is KindFailedPrecondition. After any other error, find the guest with Lookup on both
-	// hosts (see DESIGN.md, Migration).
+	// that is not running or already has a job is KindFailedPrecondition, as is one with a local
+	// disk unless p.CopyStorage is set; with it the disk is copied too, into the volume of the
+	// same name that dest's devfleet pool must hold first (PrepareVolume; without the pool it is
+	// KindNotFound), and the source's volume stays here for RemoveVolume. After any other error,
+	// find the guest with Lookup on both hosts (see DESIGN.md, Migration).
 	Migrate(ctx context.Context, name string, dest MigrationTarget, p MigrationParams) error
 	// JobStats samples the domain's current job (a migration out, while Migrate runs). With no
 	// job running it returns the last completed job's statistics when the host kept them (on
@@ -72,6 +74,26 @@ type Hypervisor interface {
 	// SetMaxSpeed caps the domain's migration bandwidth in MiB/s (0: unlimited): the running
 	// migration's at once, else the next one's (unless its MigrationParams give a cap).
 	SetMaxSpeed(ctx context.Context, name string, mibps uint64) error
+
+	// DomainVolumes returns the volumes of the host's devfleet pool that the domain's disks use,
+	// with their size and format: DefineAndStart's <name>.<format> for a domain with a disk,
+	// none for a diskless one. A migration that copies storage needs them on its destination
+	// first (PrepareVolume). A domain that does not exist here is KindNotFound.
+	DomainVolumes(ctx context.Context, name string) ([]Volume, error)
+	// PrepareVolume makes sure the host's devfleet pool holds an empty volume v for a migration
+	// that copies storage to this host: it creates the pool (as DefineAndStart does) and the
+	// volume (sparse) when missing. It is idempotent: a volume of that name, size and format
+	// that no domain uses is kept as it is (the copy overwrites all of it, holes included), one
+	// of another size or format that no domain uses is replaced, and one that a domain of this
+	// host uses (defined, running, or arriving by migration) is KindFailedPrecondition.
+	PrepareVolume(ctx context.Context, v Volume) error
+	// RemoveVolume deletes the volume name of the host's devfleet pool: what a migration that
+	// copied storage leaves on its source, or a destination's prepared volume after a failed
+	// attempt. A volume that a domain of this host uses (defined, running, or arriving by
+	// migration) is KindFailedPrecondition: libvirt itself would delete it under a running
+	// guest. No such volume, or no pool, is not an error.
+	RemoveVolume(ctx context.Context, name string) error
+
 	// Close releases the connection; calls made after it fail as KindUnavailable.
 	Close() error
 }
@@ -96,6 +118,9 @@ const (
 	OpJobStats       Op = "job-stats"
 	OpAbortJob       Op = "abort-job"
 	OpSetMaxSpeed    Op = "set-max-speed"
+	OpDomainVolumes  Op = "domain-volumes"
+	OpPrepareVolume  Op = "prepare-volume"
+	OpRemoveVolume   Op = "remove-volume"
 	// OpMigrateIncoming is the destination's side of an in-memory migration: faults injected
 	// for it on the destination Memory (FailNext, HangNext) make it refuse the next incoming
 	// migration. Real hosts never report it.

@@ -7,11 +7,13 @@ package hypervisor
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,6 +104,10 @@ func TestLibvirtMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+
+	// A guest with a local disk: its volume is copied to a volume prepared on the destination,
+	// then removed from the source; refused without the copy or without the destination's pool.
+	t.Run("disk", func(t *testing.T) { migrateDisk(t, ctx, h1, h2, c1, c2, e1, e2) })
 
 	// A guest whose memory is random (file-backed RAM, written from outside) migrates slowly
 	// enough under a bandwidth cap to be watched. The Connector's handles drive it, as a
@@ -279,6 +285,250 @@ func TestLibvirtMigration(t *testing.T) {
 		}
 		expectListed(t, h2, nil)
 	})
+}
+
+// migrateDisk is TestLibvirtMigration's "disk" subtest: a 128 MiB volume (devfleet's own is
+// whole GiB; a smaller one copies faster) with 64 MiB of random data moves h1 -> h2, uncapped;
+// then back under a cap, aborted during the disk copy.
+func migrateDisk(t *testing.T, ctx context.Context, h1, h2 libvirthost.Host, c1, c2 *Conn, e1, e2 <-chan Event) {
+	const name, dataMiB = "ds-disk", 64
+	vol := Volume{Name: name + "." + DefaultVolumeFormat, Capacity: 128 * mib, Format: DefaultVolumeFormat}
+	to2, to1 := MigrationTarget{Host: h2.Name, URI: h2.TCPURI}, MigrationTarget{Host: h1.Name, URI: h1.TCPURI}
+	file1 := filepath.Join(h1.Dir, "lib", "devfleet", vol.Name)
+	file2 := filepath.Join(h2.Dir, "lib", "devfleet", vol.Name)
+
+	// The guest: devfleet's definition, on a volume made by PrepareVolume (which makes the pool).
+	if err := c1.PrepareVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	xml, err := domainXML(devserverSpec(name, 1, 128, 1), c1.layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	virsh(t, h1, "define", writeFile(t, "disk.xml", xml))
+	if err := c1.Start(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	expectDomainEvents(t, e1, name, "defined/added", "started/booted")
+	if vols, err := c1.DomainVolumes(ctx, name); err != nil || !slices.Equal(vols, []Volume{vol}) {
+		t.Fatalf("DomainVolumes = %+v, %v; want [%+v]", vols, err, vol)
+	}
+	// Data the copy must carry, from 1 MiB on (a zero first sector: the firmware finds nothing
+	// to boot there and goes on to the network).
+	writeRandom(t, file1, 1, dataMiB)
+	sum := fileSum(t, file1)
+
+	// Refused: a local disk without CopyStorage; with it, a destination without the pool
+	// ("Storage pool not found"), and one whose volume has another size (libvirt starts the
+	// copy, QEMU refuses it).
+	err = c1.Migrate(ctx, name, to2, MigrationParams{})
+	wantKind(t, err, KindFailedPrecondition)
+	t.Logf("without CopyStorage: %v", err)
+	err = c1.Migrate(ctx, name, to2, MigrationParams{CopyStorage: true})
+	wantKind(t, err, KindNotFound)
+	t.Logf("no pool on the destination: %v", err)
+	small := vol
+	small.Capacity = 64 * mib
+	if err := c2.PrepareVolume(ctx, small); err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Migrate(ctx, name, to2, MigrationParams{CopyStorage: true}); err == nil {
+		t.Fatal("a migration into a volume of another size succeeded")
+	} else {
+		t.Logf("a destination volume of another size: %v (%v)", err, KindOf(err))
+	}
+	if got := domainEvents(t, e2, name, 2); !slices.Equal(got, []string{"started/migrated", "crashed/failed"}) {
+		t.Errorf("destination events of the failed copy: %v", got)
+	}
+	if d, err := c1.Lookup(ctx, name); err != nil || d.State != StateRunning {
+		t.Fatalf("source after the refusals: %+v, %v", d, err)
+	}
+	expectListed(t, h2, nil)
+
+	// PrepareVolume replaces the volume of the wrong size, and again does nothing.
+	for range 2 {
+		if err := c2.PrepareVolume(ctx, vol); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fi, err := os.Stat(file2); err != nil || fi.Size() != int64(vol.Capacity) || allocated(fi) > mib {
+		t.Fatalf("prepared volume: %v, %v; want %d bytes, sparse", fi, err, vol.Capacity)
+	}
+
+	// The move, uncapped, sampled meanwhile.
+	begin := time.Now()
+	done := migrateAsync(ctx, c1, name, to2, MigrationParams{CopyStorage: true})
+	samples, err := sampleUntil(c1, name, done, 10*time.Millisecond)
+	if err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	took := time.Since(begin)
+	logPhases(t, samples)
+	if got := domainEvents(t, e1, name, 2); !slices.Equal(got, []string{"suspended/migrated", "stopped/migrated"}) {
+		t.Errorf("source events %v", got)
+	}
+	if got := domainEvents(t, e2, name, 3); !slices.Equal(got, []string{"started/migrated", "defined/added", "resumed/migrated"}) {
+		t.Errorf("destination events %v", got)
+	}
+	if d, err := c2.Lookup(ctx, name); err != nil || d.State != StateRunning {
+		t.Fatalf("destination Lookup = %+v, %v", d, err)
+	}
+	expectListed(t, h1, nil)
+	if got := fileSum(t, file2); got != sum {
+		t.Errorf("the destination's volume differs from the source's")
+	}
+	fi, err := os.Stat(file2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := c2.JobStats(ctx, name)
+	t.Logf("live migration with a %d MiB volume (%d MiB of data): %v; the copy is %d MiB allocated on the destination; destination's statistics: %+v",
+		vol.Capacity/mib, dataMiB, took.Round(time.Millisecond), allocated(fi)/mib, st)
+	if allocated(fi) > (dataMiB+8)*mib {
+		t.Errorf("the copy takes %d MiB on the destination: not sparse", allocated(fi)/mib)
+	}
+	if vols, err := c2.DomainVolumes(ctx, name); err != nil || !slices.Equal(vols, []Volume{vol}) {
+		t.Errorf("destination DomainVolumes = %+v, %v", vols, err)
+	}
+	// The destination's volume is in use; the source's is a leftover that RemoveVolume deletes.
+	wantKind(t, c2.RemoveVolume(ctx, vol.Name), KindFailedPrecondition)
+	wantKind(t, c2.PrepareVolume(ctx, vol), KindFailedPrecondition)
+	if got := fileSum(t, file1); got != sum {
+		t.Errorf("the source's volume changed")
+	}
+	for range 2 {
+		if err := c1.RemoveVolume(ctx, vol.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(file1); !os.IsNotExist(err) {
+		t.Errorf("source volume after RemoveVolume: %v", err)
+	}
+
+	// Back under a cap, aborted during the disk copy: the guest and its volume stay on h2; the
+	// volume prepared on h1 is unused and goes.
+	const capMiB = 32
+	if err := c1.PrepareVolume(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	done = migrateAsync(ctx, c2, name, to1, MigrationParams{CopyStorage: true, BandwidthMiBps: capMiB})
+	waitProgress(t, c2, name, 1)
+	// The arriving domain (listed on h1, paused) uses the volume: it is neither removed nor
+	// prepared again under it.
+	wantKind(t, c1.RemoveVolume(ctx, vol.Name), KindFailedPrecondition)
+	wantKind(t, c1.PrepareVolume(ctx, vol), KindFailedPrecondition)
+	first := waitProgress(t, c2, name, 8*mib) // past QEMU's first burst
+	time.Sleep(time.Second)
+	s, err := c2.JobStats(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rate := rateBetween(first, s)
+	t.Logf("disk copy under a cap of %d MiB/s: %.1f MiB/s; %+v", capMiB, rate, s)
+	if s.DiskTotal != vol.Capacity || s.DiskProcessed == 0 || s.MemoryProcessed != 0 {
+		t.Errorf("JobStats during the disk copy: %+v", s)
+	}
+	if rate > capMiB*1.25 || rate < capMiB*0.6 {
+		t.Errorf("disk copy at %.1f MiB/s under a cap of %d", rate, capMiB)
+	}
+	if err := c2.AbortJob(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	wantKind(t, <-done, KindAborted)
+	if d, err := c2.Lookup(ctx, name); err != nil || d.State != StateRunning {
+		t.Fatalf("source after the abort: %+v, %v", d, err)
+	}
+	expectListed(t, h1, nil)
+	if got := fileSum(t, file2); got != sum {
+		t.Errorf("the abort changed the source's volume")
+	}
+	if err := c1.RemoveVolume(ctx, vol.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(file1); !os.IsNotExist(err) {
+		t.Errorf("prepared volume after RemoveVolume: %v", err)
+	}
+	if got := domainEvents(t, e1, name, 2); !slices.Equal(got, []string{"started/migrated", "crashed/failed"}) {
+		t.Errorf("events of the aborted copy's destination: %v", got)
+	}
+	if err := c2.Destroy(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Undefine(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	// The abort left no trace in the source's events: only the destroy's and undefine's follow.
+	for got := []string{}; !slices.Contains(got, "undefined/removed"); {
+		ev := domainEvents(t, e2, name, 1)[0]
+		if strings.Contains(ev, "migrated") || strings.HasPrefix(ev, "crashed") {
+			t.Errorf("source event %s after the aborted migration", ev)
+		}
+		got = append(got, ev)
+	}
+	if _, err := os.Stat(file2); !os.IsNotExist(err) {
+		t.Errorf("volume after Undefine: %v", err)
+	}
+}
+
+// sampleUntil samples JobStats every interval until done delivers Migrate's answer.
+func sampleUntil(hv Hypervisor, name string, done <-chan error, interval time.Duration) ([]JobStats, error) {
+	var samples []JobStats
+	for {
+		select {
+		case err := <-done:
+			return samples, err
+		case <-time.After(interval):
+		}
+		if s, err := hv.JobStats(context.Background(), name); err == nil && s.Type.Active() {
+			samples = append(samples, s)
+		}
+	}
+}
+
+// logPhases logs the samples of a migration that copied storage where its phases change.
+func logPhases(t *testing.T, samples []JobStats) {
+	t.Helper()
+	for i, s := range samples {
+		if i == 0 || i == len(samples)-1 || (s.MemoryTotal > 0) != (samples[i-1].MemoryTotal > 0) ||
+			(s.DiskRemaining == 0) != (samples[i-1].DiskRemaining == 0) {
+			t.Logf("sample %d/%d: %+v", i+1, len(samples), s)
+		}
+	}
+}
+
+// writeRandom writes n MiB of random data into a file from offset MiB on.
+func writeRandom(t *testing.T, path string, offset, n int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, mib)
+	for i := range n {
+		rand.Read(buf)
+		if _, err := f.WriteAt(buf, (offset+i)*mib); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fileSum is the SHA-256 of a file's content.
+func fileSum(t *testing.T, path string) [sha256.Size]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// allocated is how much of the host's disk a file takes.
+func allocated(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
 }
 
 // migrateAsync runs Migrate in the background.

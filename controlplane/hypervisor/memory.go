@@ -59,7 +59,8 @@ type Memory struct {
 
 	mu      sync.Mutex
 	domains map[string]*memDomain
-	volumes map[string]int64            // volume name -> GiB
+	volumes map[string]Volume           // the devfleet pool's, by name
+	pool    bool                        // the devfleet pool exists (made with the first volume)
 	subs    map[*eventQueue]*memSession // stream -> owning session (nil: Memory's own)
 	usedCPU int64                       // vCPUs and memory of running domains
 	usedMiB int64
@@ -73,9 +74,8 @@ type Memory struct {
 }
 
 type memDomain struct {
-	dom     Domain
-	volume  string // "" when diskless
-	diskGiB int64
+	dom    Domain
+	volume string // the volume its disk uses; "" when diskless
 
 	// job is the migration out of this host under way; incoming is the migration that makes
 	// this domain here (it is a paused placeholder until the migration completes, and goes away
@@ -222,15 +222,12 @@ func (m *Memory) DefineAndStart(ctx context.Context, spec DomainSpec) (Domain, e
 		d.dom.UUID = uuid.NewString()
 	}
 	if spec.DiskGiB > 0 {
-		vol := spec.Name + ".raw"
+		vol := memVolumeName(spec.Name)
 		if _, ok := m.volumes[vol]; ok {
 			return Domain{}, errorf(m.host, op, spec.Name, KindAlreadyExists, "volume %q already exists", vol)
 		}
-		if m.volumes == nil {
-			m.volumes = make(map[string]int64)
-		}
-		m.volumes[vol] = spec.DiskGiB
-		d.volume, d.diskGiB = vol, spec.DiskGiB
+		m.putVolumeLocked(Volume{Name: vol, Capacity: uint64(spec.DiskGiB) << 30, Format: memVolumeFormat})
+		d.volume = vol
 	}
 	if m.domains == nil {
 		m.domains = make(map[string]*memDomain)
@@ -321,7 +318,7 @@ func (m *Memory) Undefine(ctx context.Context, name string) error {
 	d, ok := m.domains[name]
 	if !ok {
 		// A volume left by a failed DefineAndStart goes too.
-		vol := name + ".raw"
+		vol := memVolumeName(name)
 		if _, ok := m.volumes[vol]; ok {
 			delete(m.volumes, vol)
 			return nil

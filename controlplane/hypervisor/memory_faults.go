@@ -3,7 +3,6 @@ package hypervisor
 import (
 	"context"
 	"errors"
-	"maps"
 )
 
 // fault is one injected misbehaviour of the next call of an operation.
@@ -174,11 +173,15 @@ func (m *Memory) Used() (cpus, memoryMiB int64) {
 	return m.usedCPU, m.usedMiB
 }
 
-// Volumes returns the names of the host's volumes and their sizes in GiB.
+// Volumes returns the names of the host's volumes and their sizes in GiB (rounded up).
 func (m *Memory) Volumes() map[string]int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return maps.Clone(m.volumes)
+	out := make(map[string]int64, len(m.volumes))
+	for name, v := range m.volumes {
+		out[name] = int64((v.Capacity + 1<<30 - 1) >> 30)
+	}
+	return out
 }
 
 // connection returns the channel that closes when the current connection drops, or an error if

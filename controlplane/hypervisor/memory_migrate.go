@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"math"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,8 +28,17 @@ const defaultMaxDowntime = 300 * time.Millisecond
 // placeholder stops (stopped/failed, which Events reports as EventCrashed, as libvirt's) and the
 // guest runs on at the source. The migration fails when the destination's connection drops
 // (DropConnection), the guest stops at either end, an OpMigrateIncoming fault was injected on
-// the destination, or it is aborted. A domain with a disk is refused, as libvirt refuses to
-// migrate local storage without copying it (which devfleet does not do yet).
+// the destination, or it is aborted.
+//
+// A domain with a disk is refused without p.CopyStorage, as libvirt refuses to migrate local
+// storage without copying it. With it, the destination must have its devfleet pool (it has one
+// once it made a volume: DefineAndStart with a disk, PrepareVolume), else KindNotFound
+// ("Storage pool not found", as libvirt); a volume of the same name there must have the same
+// capacity (else the migration fails, KindInternal, as QEMU's "Source and target image have
+// different sizes"), and a missing one is made, as libvirt does. The disk is copied first, its
+// whole capacity at the bandwidth (as libvirt under a cap; uncapped libvirt skips holes faster),
+// then memory; on success the destination's domain uses the volume and the source's volume
+// stays (RemoveVolume); on failure the destination's volume stays too, as libvirt leaves it.
 func (m *Memory) Migrate(ctx context.Context, name string, dest MigrationTarget, p MigrationParams) error {
 	const op = OpMigrate
 	if err := checkMigration(dest, p, true); err != nil {
@@ -57,9 +67,16 @@ func (m *Memory) Migrate(ctx context.Context, name string, dest MigrationTarget,
 		err = errorf(m.host, op, name, KindFailedPrecondition, "domain is not running")
 	case d.job != nil:
 		err = errorf(m.host, op, name, KindFailedPrecondition, "the domain has a job running already (%s)", JobUnbounded)
-	case d.volume != "":
+	case d.volume != "" && !p.CopyStorage:
 		err = errorf(m.host, op, name, KindFailedPrecondition,
-			"Unsafe migration: Migration without shared storage is unsafe (the domain has the local disk %s; devfleet copies no storage yet)", d.volume)
+			"Unsafe migration: Migration without shared storage is unsafe (the domain has the local disk %s: set CopyStorage)", d.volume)
+	}
+	var vol Volume
+	if err == nil && p.CopyStorage && d.volume != "" {
+		var ok bool
+		if vol, ok = m.volumes[d.volume]; !ok { // cannot happen: RemoveVolume refuses a volume in use
+			err = errorf(m.host, op, name, KindInternal, "the domain's volume %s is missing", d.volume)
+		}
 	}
 	if err != nil {
 		m.mu.Unlock()
@@ -76,7 +93,7 @@ func (m *Memory) Migrate(ctx context.Context, name string, dest MigrationTarget,
 	total := float64(d.dom.MemoryMiB) * (1 << 20)
 	j := &memJob{
 		src: m, dst: dst, dstName: dest.Host, name: name, dom: d.dom, params: p, start: now,
-		total: total, linkBps: m.linkBps,
+		total: total, volume: vol, diskTotal: float64(vol.Capacity), linkBps: m.linkBps,
 		segAt: now, remaining: total, capMiBps: speed, dirty: float64(d.dirtyRate),
 		maxDowntime: cmp.Or(d.maxDowntime, defaultMaxDowntime),
 		wake:        make(chan struct{}, 1), done: make(chan struct{}),
@@ -197,16 +214,24 @@ type memJob struct {
 	params   MigrationParams
 	start    time.Time
 	total    float64 // guest memory, bytes
-	linkBps  float64
+	// volume is the disk copied with the guest (CopyStorage), zero when none; diskTotal is its
+	// capacity in bytes, copied before memory.
+	volume    Volume
+	diskTotal float64
+	linkBps   float64
 
 	mu sync.Mutex
-	// At segAt, processed bytes were sent and remaining were left to send; since then the
-	// rate (capMiBps, else the link) and the dirty rate have not changed.
+	// At segAt, diskDone bytes of the disk were copied, processed bytes of memory were sent and
+	// remaining were left to send; since then the rate (capMiBps, else the link) and the dirty
+	// rate have not changed.
 	segAt                time.Time
+	diskDone             float64
 	processed, remaining float64
-	capMiBps             uint64
-	dirty                float64
-	maxDowntime          time.Duration
+	// memStart is when the disk copy ended and memory began to move (zero: not yet, or no disk).
+	memStart    time.Time
+	capMiBps    uint64
+	dirty       float64
+	maxDowntime time.Duration
 	// switching: the switch-over began, it can no longer be aborted. err: why the job ends
 	// early (abort, failure).
 	switching bool
@@ -241,38 +266,61 @@ func (j *memJob) threshold() float64 { return j.bps() * j.maxDowntime.Seconds() 
 // never brings.
 const switchSlack = time.Microsecond
 
-// untilSwitch is the time from segAt until the switch-over can come; negative when it never
-// comes at the current rates.
+// diskSeconds is how long the rest of the disk copy takes from segAt.
+func (j *memJob) diskSeconds() float64 {
+	return max(j.diskTotal-j.diskDone, 0) / j.bps()
+}
+
+// untilSwitch is the time from segAt until the switch-over can come (the rest of the disk,
+// then memory until what is left fits in the max downtime); negative when it never comes at
+// the current rates.
 func (j *memJob) untilSwitch() time.Duration {
-	left := j.remaining - j.threshold()
-	if left <= 0 {
-		return 0
+	secs := j.diskSeconds()
+	if left := j.remaining - j.threshold(); left > 0 {
+		net := j.bps() - j.dirtyBps()
+		if net <= 0 {
+			return -1
+		}
+		secs += left / net
 	}
-	net := j.bps() - j.dirtyBps()
-	if net <= 0 {
-		return -1
-	}
-	d := time.Duration(math.Round(left / net * 1e9))
+	d := time.Duration(math.Round(secs * 1e9))
 	if d <= switchSlack {
 		return 0
 	}
 	return d
 }
 
-// at returns the processed and remaining bytes at now (no later than the switch-over).
-func (j *memJob) at(now time.Time) (processed, remaining float64) {
+// at returns the disk bytes copied and the memory bytes processed and remaining at now (no
+// later than the switch-over). Memory moves once the disk is copied.
+func (j *memJob) at(now time.Time) (disk, processed, remaining float64) {
 	dt := max(now.Sub(j.segAt), 0)
 	if u := j.untilSwitch(); u >= 0 {
 		dt = min(dt, u)
 	}
 	s := dt.Seconds()
-	return j.processed + j.bps()*s, max(j.remaining-(j.bps()-j.dirtyBps())*s, 0)
+	disk = j.diskDone
+	if j.diskTotal > disk {
+		ds := min(s, j.diskSeconds())
+		disk, s = disk+j.bps()*ds, s-ds
+		if s > 0 || disk > j.diskTotal {
+			disk = j.diskTotal
+		}
+	}
+	return disk, j.processed + j.bps()*s, max(j.remaining-(j.bps()-j.dirtyBps())*s, 0)
 }
+
+// copyingDisk reports whether the disk copy is under way at disk bytes copied.
+func (j *memJob) copyingDisk(disk float64) bool { return disk < j.diskTotal }
 
 // advanceLocked moves the segment to now.
 func (j *memJob) advanceLocked(now time.Time) {
-	j.processed, j.remaining = j.at(now)
+	copying := j.copyingDisk(j.diskDone)
+	diskEnd := j.segAt.Add(time.Duration(math.Round(j.diskSeconds() * 1e9)))
+	j.diskDone, j.processed, j.remaining = j.at(now)
 	j.segAt = now
+	if copying && !j.copyingDisk(j.diskDone) {
+		j.memStart = diskEnd
+	}
 }
 
 // change applies f (new rates) from now on.
@@ -315,22 +363,29 @@ func (j *memJob) fail(err error) {
 	j.signal()
 }
 
-// stats samples the job at now.
+// stats samples the job at now. As libvirt's: while the disk is copied, the data counts are
+// the disk's and memory's are zero (as is the rate: libvirt reports none for disks); then the
+// data counts are the disk's and memory's together.
 func (j *memJob) stats(now time.Time) JobStats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	processed, remaining := j.at(now)
-	s := JobStats{
-		Type: JobUnbounded, Operation: JobMigrationOut, Elapsed: now.Sub(j.start),
-		DataTotal: byteCount(j.total), DataProcessed: byteCount(processed), DataRemaining: byteCount(remaining),
-		DataRate: byteCount(j.bps()), DirtyRate: byteCount(j.dirtyBps()),
-		Iteration:        1 + uint64(max(processed-1, 0)/j.total),
-		ExpectedDowntime: time.Duration(math.Round(remaining / j.bps() * 1e9)),
+	disk, processed, remaining := j.at(now)
+	s := JobStats{Type: JobUnbounded, Operation: JobMigrationOut, Elapsed: now.Sub(j.start)}
+	if j.diskTotal > 0 {
+		s.DiskTotal, s.DiskProcessed, s.DiskRemaining = byteCount(j.diskTotal), byteCount(disk), byteCount(j.diskTotal-disk)
 	}
-	s.MemoryTotal, s.MemoryProcessed, s.MemoryRemaining = s.DataTotal, s.DataProcessed, s.DataRemaining
-	if j.params.AutoConverge && j.dirty > j.dirtyBps() {
-		s.AutoConvergeThrottle = int(100 * (1 - j.dirtyBps()/j.dirty))
+	if !j.copyingDisk(disk) {
+		s.MemoryTotal, s.MemoryProcessed, s.MemoryRemaining = byteCount(j.total), byteCount(processed), byteCount(remaining)
+		s.DataRate, s.DirtyRate = byteCount(j.bps()), byteCount(j.dirtyBps())
+		s.Iteration = 1 + uint64(max(processed-1, 0)/j.total)
+		s.ExpectedDowntime = time.Duration(math.Round(remaining / j.bps() * 1e9))
+		if j.params.AutoConverge && j.dirty > j.dirtyBps() {
+			s.AutoConvergeThrottle = int(100 * (1 - j.dirtyBps()/j.dirty))
+		}
 	}
+	s.DataTotal = s.DiskTotal + s.MemoryTotal
+	s.DataProcessed = s.DiskProcessed + s.MemoryProcessed
+	s.DataRemaining = s.DiskRemaining + s.MemoryRemaining
 	return s
 }
 
@@ -397,7 +452,11 @@ func (j *memJob) prepare() (<-chan struct{}, error) {
 	if err := m.fitsLocked(OpMigrate, name, j.dom.VCPUs, j.dom.MemoryMiB); err != nil {
 		return nil, errorf(j.src.host, OpMigrate, name, KindFailedPrecondition, "destination %s: %s", j.dstName, messageOf(err))
 	}
-	d := &memDomain{incoming: j}
+	copyErr, err := j.prepareVolumeLocked()
+	if err != nil {
+		return nil, err
+	}
+	d := &memDomain{incoming: j, volume: j.volume.Name}
 	d.dom = j.dom
 	d.dom.State = StatePaused
 	if m.domains == nil {
@@ -407,7 +466,37 @@ func (j *memJob) prepare() (<-chan struct{}, error) {
 	m.usedCPU += d.dom.VCPUs
 	m.usedMiB += d.dom.MemoryMiB
 	m.emitLocked(d.dom, EventStarted, "migrated")
-	return down, nil
+	return down, copyErr // a copy that fails at once fails with the placeholder started (run undoes it)
+}
+
+// prepareVolumeLocked checks the destination's storage for the disk the job copies, if any, as
+// libvirt does: the pool must exist (else err: the migration is refused before it starts), a
+// volume of that name must have the disk's capacity (else copyErr: QEMU fails the copy once the
+// destination's domain started), and a missing one is made (libvirt's "precreation"). Called
+// with the destination's lock held.
+func (j *memJob) prepareVolumeLocked() (copyErr, err error) {
+	m, v := j.dst, j.volume
+	if v.Name == "" {
+		return nil, nil
+	}
+	if !m.pool {
+		return nil, errorf(j.src.host, OpMigrate, j.name, KindNotFound,
+			"Storage pool not found: no storage pool with matching name '%s' (on the destination %s: PrepareVolume first)", DefaultPool, j.dstName)
+	}
+	if have, ok := m.volumes[v.Name]; ok {
+		if users := m.usersLocked(v.Name); len(users) > 0 {
+			return nil, errorf(j.src.host, OpMigrate, j.name, KindFailedPrecondition,
+				"the volume %s on the destination %s is in use by domain %s", v.Name, j.dstName, strings.Join(users, ", "))
+		}
+		if have.Capacity != v.Capacity {
+			return errorf(j.src.host, OpMigrate, j.name, KindInternal,
+				"operation failed: migration of disk vda failed: Source and target image have different sizes (%s: %d bytes on the destination %s, %d here)",
+				v.Name, have.Capacity, j.dstName, v.Capacity), nil
+		}
+		return nil, nil
+	}
+	m.putVolumeLocked(v)
+	return nil, nil
 }
 
 // transfer waits, by the source's clock, until the switch-over can come, following changes of
@@ -450,7 +539,8 @@ func (j *memJob) commit() error {
 	src.mu.Lock()
 	j.mu.Lock()
 	err := j.err
-	processed, remaining := j.at(now)
+	j.advanceLocked(now)
+	processed, remaining, memStart := j.processed, j.remaining, cmp.Or(j.memStart, j.start)
 	bps, dirty := j.bps(), j.dirty
 	j.mu.Unlock()
 	d := src.domains[name]
@@ -469,7 +559,9 @@ func (j *memJob) commit() error {
 	maxSpeed, maxDowntime := d.maxSpeed, d.maxDowntime
 	src.mu.Unlock()
 
-	// The switch-over sends what is left with the guest paused; libvirt reports whole ms.
+	// The switch-over sends what is left with the guest paused; libvirt reports whole ms. As
+	// libvirt's, the destination's statistics count memory only, also when a disk was copied;
+	// the rate is memory's, from when the disk copy ended.
 	downtime := time.Duration(remaining / bps * 1e9).Round(time.Millisecond)
 	elapsed := now.Sub(j.start) + downtime
 	sent := processed + remaining
@@ -479,8 +571,8 @@ func (j *memJob) commit() error {
 		MemoryTotal: byteCount(j.total), MemoryProcessed: byteCount(sent),
 		Iteration: 1 + uint64(max(sent-1, 0)/j.total), Downtime: downtime,
 	}
-	if elapsed > 0 {
-		stats.DataRate = byteCount(sent / elapsed.Seconds())
+	if memElapsed := now.Sub(memStart) + downtime; memElapsed > 0 {
+		stats.DataRate = byteCount(sent / memElapsed.Seconds())
 	}
 	dst.mu.Lock()
 	defer dst.mu.Unlock()

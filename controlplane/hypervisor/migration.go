@@ -36,6 +36,16 @@ type MigrationParams struct {
 	// ParallelConnections > 1 sends memory over that many connections (VIR_MIGRATE_PARALLEL,
 	// QEMU's multifd; libvirt 9.0 has it). 0 or 1: one connection.
 	ParallelConnections int
+	// CopyStorage copies the domain's local disks with it (VIR_MIGRATE_NON_SHARED_DISK,
+	// virsh's --copy-storage-all): QEMU mirrors each disk to the destination over NBD, then
+	// copies memory, and keeps the two in step until the switch-over. The destination's
+	// devfleet pool must hold the volumes first (PrepareVolume with what DomainVolumes returns
+	// here): without the pool libvirt refuses (KindNotFound), and without the volume it makes
+	// one itself, fully allocated. The bandwidth cap applies to the disk too, counting the
+	// volume's whole capacity, holes included. The source's volumes stay: RemoveVolume them once
+	// the guest runs on the destination. Without CopyStorage a domain with a disk is refused
+	// (KindFailedPrecondition); with it a diskless domain migrates as usual.
+	CopyStorage bool
 }
 
 // maxMigrationMiBps is libvirt's largest migration bandwidth (QEMU_DOMAIN_MIG_BANDWIDTH_MAX on
@@ -114,7 +124,12 @@ type JobStats struct {
 	DataTotal, DataProcessed, DataRemaining uint64
 	// MemoryTotal, MemoryProcessed and MemoryRemaining count guest memory only, in bytes.
 	MemoryTotal, MemoryProcessed, MemoryRemaining uint64
-	// DataRate is the transfer rate in bytes/s (libvirt's memory_bps).
+	// DiskTotal, DiskProcessed and DiskRemaining count the disks a migration copies
+	// (MigrationParams.CopyStorage), in bytes: their whole capacity, holes included. The disks
+	// are copied before memory, so while they are the memory counts stay zero.
+	DiskTotal, DiskProcessed, DiskRemaining uint64
+	// DataRate is the transfer rate in bytes/s (libvirt's memory_bps): memory's, so 0 while
+	// disks are copied (libvirt 9.0 reports no disk rate).
 	DataRate uint64
 	// DirtyRate is how fast the guest dirties memory, in bytes/s (libvirt's memory_dirty_rate
 	// in pages/s times memory_page_size).
