@@ -50,7 +50,7 @@ run: build
 	  if [ -n "$$hosts" ]; then \
 	    set -x; \
 	    $$df region add local; $$df site add lab1 --region local; \
-	    $$df flavor add tiny --cpus 1 --memory-mib 256 --disk-gib 0 --description "a real TCG guest on a local libvirt host (diskless: it can move live)"; \
+	    $$df flavor add tiny --cpus 1 --memory-mib 256 --disk-gib 0 --description "a real TCG guest on a local libvirt host"; \
 	    while read -r name uri mig; do $$df host add "lab1-$$name" --site lab1 --libvirt "$$uri" --migration-uri "$$mig" --cpus 2 --memory-mib 4096 --disk-gib 20 --cpu-overcommit 4; done <<<"$$hosts"; \
 	    $$df devserver create demo-dev --owner demo --flavor tiny --region local --permanent; \
 	    $$df pool set --region local --profile www --target 2; \

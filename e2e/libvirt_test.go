@@ -144,6 +144,7 @@ func TestLibvirtFleet(t *testing.T) {
 	f.leaderCrashDuringCreates()
 	f.containers()
 	f.liveMigration()
+	f.diskMigration()
 	f.slowMigrations()
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
 }
@@ -232,6 +233,40 @@ func (f *lvFleet) waitRunning(id string) {
 		}
 		return nil
 	})
+}
+
+// diskMigration moves a devserver with a local disk: its volume is copied to the destination
+// and removed from the source (agree checks every volume belongs to a devserver of its host).
+func (f *lvFleet) diskMigration() {
+	t := f.t
+	step := time.Now()
+	d, err := f.devserver("ds4")
+	if err != nil {
+		f.fatalf("%v", err)
+	}
+	to := "h1"
+	if d.Host == "h1" {
+		to = "h2"
+	}
+	f.must("--as", "alice", "devserver", "migrate", "ds4", "--to-host", to, "--wait")
+	f.waitFor(30*time.Second, "ds4 and its volume on "+to+" only", func() error {
+		d, err := f.devserver("ds4")
+		if err != nil {
+			return err
+		}
+		if d.Host != to {
+			return fmt.Errorf("ds4 is recorded on %s", d.Host)
+		}
+		vols, err := f.volumes(to)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(vols, "ds4.raw") {
+			return fmt.Errorf("%s has no ds4.raw: %v", to, vols)
+		}
+		return f.agree()
+	})
+	t.Logf("disk migration %s -> %s (1 GiB sparse volume) in %v", d.Host, to, time.Since(step).Round(time.Millisecond))
 }
 
 // slowMigrations moves a 1.5 GiB guest under a bandwidth cap (a mostly-zero guest still sends

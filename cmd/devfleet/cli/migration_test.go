@@ -35,7 +35,7 @@ func (f *testFleet) okAs(user string, args ...string) string {
 }
 
 // seedMigration registers two in-memory hosts h1 and h2 in region eu, a flavor tiny without a
-// disk (in-memory hosts move no disks) and alice's devserver alice-dev on h1, and waits until
+// disk (a quick move) and alice's devserver alice-dev on h1, and waits until
 // it runs.
 func (f *testFleet) seedMigration() {
 	f.t.Helper()
