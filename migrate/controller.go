@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
@@ -55,10 +56,18 @@ type Config struct {
 	Leader      Leader
 	Hypervisors Hypervisors
 	Limits      Limits
-	Logger      *slog.Logger
+	// Placer chooses another destination when the first stops answering (capacity.Index); nil
+	// retries on the same destination.
+	Placer Placer
+	Logger *slog.Logger
 	// Sample is how often a running migration's progress is read from libvirt (default 500ms);
 	// Flush how often the samples of all migrations are written, in one batch (default 500ms).
 	Sample, Flush time.Duration
+}
+
+// Placer chooses a host for a devserver (capacity.Index).
+type Placer interface {
+	Place(req *capacity.Request) capacity.Decision
 }
 
 // Controller runs recorded migrations on the leader.
@@ -236,8 +245,12 @@ func (r *run) flushProgress() {
 	}
 }
 
-// errAborted marks an attempt stopped because an abort was asked.
-var errAborted = errors.New("aborted on request")
+// errAborted marks an attempt stopped because an abort was asked; errDestDown one whose
+// destination did not answer.
+var (
+	errAborted  = errors.New("aborted on request")
+	errDestDown = errors.New("unreachable")
+)
 
 // execute runs one migration that holds a slot, from wherever it is: first it finds where the
 // guest runs (a previous leader may have finished or half-done it), then it runs attempts until
@@ -324,9 +337,46 @@ func (r *run) execute(m *v1.Migration) {
 			m.FailureReason = err.Error()
 			r.c.log.Warn("migration attempt failed", "migration", m.GetId(), "attempt", attempts, "error", err)
 			_ = r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_SCHEDULED, attempts, "attempt "+fmt.Sprint(attempts)+": "+err.Error())
+			if errors.Is(err, errDestDown) && attempts < policy.GetMaxAttempts() {
+				if next, hv, ok := r.retarget(m, d, dst); ok {
+					dst, g.dst = next, hv
+					continue
+				}
+			}
 			r.pause(time.Duration(attempts) * time.Second)
 		}
 	}
+}
+
+// retarget gives the migration another destination, chosen by capacity away from its source
+// and its silent destination, for its next attempt.
+func (r *run) retarget(m *v1.Migration, d *v1.Devserver, silent *v1.Host) (*v1.Host, hypervisor.Hypervisor, bool) {
+	if r.c.cfg.Placer == nil {
+		return nil, nil, false
+	}
+	v := r.c.cfg.Store.View()
+	f, err := v.GetFlavor(d.GetFlavor())
+	if err != nil {
+		return nil, nil, false
+	}
+	dec := r.c.cfg.Placer.Place(&capacity.Request{Flavor: f, Region: d.GetRegion(), Spread: capacity.SpreadHosts, Owner: d.GetOwner(),
+		Avoid: capacity.Avoid{Hosts: map[string]bool{m.GetSourceHost(): true, silent.GetName(): true}}})
+	if dec.Host == nil {
+		r.c.log.Warn("no other destination for a migration", "migration", m.GetId(), "why", dec.Explanation.String())
+		return nil, nil, false
+	}
+	hv, err := r.c.cfg.Hypervisors.Open(dec.Host.GetName(), dec.Host.GetLibvirtUri())
+	if err != nil {
+		return nil, nil, false
+	}
+	if _, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_RetargetMigration{RetargetMigration: &fsmv1.RetargetMigration{
+		Id: m.GetId(), DestHost: dec.Host.GetName(), Reason: silent.GetName() + " stopped answering; trying " + dec.Host.GetName()}}}); err != nil {
+		r.c.log.Warn("changing a migration's destination failed", "migration", m.GetId(), "error", err)
+		return nil, nil, false
+	}
+	r.c.log.Info("migration goes elsewhere", "migration", m.GetId(), "from", silent.GetName(), "to", dec.Host.GetName())
+	m.DestHost = dec.Host.GetName()
+	return dec.Host, hv, true
 }
 
 // cleanUp removes a finished migration's leftover volumes on one of its hosts (remove), as the
@@ -361,7 +411,7 @@ func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.Migrati
 		return err
 	}
 	if err := g.dst.Ping(r.ctx); err != nil {
-		return fmt.Errorf("destination %s does not answer: %w", dst.GetName(), err)
+		return fmt.Errorf("destination %s does not answer: %w: %w", dst.GetName(), errDestDown, err)
 	}
 	var volumes []hypervisor.Volume
 	if g.disk {

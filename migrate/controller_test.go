@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/fsm/fsmtest"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
 	"github.com/devfleet/devfleet/controlplane/state"
@@ -49,7 +50,9 @@ func newFixture(t *testing.T, l Limits) *fixture {
 
 // lead starts a migration controller with limits l, as a (new) leader would.
 func (f *fixture) lead(l Limits) {
-	ctl := New(Config{Store: f.store, Raft: f.raft, Leader: f.raft, Hypervisors: f.conn, Limits: l,
+	idx := capacity.NewIndex()
+	f.store.Observe(idx)
+	ctl := New(Config{Store: f.store, Raft: f.raft, Leader: f.raft, Hypervisors: f.conn, Limits: l, Placer: idx,
 		Sample: 20 * time.Millisecond, Flush: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -403,5 +406,28 @@ func TestFailedDiskMoveKeepsTheSourceVolume(t *testing.T) {
 	}
 	if d, err := f.host("m2").Lookup(ctx, "d3"); err != nil || d.Metadata.ID != "someone-else" || d.State != hypervisor.StateRunning {
 		t.Fatalf("m2's own d3: %+v, %v", d, err)
+	}
+}
+
+// A destination that stops answering: the next attempt goes to another host, chosen by
+// capacity, and the held room moves with it.
+func TestSilentDestinationIsReplaced(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d := f.devserver("d1", "m1")
+	f.host("m2").DropConnection()
+	f.migrate("mig-1", d, "m2", &v1.MigrationPolicy{BandwidthMibps: 1024})
+	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	if m.GetDestHost() != "m3" {
+		t.Fatalf("migration went to %s, want m3: %v", m.GetDestHost(), m)
+	}
+	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m3" {
+		t.Fatalf("the guest runs on %v, want m3 only", on)
+	}
+	if got, _ := f.store.View().GetDevserver("d1"); got.GetHost() != "m3" {
+		t.Fatalf("devserver recorded on %s", got.GetHost())
+	}
+	if err := f.store.View().CheckInvariants(); err != nil {
+		t.Fatal(err)
 	}
 }

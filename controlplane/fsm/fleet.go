@@ -130,6 +130,10 @@ func registerMigrations(r *registry) {
 	r.register("request_migration_abort", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.RequestMigrationAbort(c.GetRequestMigrationAbort().GetId())
 	})
+	r.register("retarget_migration", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		t := c.GetRetargetMigration()
+		return w.RetargetMigration(t.GetId(), t.GetDestHost(), t.GetReason())
+	})
 }
 
 func registerContainers(r *registry) {

@@ -119,3 +119,28 @@ func TestMigrationAbortedLeavesTheSource(t *testing.T) {
 	// A new move may start once the last one ended.
 	h.ok(cMigration("m2", "d1", "id-1", "h3"))
 }
+
+func TestRetargetMovesTheHeldRoom(t *testing.T) {
+	t.Parallel()
+	h := migrationFleet(t)
+	v := h.fsm.Store().View
+	h.ok(cHost("h5", "eu-1"))
+	h.ok(cMigration("m1", "d1", "id-1", "h3"))
+	retarget := func(dest string) *fsmv1.Command {
+		return &fsmv1.Command{Op: &fsmv1.Command_RetargetMigration{RetargetMigration: &fsmv1.RetargetMigration{Id: "m1", DestHost: dest, Reason: "h3 stopped answering"}}}
+	}
+	h.refused(retarget("h4"), apierror.FailedPrecondition) // cordoned
+	h.refused(retarget("h1"), apierror.FailedPrecondition) // its own host
+	m := h.ok(retarget("h5")).(*v1.Migration)
+	h3, _ := v().GetHost("h3")
+	h5, _ := v().GetHost("h5")
+	if m.GetDestHost() != "h5" || h3.GetAllocated().GetVcpus() != 0 || h5.GetAllocated().GetVcpus() != 4 {
+		t.Fatalf("after retarget: %v, h3 %v, h5 %v", m, h3.GetAllocated(), h5.GetAllocated())
+	}
+	if err := v().CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: []*fsmv1.MigrationUpdate{
+		{Id: "m1", Phase: v1.MigrationPhase_MIGRATION_PHASE_RUNNING}}}}})
+	h.refused(retarget("h3"), apierror.FailedPrecondition) // mid-attempt
+}

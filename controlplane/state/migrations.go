@@ -101,25 +101,9 @@ func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 	if fit.Physical(f) {
 		return nil, apierror.Blocked("devserver %q is a whole machine (flavor %s): it cannot be moved live", d.GetName(), f.GetName())
 	}
-	if m.GetDestHost() == d.GetHost() {
-		return nil, apierror.Blocked("devserver %q already runs on %s", d.GetName(), d.GetHost())
-	}
-	h, err := w.GetHost(m.GetDestHost())
+	h, err := w.destination(d, f, m.GetDestHost())
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case h.GetRegion() != d.GetRegion():
-		return nil, apierror.Blocked("host %q is in region %q; devserver %q lives in %q", h.GetName(), h.GetRegion(), d.GetName(), d.GetRegion())
-	case h.GetState() != v1.HostState_HOST_STATE_ACTIVE:
-		return nil, apierror.Blocked("host %q is %s and takes no new devservers", h.GetName(), HostStateName(h.GetState()))
-	case h.GetHealth() == v1.HostHealth_HOST_HEALTH_UNHEALTHY:
-		return nil, apierror.Blocked("host %q is unhealthy: %s", h.GetName(), h.GetHealthReason())
-	}
-	if s := fit.Check(f, h, fit.Free(h)); s != fit.None {
-		e := apierror.Blocked("host %q has no room for it: its free resources %s", h.GetName(), s.Describe(f))
-		e.Code = apierror.CodeNoRoom
-		return nil, e
 	}
 	if m.GetPriority() == 0 {
 		m.Priority = DefaultPriority(m.GetReason())
@@ -137,6 +121,73 @@ func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 	nd.State, nd.StateReason = v1.DevserverState_DEVSERVER_STATE_MIGRATING, "moving to "+h.GetName()+" (migration "+m.GetId()+")"
 	nd.UpdateTime, nd.ModifyIndex = w.now, w.index
 	return m, w.insert(TableDevservers, nd)
+}
+
+// destination checks that host can take devserver d (of flavor f) by migration: another active,
+// healthy host of its region, with room.
+func (w *WriteTxn) destination(d *v1.Devserver, f *v1.Flavor, host string) (*v1.Host, error) {
+	if host == d.GetHost() {
+		return nil, apierror.Blocked("devserver %q already runs on %s", d.GetName(), d.GetHost())
+	}
+	h, err := w.GetHost(host)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case h.GetRegion() != d.GetRegion():
+		return nil, apierror.Blocked("host %q is in region %q; devserver %q lives in %q", h.GetName(), h.GetRegion(), d.GetName(), d.GetRegion())
+	case h.GetState() != v1.HostState_HOST_STATE_ACTIVE:
+		return nil, apierror.Blocked("host %q is %s and takes no new devservers", h.GetName(), HostStateName(h.GetState()))
+	case h.GetHealth() == v1.HostHealth_HOST_HEALTH_UNHEALTHY:
+		return nil, apierror.Blocked("host %q is unhealthy: %s", h.GetName(), h.GetHealthReason())
+	}
+	if s := fit.Check(f, h, fit.Free(h)); s != fit.None {
+		e := apierror.Blocked("host %q has no room for it: its free resources %s", h.GetName(), s.Describe(f))
+		e.Code = apierror.CodeNoRoom
+		return nil, e
+	}
+	return h, nil
+}
+
+// RetargetMigration moves a migration that is between attempts to another destination, and the
+// room held with it.
+func (w *WriteTxn) RetargetMigration(id, dest, reason string) (*v1.Migration, error) {
+	if err := validate.Name("dest_host", dest); err != nil {
+		return nil, err
+	}
+	if err := validate.Reason("reason", reason); err != nil {
+		return nil, err
+	}
+	cur, err := w.GetMigration(id)
+	if err != nil {
+		return nil, err
+	}
+	if p := cur.GetPhase(); p != v1.MigrationPhase_MIGRATION_PHASE_PENDING && p != v1.MigrationPhase_MIGRATION_PHASE_SCHEDULED {
+		return nil, apierror.Blocked("migration %s is %s: only one between attempts changes destination", id, p)
+	}
+	d, err := w.sameDevserver(cur.GetDevserver(), cur.GetDevserverId())
+	if err != nil {
+		return nil, err
+	}
+	f, err := w.GetFlavor(d.GetFlavor())
+	if err != nil {
+		return nil, err
+	}
+	if dest == cur.GetDestHost() {
+		return cur, nil
+	}
+	if _, err := w.destination(d, f, dest); err != nil {
+		return nil, err
+	}
+	if err := w.allocate(cur.GetDestHost(), f, true); err != nil {
+		return nil, err
+	}
+	if err := w.allocate(dest, f, false); err != nil {
+		return nil, err
+	}
+	m := proto.Clone(cur).(*v1.Migration)
+	m.DestHost, m.FailureReason, m.UpdateTime, m.ModifyIndex = dest, reason, w.now, w.index
+	return m, w.insert(TableMigrations, m)
 }
 
 // UpdateMigrations records phases, progress and attempts of migrations under way. An update

@@ -123,6 +123,7 @@ type Command struct {
 	//	*Command_UpdateMigrations
 	//	*Command_FinishMigration
 	//	*Command_RequestMigrationAbort
+	//	*Command_RetargetMigration
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -512,6 +513,15 @@ func (x *Command) GetRequestMigrationAbort() *RequestMigrationAbort {
 	return nil
 }
 
+func (x *Command) GetRetargetMigration() *RetargetMigration {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RetargetMigration); ok {
+			return x.RetargetMigration
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -665,6 +675,10 @@ type Command_RequestMigrationAbort struct {
 	RequestMigrationAbort *RequestMigrationAbort `protobuf:"bytes,103,opt,name=request_migration_abort,json=requestMigrationAbort,proto3,oneof"`
 }
 
+type Command_RetargetMigration struct {
+	RetargetMigration *RetargetMigration `protobuf:"bytes,104,opt,name=retarget_migration,json=retargetMigration,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -738,6 +752,8 @@ func (*Command_UpdateMigrations) isCommand_Op() {}
 func (*Command_FinishMigration) isCommand_Op() {}
 
 func (*Command_RequestMigrationAbort) isCommand_Op() {}
+
+func (*Command_RetargetMigration) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -2801,6 +2817,68 @@ func (x *RequestMigrationAbort) GetId() string {
 	return ""
 }
 
+// RetargetMigration gives a migration between attempts another destination (the first stopped
+// answering): the room held moves with it.
+type RetargetMigration struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	DestHost      string                 `protobuf:"bytes,2,opt,name=dest_host,json=destHost,proto3" json:"dest_host,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetargetMigration) Reset() {
+	*x = RetargetMigration{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetargetMigration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetargetMigration) ProtoMessage() {}
+
+func (x *RetargetMigration) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetargetMigration.ProtoReflect.Descriptor instead.
+func (*RetargetMigration) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RetargetMigration) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetargetMigration) GetDestHost() string {
+	if x != nil {
+		return x.DestHost
+	}
+	return ""
+}
+
+func (x *RetargetMigration) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2811,7 +2889,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[41]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2901,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[41]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2914,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{41}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -2859,7 +2937,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +2949,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +2962,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{42}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -2912,7 +2990,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +3002,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +3015,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{43}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -2979,7 +3057,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2991,7 +3069,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3004,7 +3082,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{44}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -3219,7 +3297,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xeb\x15\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xc0\x16\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -3266,7 +3344,8 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x10create_migration\x18d \x01(\v2 .devfleet.fsm.v1.CreateMigrationH\x00R\x0fcreateMigration\x12P\n" +
 	"\x11update_migrations\x18e \x01(\v2!.devfleet.fsm.v1.UpdateMigrationsH\x00R\x10updateMigrations\x12M\n" +
 	"\x10finish_migration\x18f \x01(\v2 .devfleet.fsm.v1.FinishMigrationH\x00R\x0ffinishMigration\x12`\n" +
-	"\x17request_migration_abort\x18g \x01(\v2&.devfleet.fsm.v1.RequestMigrationAbortH\x00R\x15requestMigrationAbortB\x04\n" +
+	"\x17request_migration_abort\x18g \x01(\v2&.devfleet.fsm.v1.RequestMigrationAbortH\x00R\x15requestMigrationAbort\x12S\n" +
+	"\x12retarget_migration\x18h \x01(\v2\".devfleet.fsm.v1.RetargetMigrationH\x00R\x11retargetMigrationB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -3396,7 +3475,11 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12:\n" +
 	"\bprogress\x18\x04 \x01(\v2\x1e.devfleet.v1.MigrationProgressR\bprogress\"'\n" +
 	"\x15RequestMigrationAbort\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"X\n" +
+	"\x11RetargetMigration\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tdest_host\x18\x02 \x01(\tR\bdestHost\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -3436,7 +3519,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -3479,27 +3562,28 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*UpdateMigrations)(nil),      // 38: devfleet.fsm.v1.UpdateMigrations
 	(*FinishMigration)(nil),       // 39: devfleet.fsm.v1.FinishMigration
 	(*RequestMigrationAbort)(nil), // 40: devfleet.fsm.v1.RequestMigrationAbort
-	(*CreateNotice)(nil),          // 41: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 42: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 43: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 44: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 45: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 46: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 47: devfleet.v1.Site
-	(*v1.Host)(nil),               // 48: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 49: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 50: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 51: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 52: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 53: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 54: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 55: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 56: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 57: devfleet.v1.ContainerState
-	(*v1.Migration)(nil),          // 58: devfleet.v1.Migration
-	(v1.MigrationPhase)(0),        // 59: devfleet.v1.MigrationPhase
-	(*v1.MigrationProgress)(nil),  // 60: devfleet.v1.MigrationProgress
-	(*v1.Notice)(nil),             // 61: devfleet.v1.Notice
+	(*RetargetMigration)(nil),     // 41: devfleet.fsm.v1.RetargetMigration
+	(*CreateNotice)(nil),          // 42: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 43: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 44: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 45: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 46: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 47: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 48: devfleet.v1.Site
+	(*v1.Host)(nil),               // 49: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 50: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 51: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 52: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 53: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 55: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 56: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 57: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 58: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 59: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 60: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 61: devfleet.v1.MigrationProgress
+	(*v1.Notice)(nil),             // 62: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,  // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -3527,7 +3611,7 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24, // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25, // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27, // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	41, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	42, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
 	28, // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
 	29, // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
 	30, // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
@@ -3540,58 +3624,59 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	38, // 35: devfleet.fsm.v1.Command.update_migrations:type_name -> devfleet.fsm.v1.UpdateMigrations
 	39, // 36: devfleet.fsm.v1.Command.finish_migration:type_name -> devfleet.fsm.v1.FinishMigration
 	40, // 37: devfleet.fsm.v1.Command.request_migration_abort:type_name -> devfleet.fsm.v1.RequestMigrationAbort
-	3,  // 38: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	45, // 39: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	45, // 40: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	46, // 41: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	47, // 42: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	47, // 43: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	46, // 44: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	48, // 45: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	48, // 46: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	46, // 47: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	49, // 48: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	49, // 49: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	46, // 50: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	50, // 51: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	50, // 52: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	46, // 53: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	51, // 54: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	51, // 55: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	52, // 56: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	53, // 57: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26, // 58: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	54, // 59: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	55, // 60: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	56, // 61: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	57, // 62: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	57, // 63: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	58, // 64: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
-	59, // 65: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
-	60, // 66: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
-	59, // 67: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	37, // 68: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	59, // 69: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	60, // 70: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	61, // 71: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	42, // 72: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	43, // 73: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,  // 74: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	45, // 75: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	47, // 76: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	48, // 77: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	49, // 78: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	50, // 79: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	61, // 80: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	54, // 81: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	55, // 82: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	56, // 83: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	58, // 84: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	85, // [85:85] is the sub-list for method output_type
-	85, // [85:85] is the sub-list for method input_type
-	85, // [85:85] is the sub-list for extension type_name
-	85, // [85:85] is the sub-list for extension extendee
-	0,  // [0:85] is the sub-list for field type_name
+	41, // 38: devfleet.fsm.v1.Command.retarget_migration:type_name -> devfleet.fsm.v1.RetargetMigration
+	3,  // 39: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	46, // 40: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	46, // 41: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	47, // 42: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	48, // 43: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	48, // 44: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	47, // 45: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	49, // 46: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	49, // 47: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	47, // 48: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	50, // 49: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	50, // 50: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	47, // 51: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	51, // 52: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	51, // 53: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	47, // 54: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	52, // 55: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	52, // 56: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	53, // 57: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	54, // 58: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26, // 59: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	55, // 60: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	56, // 61: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	57, // 62: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	58, // 63: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	58, // 64: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	59, // 65: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	60, // 66: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	61, // 67: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	60, // 68: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	37, // 69: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	60, // 70: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	61, // 71: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	62, // 72: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	43, // 73: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	44, // 74: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,  // 75: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	46, // 76: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	48, // 77: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	49, // 78: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	50, // 79: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	51, // 80: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	62, // 81: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	55, // 82: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	56, // 83: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	57, // 84: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	59, // 85: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	86, // [86:86] is the sub-list for method output_type
+	86, // [86:86] is the sub-list for method input_type
+	86, // [86:86] is the sub-list for extension type_name
+	86, // [86:86] is the sub-list for extension extendee
+	0,  // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -3637,8 +3722,9 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_UpdateMigrations)(nil),
 		(*Command_FinishMigration)(nil),
 		(*Command_RequestMigrationAbort)(nil),
+		(*Command_RetargetMigration)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[44].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[45].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -3659,7 +3745,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   45,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
