@@ -436,7 +436,14 @@ func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.Migrati
 		CopyStorage: len(volumes) > 0}
 	done := make(chan error, 1)
 	go func() { done <- g.src.Migrate(r.ctx, g.name, target, params) }()
-	return r.follow(m, g, policy, done)
+	err := r.follow(m, g, policy, done)
+	if err != nil && !errors.Is(err, errAborted) && r.ctx.Err() == nil {
+		// Did the destination go away under the move? Then the next attempt goes elsewhere.
+		if perr := g.dst.Ping(r.ctx); perr != nil {
+			return fmt.Errorf("%w; destination %s does not answer: %w: %w", err, dst.GetName(), errDestDown, perr)
+		}
+	}
+	return err
 }
 
 // follow samples a migration job until it ends (done, when this leader started it, delivers
