@@ -158,6 +158,7 @@ func progressOf(st hypervisor.JobStats) *v1.MigrationProgress {
 		MemoryTotalBytes: st.MemoryTotal, MemoryProcessedBytes: st.MemoryProcessed, MemoryRemainingBytes: st.MemoryRemaining,
 		DataRateBytesPerSecond: st.DataRate, DirtyRatePagesPerSecond: st.DirtyRate / 4096, Iteration: st.Iteration,
 		ExpectedDowntimeMs: uint64(st.ExpectedDowntime / time.Millisecond), DowntimeMs: uint64(st.Downtime / time.Millisecond),
+		DiskTotalBytes: st.DiskTotal, DiskProcessedBytes: st.DiskProcessed, DiskRemainingBytes: st.DiskRemaining,
 		SampleTime: timestamppb.Now(),
 	}
 }

@@ -300,6 +300,10 @@ func progressText(m *v1.Migration) string {
 	var parts []string
 	if copying(m) {
 		p := m.GetProgress()
+		if p.GetDiskRemainingBytes() > 0 {
+			// The disk is copied first.
+			parts = append(parts, fmt.Sprintf("disk %s/%s MiB", mibs(p.GetDiskProcessedBytes()), mibs(p.GetDiskTotalBytes())))
+		}
 		parts = append(parts, fmt.Sprintf("%s/%s MiB %d%%", mibs(p.GetMemoryProcessedBytes()), mibs(p.GetMemoryTotalBytes()), percent(p)))
 		if rate := p.GetDataRateBytesPerSecond(); rate > 0 {
 			parts = append(parts, mibPerSecond(float64(rate)),

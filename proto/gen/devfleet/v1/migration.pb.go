@@ -164,7 +164,8 @@ type MigrationPolicy struct {
 	MaxDowntimeMs uint32 `protobuf:"varint,2,opt,name=max_downtime_ms,json=maxDowntimeMs,proto3" json:"max_downtime_ms,omitempty"`
 	AutoConverge  bool   `protobuf:"varint,3,opt,name=auto_converge,json=autoConverge,proto3" json:"auto_converge,omitempty"`
 	AllowPostCopy bool   `protobuf:"varint,4,opt,name=allow_post_copy,json=allowPostCopy,proto3" json:"allow_post_copy,omitempty"`
-	// Abort when the migration takes longer than this per GiB of guest memory (default 60s).
+	// Abort when the migration takes longer than this per GiB of guest memory and disk (default
+	// 60s).
 	CompletionTimeoutPerGib *durationpb.Duration `protobuf:"bytes,5,opt,name=completion_timeout_per_gib,json=completionTimeoutPerGib,proto3" json:"completion_timeout_per_gib,omitempty"`
 	// Abort when no progress was made for this long (default 30s).
 	ProgressTimeout     *durationpb.Duration `protobuf:"bytes,6,opt,name=progress_timeout,json=progressTimeout,proto3" json:"progress_timeout,omitempty"`
@@ -282,10 +283,14 @@ type MigrationProgress struct {
 	Iteration               uint64                 `protobuf:"varint,6,opt,name=iteration,proto3" json:"iteration,omitempty"`
 	ExpectedDowntimeMs      uint64                 `protobuf:"varint,7,opt,name=expected_downtime_ms,json=expectedDowntimeMs,proto3" json:"expected_downtime_ms,omitempty"`
 	// Set when the migration completed.
-	DowntimeMs    uint64                 `protobuf:"varint,8,opt,name=downtime_ms,json=downtimeMs,proto3" json:"downtime_ms,omitempty"`
-	SampleTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DowntimeMs uint64                 `protobuf:"varint,8,opt,name=downtime_ms,json=downtimeMs,proto3" json:"downtime_ms,omitempty"`
+	SampleTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=sample_time,json=sampleTime,proto3" json:"sample_time,omitempty"`
+	// The local disk's copy (copy-storage), which comes before the memory's.
+	DiskTotalBytes     uint64 `protobuf:"varint,10,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
+	DiskProcessedBytes uint64 `protobuf:"varint,11,opt,name=disk_processed_bytes,json=diskProcessedBytes,proto3" json:"disk_processed_bytes,omitempty"`
+	DiskRemainingBytes uint64 `protobuf:"varint,12,opt,name=disk_remaining_bytes,json=diskRemainingBytes,proto3" json:"disk_remaining_bytes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *MigrationProgress) Reset() {
@@ -379,6 +384,27 @@ func (x *MigrationProgress) GetSampleTime() *timestamppb.Timestamp {
 		return x.SampleTime
 	}
 	return nil
+}
+
+func (x *MigrationProgress) GetDiskTotalBytes() uint64 {
+	if x != nil {
+		return x.DiskTotalBytes
+	}
+	return 0
+}
+
+func (x *MigrationProgress) GetDiskProcessedBytes() uint64 {
+	if x != nil {
+		return x.DiskProcessedBytes
+	}
+	return 0
+}
+
+func (x *MigrationProgress) GetDiskRemainingBytes() uint64 {
+	if x != nil {
+		return x.DiskRemainingBytes
+	}
+	return 0
 }
 
 // A migration moves one devserver from source_host to dest_host.
@@ -887,7 +913,7 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\x10progress_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fprogressTimeout\x121\n" +
 	"\x14parallel_connections\x18\a \x01(\rR\x13parallelConnections\x12!\n" +
 	"\fmax_attempts\x18\b \x01(\rR\vmaxAttempts\x12#\n" +
-	"\rcold_fallback\x18\t \x01(\bR\fcoldFallback\"\xd5\x03\n" +
+	"\rcold_fallback\x18\t \x01(\bR\fcoldFallback\"\xe3\x04\n" +
 	"\x11MigrationProgress\x12,\n" +
 	"\x12memory_total_bytes\x18\x01 \x01(\x04R\x10memoryTotalBytes\x124\n" +
 	"\x16memory_processed_bytes\x18\x02 \x01(\x04R\x14memoryProcessedBytes\x124\n" +
@@ -899,7 +925,11 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\vdowntime_ms\x18\b \x01(\x04R\n" +
 	"downtimeMs\x12;\n" +
 	"\vsample_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"sampleTime\"\xe6\x06\n" +
+	"sampleTime\x12(\n" +
+	"\x10disk_total_bytes\x18\n" +
+	" \x01(\x04R\x0ediskTotalBytes\x120\n" +
+	"\x14disk_processed_bytes\x18\v \x01(\x04R\x12diskProcessedBytes\x120\n" +
+	"\x14disk_remaining_bytes\x18\f \x01(\x04R\x12diskRemainingBytes\"\xe6\x06\n" +
 	"\tMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tdevserver\x18\x02 \x01(\tR\tdevserver\x12!\n" +
