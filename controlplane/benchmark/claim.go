@@ -8,10 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/devfleet/devfleet/controlplane/raftnode"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -43,43 +39,18 @@ type ClaimReport struct {
 // from the call to the answer.
 func RunClaim(ctx context.Context, o ClaimOptions, out io.Writer) (ClaimReport, error) {
 	rep := ClaimReport{Claims: o.Claims, Clients: o.Clients}
-	c, err := StartCluster(o.Dir, raftnode.Config{})
+	b, err := startBenchFleet(ctx, o.Dir, "bench", "bench-1")
 	if err != nil {
 		return rep, err
 	}
-	defer c.Close()
-	conn, err := grpc.NewClient(c.Leader().GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+	defer b.close()
+	containers := v1.NewContainerServiceClient(b.conn)
+	if _, err := containers.CreateProfile(ctx, &v1.CreateProfileRequest{Profile: &v1.ContainerProfile{Name: "www", Vcpus: 1, MemoryMib: 512}}); err != nil {
 		return rep, err
-	}
-	defer conn.Close()
-	fleet, containers := v1.NewFleetServiceClient(conn), v1.NewContainerServiceClient(conn)
-	steps := []func() error{
-		func() error {
-			_, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "bench"}})
-			return err
-		},
-		func() error {
-			_, err := fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "bench-1", Region: "bench"}})
-			return err
-		},
-		func() error {
-			_, err := containers.CreateProfile(ctx, &v1.CreateProfileRequest{Profile: &v1.ContainerProfile{Name: "www", Vcpus: 1, MemoryMib: 512}})
-			return err
-		},
 	}
 	for i := 1; i <= o.Hosts; i++ {
-		name := fmt.Sprintf("bench-h%d", i)
-		steps = append(steps, func() error {
-			_, err := fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: name, Site: "bench-1",
-				Capacity:   &v1.Resources{Vcpus: 128, MemoryMib: 262144, DiskGib: 1000},
-				LibvirtUri: fmt.Sprintf("fake://%s?cpus=128&memory_mib=262144", name)}})
-			return err
-		})
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return rep, fmt.Errorf("set up the benchmark fleet: %w", err)
+		if err := b.fakeHost(ctx, fmt.Sprintf("bench-h%d", i), 128, 262144); err != nil {
+			return rep, err
 		}
 	}
 	start := time.Now()

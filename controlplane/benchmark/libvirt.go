@@ -8,10 +8,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/e2e/libvirthost"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 	"github.com/devfleet/devfleet/provisioner"
@@ -53,41 +50,18 @@ func RunCreate(ctx context.Context, o CreateOptions, out io.Writer) (CreateRepor
 		return rep, err
 	}
 	defer hosts.Stop(context.Background())
-	c, err := StartCluster(o.Dir+"/devfleet", raftnode.Config{})
+	b, err := startBenchFleet(ctx, o.Dir+"/devfleet", "lab", "lab-1")
 	if err != nil {
 		return rep, err
 	}
-	defer c.Close()
-	conn, err := grpc.NewClient(c.Leader().GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+	defer b.close()
+	c, fleet := b.c, b.fleet
+	if _, err := fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "tiny", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 128}}}); err != nil {
 		return rep, err
-	}
-	defer conn.Close()
-	fleet := v1.NewFleetServiceClient(conn)
-	setup := []func() error{
-		func() error {
-			_, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "lab"}})
-			return err
-		},
-		func() error {
-			_, err := fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "lab-1", Region: "lab"}})
-			return err
-		},
-		func() error {
-			_, err := fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "tiny", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 128}}})
-			return err
-		},
 	}
 	for _, h := range hosts.Hosts() {
-		setup = append(setup, func() error {
-			_, err := fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: "lab-" + h.Name, Site: "lab-1", LibvirtUri: h.URI,
-				Capacity: &v1.Resources{Vcpus: 2, MemoryMib: 4096, DiskGib: 10}, Overcommit: &v1.Overcommit{Cpu: 8}}})
-			return err
-		})
-	}
-	for _, step := range setup {
-		if err := step(); err != nil {
-			return rep, fmt.Errorf("set up the benchmark fleet: %w", err)
+		if err := b.host(ctx, "lab-"+h.Name, h.URI, &v1.Resources{Vcpus: 2, MemoryMib: 4096, DiskGib: 10}, &v1.Overcommit{Cpu: 8}); err != nil {
+			return rep, err
 		}
 	}
 	var api, running []time.Duration

@@ -7,12 +7,9 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/devfleet/devfleet/controlplane/api"
-	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -44,52 +41,27 @@ type MigrateReport struct {
 // leader's stamps in the records (create, start, end), not from polling.
 func RunMigrate(ctx context.Context, o MigrateOptions, out io.Writer) (MigrateReport, error) {
 	rep := MigrateReport{Migrations: o.Migrations}
-	c, err := StartCluster(o.Dir, raftnode.Config{})
+	b, err := startBenchFleet(ctx, o.Dir, "bench", "bench-1")
 	if err != nil {
 		return rep, err
 	}
-	defer c.Close()
-	conn, err := grpc.NewClient(c.Leader().GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+	defer b.close()
+	fleet, migrations := b.fleet, v1.NewMigrationServiceClient(b.conn)
+	if _, err := fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "mini", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 64}}}); err != nil {
 		return rep, err
-	}
-	defer conn.Close()
-	fleet, migrations := v1.NewFleetServiceClient(conn), v1.NewMigrationServiceClient(conn)
-	steps := []func() error{
-		func() error {
-			_, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "bench"}})
-			return err
-		},
-		func() error {
-			_, err := fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "bench-1", Region: "bench"}})
-			return err
-		},
-		func() error {
-			_, err := fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "mini", Resources: &v1.Resources{Vcpus: 1, MemoryMib: 64}}})
-			return err
-		},
 	}
 	for _, h := range []string{"bench-h1", "bench-h2"} {
-		steps = append(steps, func() error {
-			_, err := fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: h, Site: "bench-1",
-				Capacity: &v1.Resources{Vcpus: 1024, MemoryMib: 1 << 20, DiskGib: 1000}, LibvirtUri: fmt.Sprintf("fake://%s?cpus=1024&memory_mib=1048576", h)}})
-			return err
-		})
-	}
-	for i := range o.Migrations {
-		name := fmt.Sprintf("mv-%d", i)
-		steps = append(steps, func() error {
-			_, err := fleet.CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{Name: name, Owner: "bench", Flavor: "mini",
-				Region: "bench", Host: "bench-h1", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}})
-			return err
-		})
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return rep, fmt.Errorf("set up the benchmark fleet: %w", err)
+		if err := b.fakeHost(ctx, h, 1024, 1<<20); err != nil {
+			return rep, err
 		}
 	}
-	store := c.Leader().Node().FSM().Store()
+	for i := range o.Migrations {
+		if _, err := fleet.CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{Name: fmt.Sprintf("mv-%d", i), Owner: "bench",
+			Flavor: "mini", Region: "bench", Host: "bench-h1", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}}); err != nil {
+			return rep, err
+		}
+	}
+	store := b.c.Leader().Node().FSM().Store()
 	if err := waitUntil(ctx, time.Minute, func() bool {
 		for i := range o.Migrations {
 			if d, err := store.View().GetDevserver(fmt.Sprintf("mv-%d", i)); err != nil || d.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING {
