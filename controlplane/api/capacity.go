@@ -10,6 +10,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/controlplane/validate"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -44,6 +45,35 @@ func (p *pendingPlacements) snapshot() map[string]fit.Amount {
 		return nil
 	}
 	return maps.Clone(p.byHost)
+}
+
+// placementAttempts bounds how often a write is placed again after the FSM found its host full.
+const placementAttempts = 4
+
+// proposePlaced places something with decide, holds the room it takes on the chosen host as
+// pending while the command build makes for that host is proposed (so concurrent placements
+// see it), and places again, a few times, when the FSM finds the host filled up meanwhile (it
+// checks the fit again). A decision without a host is refused by refuse.
+func proposePlaced[T any](ctx context.Context, s *Server, decide func() (capacity.Decision, *v1.Flavor, error),
+	refuse func(capacity.Decision) error, build func(host string) *fsmv1.Command) (T, error) {
+	var zero T
+	for attempt := 1; ; attempt++ {
+		d, flavor, err := decide()
+		if err != nil {
+			return zero, err
+		}
+		if d.Host == nil {
+			return zero, refuse(d)
+		}
+		host, need := d.Host.GetName(), fit.Need(flavor, d.Host)
+		s.pending.add(host, need)
+		out, err := proposeAs[T](ctx, s, build(host))
+		s.pending.remove(host, need)
+		if apierror.HasCode(err, apierror.CodeNoRoom) && attempt < placementAttempts {
+			continue
+		}
+		return out, err
+	}
 }
 
 // placeArgs is a placement question as the API receives it.

@@ -7,7 +7,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/devfleet/devfleet/capacity"
-	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/controlplane/validate"
@@ -126,24 +125,19 @@ func (s *Server) doneClaiming(name string) {
 // hosts) and records it, for owner or, with owner empty, warm for the pool.
 func (s *Server) createContainer(ctx context.Context, p *v1.ContainerProfile, region, owner string) (*v1.Container, error) {
 	f := state.ProfileFlavor(p)
-	const attempts = 4
-	for attempt := 1; ; attempt++ {
-		d := s.hosts.Place(&capacity.Request{Flavor: f, Region: region, Pending: s.pending.snapshot(),
-			Scorers: []capacity.Weighted{{Scorer: capacity.SpreadLoad, Weight: 1}}})
-		if d.Host == nil {
-			return nil, apierror.Blocked("no room for a container of profile %s: %s", p.GetName(), d.Explanation)
-		}
-		id := uuid.NewString()
-		need := fit.Need(f, d.Host)
-		s.pending.add(d.Host.GetName(), need)
-		c, err := proposeAs[*v1.Container](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateContainer{CreateContainer: &fsmv1.CreateContainer{Container: &v1.Container{
-			Name: state.ContainerName(id), Id: id, Profile: p.GetName(), Region: region, Host: d.Host.GetName(), ClaimedBy: owner}}}})
-		s.pending.remove(d.Host.GetName(), need)
-		if apierror.HasCode(err, apierror.CodeNoRoom) && attempt < attempts {
-			continue
-		}
-		return c, err
-	}
+	return proposePlaced[*v1.Container](ctx, s,
+		func() (capacity.Decision, *v1.Flavor, error) {
+			return s.hosts.Place(&capacity.Request{Flavor: f, Region: region, Pending: s.pending.snapshot(),
+				Scorers: []capacity.Weighted{{Scorer: capacity.SpreadLoad, Weight: 1}}}), f, nil
+		},
+		func(d capacity.Decision) error {
+			return apierror.Blocked("no room for a container of profile %s: %s", p.GetName(), d.Explanation)
+		},
+		func(host string) *fsmv1.Command {
+			id := uuid.NewString()
+			return &fsmv1.Command{Op: &fsmv1.Command_CreateContainer{CreateContainer: &fsmv1.CreateContainer{Container: &v1.Container{
+				Name: state.ContainerName(id), Id: id, Profile: p.GetName(), Region: region, Host: host, ClaimedBy: owner}}}}
+		})
 }
 
 func (s *Server) ReleaseContainer(ctx context.Context, req *v1.ReleaseContainerRequest) (*v1.Container, error) {

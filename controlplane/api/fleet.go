@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/devfleet/devfleet/capacity/fit"
+	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/controlplane/validate"
@@ -377,28 +377,20 @@ func (s *Server) CreateDevserver(ctx context.Context, req *v1.CreateDevserverReq
 // placement is held as pending until the command applies, so concurrent creates see it; if the
 // host filled up meanwhile (the FSM checks the fit again), it places again, a few times.
 func (s *Server) placeAndCreate(ctx context.Context, d *v1.Devserver, req *v1.CreateDevserverRequest) (*v1.Devserver, error) {
-	const attempts = 4
-	for attempt := 1; ; attempt++ {
-		decision, flavor, err := s.place(s.store.View(), placeArgs{
-			flavor: d.GetFlavor(), region: d.GetRegion(), site: req.GetSite(), owner: d.GetOwner(), spread: req.GetSpread(), prefix: "devserver.",
+	return proposePlaced[*v1.Devserver](ctx, s,
+		func() (capacity.Decision, *v1.Flavor, error) {
+			return s.place(s.store.View(), placeArgs{
+				flavor: d.GetFlavor(), region: d.GetRegion(), site: req.GetSite(), owner: d.GetOwner(), spread: req.GetSpread(), prefix: "devserver.",
+			})
+		},
+		func(dec capacity.Decision) error {
+			return apierror.Blocked("no room for flavor %s: %s", d.GetFlavor(), dec.Explanation)
+		},
+		func(host string) *fsmv1.Command {
+			placed := proto.Clone(d).(*v1.Devserver)
+			placed.Host = host
+			return &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: placed}}}
 		})
-		if err != nil {
-			return nil, err
-		}
-		if decision.Host == nil {
-			return nil, apierror.Blocked("no room for flavor %s: %s", d.GetFlavor(), decision.Explanation)
-		}
-		placed := proto.Clone(d).(*v1.Devserver)
-		placed.Host = decision.Host.GetName()
-		need := fit.Need(flavor, decision.Host)
-		s.pending.add(placed.Host, need)
-		out, err := proposeAs[*v1.Devserver](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: placed}}})
-		s.pending.remove(placed.Host, need)
-		if apierror.HasCode(err, apierror.CodeNoRoom) && attempt < attempts {
-			continue
-		}
-		return out, err
-	}
 }
 
 // stampLifespan resolves a create request's lifespan: an explicit lifespan, or temporary when

@@ -8,7 +8,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/devfleet/devfleet/capacity"
-	"github.com/devfleet/devfleet/capacity/fit"
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/controlplane/validate"
@@ -61,42 +60,44 @@ func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverR
 	if err != nil {
 		return nil, err
 	}
-	const attempts = 4
-	for attempt := 1; ; attempt++ {
+	var d *v1.Devserver
+	// read returns the devserver as it is now, if who may move it.
+	read := func() (*v1.Flavor, error) {
 		v := s.store.View()
-		d, err := v.GetDevserver(req.GetName())
-		if err != nil {
+		var err error
+		if d, err = v.GetDevserver(req.GetName()); err != nil {
 			return nil, err
 		}
 		if err := s.mayMove(who, d); err != nil {
 			return nil, err
 		}
-		dest := req.GetToHost()
-		var need fit.Amount
-		if dest == "" {
-			f, err := v.GetFlavor(d.GetFlavor())
-			if err != nil {
-				return nil, err
-			}
-			dec := s.hosts.Place(&capacity.Request{Flavor: f, Region: d.GetRegion(), Pending: s.pending.snapshot(),
-				Spread: capacity.SpreadHosts, Owner: d.GetOwner(), Avoid: capacity.Avoid{Hosts: map[string]bool{d.GetHost(): true}}})
-			if dec.Host == nil {
-				return nil, apierror.Blocked("no host can take devserver %s: %s", d.GetName(), dec.Explanation)
-			}
-			dest, need = dec.Host.GetName(), fit.Need(f, dec.Host)
-			s.pending.add(dest, need)
-		}
-		m, err := proposeAs[*v1.Migration](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_CreateMigration{CreateMigration: &fsmv1.CreateMigration{Migration: &v1.Migration{
-			Id: uuid.NewString(), Devserver: d.GetName(), DevserverId: d.GetId(), DestHost: dest, Reason: reason,
-			Priority: req.GetPriority(), Policy: req.GetPolicy(), RequestedBy: who}}}})
-		if !need.IsZero() {
-			s.pending.remove(dest, need)
-		}
-		if apierror.HasCode(err, apierror.CodeNoRoom) && req.GetToHost() == "" && attempt < attempts {
-			continue
-		}
-		return m, err
+		return v.GetFlavor(d.GetFlavor())
 	}
+	build := func(dest string) *fsmv1.Command {
+		return &fsmv1.Command{Op: &fsmv1.Command_CreateMigration{CreateMigration: &fsmv1.CreateMigration{Migration: &v1.Migration{
+			Id: uuid.NewString(), Devserver: d.GetName(), DevserverId: d.GetId(), DestHost: dest, Reason: reason,
+			Priority: req.GetPriority(), Policy: req.GetPolicy(), RequestedBy: who}}}}
+	}
+	if req.GetToHost() != "" {
+		if _, err := read(); err != nil {
+			return nil, err
+		}
+		return proposeAs[*v1.Migration](ctx, s, build(req.GetToHost()))
+	}
+	// No destination given: capacity picks one in the devserver's region, away from its host.
+	return proposePlaced[*v1.Migration](ctx, s,
+		func() (capacity.Decision, *v1.Flavor, error) {
+			f, err := read()
+			if err != nil {
+				return capacity.Decision{}, nil, err
+			}
+			return s.hosts.Place(&capacity.Request{Flavor: f, Region: d.GetRegion(), Pending: s.pending.snapshot(),
+				Spread: capacity.SpreadHosts, Owner: d.GetOwner(), Avoid: capacity.Avoid{Hosts: map[string]bool{d.GetHost(): true}}}), f, nil
+		},
+		func(dec capacity.Decision) error {
+			return apierror.Blocked("no host can take devserver %s: %s", d.GetName(), dec.Explanation)
+		},
+		build)
 }
 
 func (s *Server) GetMigration(_ context.Context, req *v1.GetMigrationRequest) (*v1.Migration, error) {
