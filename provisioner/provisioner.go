@@ -165,7 +165,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		r.watchHosts(v, first)
 		first = false
 		began := time.Now()
-		wake := earliest(earliest(r.dispatch(v), r.dispatchContainers(v)), r.reap(v))
+		wake := earliest(r.dispatch(v), r.dispatchContainers(v))
 		took := time.Since(began)
 		if !r.wait(ws, wake, resync.C, v) {
 			return nil
@@ -235,9 +235,10 @@ func (r *run) wake() {
 	}
 }
 
-// dispatch starts the steps that are due and returns when the next retry falls due (zero: none).
+// dispatch starts the devserver steps and reaper steps that are due, in one walk of the
+// devservers, and returns when the next retry or expiry falls due (zero: none).
 func (r *run) dispatch(v *state.View) time.Time {
-	now := time.Now()
+	now, expiryNow := time.Now(), r.c.cfg.Now()
 	var soonest time.Time
 	hosts := map[string]*v1.Host{}
 	host := func(name string) *v1.Host {
@@ -253,6 +254,7 @@ func (r *run) dispatch(v *state.View) time.Time {
 		flavors[f.GetName()] = f
 	}
 	v.EachDevserver(func(d *v1.Devserver) {
+		soonest = earliest(soonest, r.reap(d, expiryNow, now))
 		var h *v1.Host
 		if d.GetHost() != "" {
 			h = host(d.GetHost())

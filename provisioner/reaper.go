@@ -44,22 +44,18 @@ func reapStep(d *v1.Devserver, now time.Time, warning time.Duration) (reaping, t
 	return reapNothing, expire
 }
 
-// reap starts the reaper's steps that are due and returns when the next one falls due (on the
-// real clock).
-func (r *run) reap(v *state.View) time.Time {
-	now, real := r.c.cfg.Now(), time.Now()
+// reap starts the reaper's step for d if one is due (now is the expiry clock's time, real the
+// wall clock's) and returns when d next needs a look (on the real clock; zero: never).
+func (r *run) reap(d *v1.Devserver, now, real time.Time) time.Time {
+	what, at := reapStep(d, now, r.c.cfg.ExpiryWarning)
 	var next time.Time
-	v.EachDevserver(func(d *v1.Devserver) {
-		what, at := reapStep(d, now, r.c.cfg.ExpiryWarning)
-		if !at.IsZero() {
-			next = earliest(next, real.Add(at.Sub(now)))
-		}
-		if what == reapNothing {
-			return
-		}
-		next = earliest(next, r.startWhenDue("reap:"+d.GetName(), real, "reap", func(ctx context.Context) error { return r.reapOne(ctx, d, what) }))
-	})
-	return next
+	if !at.IsZero() {
+		next = real.Add(at.Sub(now))
+	}
+	if what == reapNothing {
+		return next
+	}
+	return earliest(next, r.startWhenDue("reap:"+d.GetName(), real, "reap", func(ctx context.Context) error { return r.reapOne(ctx, d, what) }))
 }
 
 func (r *run) reapOne(ctx context.Context, d *v1.Devserver, what reaping) error {
