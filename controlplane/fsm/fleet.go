@@ -119,7 +119,7 @@ func registerMigrations(r *registry) {
 		var us []*state.MigrationUpdate
 		for _, u := range c.GetUpdateMigrations().GetUpdates() {
 			us = append(us, &state.MigrationUpdate{ID: u.GetId(), Phase: u.GetPhase(), Progress: u.GetProgress(),
-				Attempts: u.GetAttempts(), From: u.GetFrom(), Reason: u.GetReason()})
+				Attempts: u.GetAttempts(), From: u.GetFrom(), Reason: u.GetReason(), Cold: u.GetCold(), ColdStep: u.GetColdStep(), FenceTerm: u.GetFenceTerm()})
 		}
 		return nil, w.UpdateMigrations(us)
 	})

@@ -144,3 +144,66 @@ func TestRetargetMovesTheHeldRoom(t *testing.T) {
 		{Id: "m1", Phase: v1.MigrationPhase_MIGRATION_PHASE_RUNNING}}}}})
 	h.refused(retarget("h3"), apierror.FailedPrecondition) // mid-attempt
 }
+
+func cColdMigration(id, dest, region, flavor string) *fsmv1.Command {
+	return &fsmv1.Command{Op: &fsmv1.Command_CreateMigration{CreateMigration: &fsmv1.CreateMigration{Migration: &v1.Migration{
+		Id: id, Devserver: "d1", DevserverId: "id-1", DestHost: dest, DestRegion: region, DestFlavor: flavor,
+		Reason: v1.MigrationReason_MIGRATION_REASON_USER, RequestedBy: "alice"}}}}
+}
+
+func fenceUpdate(id string, term uint64) *fsmv1.Command {
+	return &fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: []*fsmv1.MigrationUpdate{
+		{Id: id, FenceTerm: term, ColdStep: v1.ColdStep_COLD_STEP_SHUTTING_DOWN}}}}}
+}
+
+// A resize in place holds the new size on the devserver's own host, and a move to another
+// region lands it there; both are cold. Decisions of an older term than a migration's last are
+// refused.
+func TestColdResizeAndRegionMove(t *testing.T) {
+	t.Parallel()
+	h := migrationFleet(t)
+	v := h.fsm.Store().View
+	h.ok(cFlavor("large", 8, 16384))
+	h.ok(&fsmv1.Command{Op: &fsmv1.Command_CreateFlavor{CreateFlavor: &fsmv1.CreateFlavor{Flavor: &v1.Flavor{
+		Name: "little-disk", Resources: res(1, 1024, 10, 0)}}}})
+	h.refused(cColdMigration("m1", "h1", "", ""), apierror.FailedPrecondition)            // to itself, same flavor
+	h.refused(cColdMigration("m1", "h2", "", ""), apierror.FailedPrecondition)            // another region, not asked
+	h.refused(cColdMigration("m1", "h3", "", "little-disk"), apierror.FailedPrecondition) // its disk would not fit
+	h.refused(cColdMigration("m1", "h3", "", "nope"), apierror.NotFound)
+	h.refused(cColdMigration("m1", "h2", "mars", ""), apierror.NotFound)
+	h.refused(cColdMigration("m1", "h3", "us", ""), apierror.FailedPrecondition) // h3 is in eu
+
+	m := h.ok(cColdMigration("m1", "h1", "", "large")).(*v1.Migration)
+	if !m.GetCold() || m.GetDestHost() != "h1" || m.GetDestFlavor() != "large" {
+		t.Fatalf("resize recorded as %v", m)
+	}
+	if h1, _ := v().GetHost("h1"); h1.GetAllocated().GetVcpus() != 4+8 {
+		t.Fatalf("h1 holds %v while resizing, want the old and the new size", h1.GetAllocated())
+	}
+	if err := v().CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	h.ok(fenceUpdate("m1", 2))
+	if m, _ := v().GetMigration("m1"); m.GetFenceTerm() != 2 || m.GetFenceIndex() != h.index || m.GetColdStep() != v1.ColdStep_COLD_STEP_SHUTTING_DOWN {
+		t.Fatalf("fence after a decision: %v", m)
+	}
+	h.refused(fenceUpdate("m1", 1), apierror.FailedPrecondition) // a deposed leader's
+	h.ok(finish("m1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED))
+	d, _ := v().GetDevserver("d1")
+	h1, _ := v().GetHost("h1")
+	if d.GetFlavor() != "large" || d.GetHost() != "h1" || h1.GetAllocated().GetVcpus() != 8 {
+		t.Fatalf("after the resize: devserver %s on %s, h1 %v", d.GetFlavor(), d.GetHost(), h1.GetAllocated())
+	}
+
+	h.ok(cColdMigration("m2", "h2", "us", ""))
+	h.ok(finish("m2", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED))
+	d, _ = v().GetDevserver("d1")
+	h1, _ = v().GetHost("h1")
+	h2, _ := v().GetHost("h2")
+	if d.GetRegion() != "us" || d.GetHost() != "h2" || d.GetSite() != "us-1" || h1.GetAllocated().GetVcpus() != 0 || h2.GetAllocated().GetVcpus() != 8 {
+		t.Fatalf("after the region move: devserver %s/%s/%s, h1 %v, h2 %v", d.GetRegion(), d.GetSite(), d.GetHost(), h1.GetAllocated(), h2.GetAllocated())
+	}
+	if err := v().CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -275,6 +275,10 @@ func (n *Node) FSM() *fsm.FSM { return n.fsm }
 // leader. Exactly one consumer must read it.
 func (n *Node) LeadershipChanges() <-chan bool { return n.notify }
 
+// Term is the current raft term: a controller records the term it leads in and stamps its side
+// effects with it, so that a deposed leader's late work can be told apart and refused.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
+
 // IsLeader reports whether this node is the raft leader now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

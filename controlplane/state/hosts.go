@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"strings"
@@ -174,7 +175,7 @@ func (v *View) allocatedOn(h *v1.Host) (fit.Amount, error) {
 		if err != nil {
 			return fit.Amount{}, err
 		}
-		f, err := v.GetFlavor(d.GetFlavor())
+		f, err := v.GetFlavor(cmp.Or(m.GetDestFlavor(), d.GetFlavor())) // a resize holds its new size
 		if err != nil {
 			return fit.Amount{}, err
 		}

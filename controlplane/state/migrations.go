@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -63,12 +64,15 @@ func (v *View) activeTo(host string) []*v1.Migration {
 }
 
 // CreateMigration records a migration the leader planned: the devserver must be running (and
-// not a whole machine), the destination another active, healthy host of its region with room,
-// and no other migration of it may be under way. The devserver becomes MIGRATING and the
-// destination's room is held until the migration ends.
+// not a whole machine), the destination an active, healthy host with room (another host of its
+// region for a live move; for a cold one, a host of dest_region, or its own host for a resize in
+// place), and no other migration of it may be under way. Another flavor or region makes the
+// move cold. The devserver becomes MIGRATING and the destination's room (for the flavor it will
+// have) is held until the migration ends.
 func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 	m := &v1.Migration{Id: in.GetId(), Devserver: in.GetDevserver(), DevserverId: in.GetDevserverId(), DestHost: in.GetDestHost(),
-		Reason: in.GetReason(), Priority: in.GetPriority(), Policy: in.GetPolicy(), RequestedBy: in.GetRequestedBy(), Cold: in.GetCold()}
+		Reason: in.GetReason(), Priority: in.GetPriority(), Policy: in.GetPolicy(), RequestedBy: in.GetRequestedBy(), Cold: in.GetCold(),
+		DestFlavor: in.GetDestFlavor(), DestRegion: in.GetDestRegion(), NotBefore: in.GetNotBefore()}
 	if m.GetId() == "" {
 		return nil, apierror.Invalid("migration.id", "must be stamped by the leader")
 	}
@@ -76,6 +80,12 @@ func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 		return nil, apierror.Invalid("migration.reason", "must be maintenance, user, rebalance or evacuation")
 	}
 	if err := validate.Name("migration.dest_host", m.GetDestHost()); err != nil {
+		return nil, err
+	}
+	if err := validate.OptionalName("migration.dest_flavor", m.GetDestFlavor()); err != nil {
+		return nil, err
+	}
+	if err := validate.OptionalName("migration.dest_region", m.GetDestRegion()); err != nil {
 		return nil, err
 	}
 	if err := validate.Text("migration.requested_by", m.GetRequestedBy(), 256); err != nil {
@@ -99,9 +109,25 @@ func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 		return nil, err
 	}
 	if fit.Physical(f) {
-		return nil, apierror.Blocked("devserver %q is a whole machine (flavor %s): it cannot be moved live", d.GetName(), f.GetName())
+		return nil, apierror.Blocked("devserver %q is a whole machine (flavor %s): it cannot be moved", d.GetName(), f.GetName())
 	}
-	h, err := w.destination(d, f, m.GetDestHost())
+	if m.GetDestFlavor() == f.GetName() {
+		m.DestFlavor = ""
+	}
+	if m.GetDestRegion() == d.GetRegion() {
+		m.DestRegion = ""
+	}
+	to, err := w.targetFlavor(d, f, m)
+	if err != nil {
+		return nil, err
+	}
+	if m.GetDestRegion() != "" {
+		if _, err := w.GetRegion(m.GetDestRegion()); err != nil {
+			return nil, err
+		}
+	}
+	m.Cold = m.GetCold() || m.GetDestFlavor() != "" || m.GetDestRegion() != ""
+	h, err := w.destination(d, f, to, m)
 	if err != nil {
 		return nil, err
 	}
@@ -114,19 +140,45 @@ func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 	if err := w.insert(TableMigrations, m); err != nil {
 		return nil, err
 	}
-	if err := w.allocate(h.GetName(), f, false); err != nil {
+	if err := w.allocate(h.GetName(), to, false); err != nil {
 		return nil, err
 	}
 	nd := proto.Clone(d).(*v1.Devserver)
 	nd.State, nd.StateReason = v1.DevserverState_DEVSERVER_STATE_MIGRATING, "moving to "+h.GetName()+" (migration "+m.GetId()+")"
+	if m.GetDestHost() == d.GetHost() {
+		nd.StateReason = "resizing to " + to.GetName() + " (migration " + m.GetId() + ")"
+	}
 	nd.UpdateTime, nd.ModifyIndex = w.now, w.index
 	return m, w.insert(TableDevservers, nd)
 }
 
-// destination checks that host can take devserver d (of flavor f) by migration: another active,
-// healthy host of its region, with room.
-func (w *WriteTxn) destination(d *v1.Devserver, f *v1.Flavor, host string) (*v1.Host, error) {
-	if host == d.GetHost() {
+// targetFlavor is the flavor devserver d (of flavor f) has once migration m is done: its own, or
+// m's dest_flavor for a resize, which must be a flavor that can hold its disk.
+func (w *WriteTxn) targetFlavor(d *v1.Devserver, f *v1.Flavor, m *v1.Migration) (*v1.Flavor, error) {
+	if m.GetDestFlavor() == "" || m.GetDestFlavor() == f.GetName() {
+		return f, nil
+	}
+	to, err := w.GetFlavor(m.GetDestFlavor())
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case fit.Physical(to):
+		return nil, apierror.Blocked("flavor %s is a whole machine: a devserver is not resized into one", to.GetName())
+	case to.GetResources().GetDiskGib() < f.GetResources().GetDiskGib():
+		return nil, apierror.Blocked("flavor %s has a %d GiB disk, smaller than the %d GiB of devserver %q (flavor %s): its data may not fit",
+			to.GetName(), to.GetResources().GetDiskGib(), f.GetResources().GetDiskGib(), d.GetName(), f.GetName())
+	}
+	return to, nil
+}
+
+// destination checks that migration m's destination host can take devserver d (of flavor f,
+// becoming flavor to): an active, healthy host of the region it moves to, with room. Its own
+// host only for a resize in place, where its present room counts as free.
+func (w *WriteTxn) destination(d *v1.Devserver, f, to *v1.Flavor, m *v1.Migration) (*v1.Host, error) {
+	host, region := m.GetDestHost(), cmp.Or(m.GetDestRegion(), d.GetRegion())
+	inPlace := host == d.GetHost()
+	if inPlace && to.GetName() == f.GetName() {
 		return nil, apierror.Blocked("devserver %q already runs on %s", d.GetName(), d.GetHost())
 	}
 	h, err := w.GetHost(host)
@@ -134,15 +186,19 @@ func (w *WriteTxn) destination(d *v1.Devserver, f *v1.Flavor, host string) (*v1.
 		return nil, err
 	}
 	switch {
-	case h.GetRegion() != d.GetRegion():
-		return nil, apierror.Blocked("host %q is in region %q; devserver %q lives in %q", h.GetName(), h.GetRegion(), d.GetName(), d.GetRegion())
+	case h.GetRegion() != region:
+		return nil, apierror.Blocked("host %q is in region %q; devserver %q moves within %q", h.GetName(), h.GetRegion(), d.GetName(), region)
 	case h.GetState() != v1.HostState_HOST_STATE_ACTIVE:
 		return nil, apierror.Blocked("host %q is %s and takes no new devservers", h.GetName(), HostStateName(h.GetState()))
 	case h.GetHealth() == v1.HostHealth_HOST_HEALTH_UNHEALTHY:
 		return nil, apierror.Blocked("host %q is unhealthy: %s", h.GetName(), h.GetHealthReason())
 	}
-	if s := fit.Check(f, h, fit.Free(h)); s != fit.None {
-		e := apierror.Blocked("host %q has no room for it: its free resources %s", h.GetName(), s.Describe(f))
+	free := fit.Free(h)
+	if inPlace {
+		free = free.Add(fit.Need(f, h))
+	}
+	if s := fit.Check(to, h, free); s != fit.None {
+		e := apierror.Blocked("host %q has no room for it: its free resources %s", h.GetName(), s.Describe(to))
 		e.Code = apierror.CodeNoRoom
 		return nil, e
 	}
@@ -173,20 +229,25 @@ func (w *WriteTxn) RetargetMigration(id, dest, reason string) (*v1.Migration, er
 	if err != nil {
 		return nil, err
 	}
+	to, err := w.targetFlavor(d, f, cur)
+	if err != nil {
+		return nil, err
+	}
 	if dest == cur.GetDestHost() {
 		return cur, nil
 	}
-	if _, err := w.destination(d, f, dest); err != nil {
-		return nil, err
-	}
-	if err := w.allocate(cur.GetDestHost(), f, true); err != nil {
-		return nil, err
-	}
-	if err := w.allocate(dest, f, false); err != nil {
-		return nil, err
-	}
 	m := proto.Clone(cur).(*v1.Migration)
-	m.DestHost, m.FailureReason, m.UpdateTime, m.ModifyIndex = dest, reason, w.now, w.index
+	m.DestHost = dest
+	if _, err := w.destination(d, f, to, m); err != nil {
+		return nil, err
+	}
+	if err := w.allocate(cur.GetDestHost(), to, true); err != nil {
+		return nil, err
+	}
+	if err := w.allocate(dest, to, false); err != nil {
+		return nil, err
+	}
+	m.FailureReason, m.UpdateTime, m.ModifyIndex = reason, w.now, w.index
 	return m, w.insert(TableMigrations, m)
 }
 
@@ -207,6 +268,9 @@ func (w *WriteTxn) UpdateMigrations(updates []*MigrationUpdate) error {
 		if !ok || Final(cur.GetPhase()) || (len(u.From) > 0 && !slices.Contains(u.From, cur.GetPhase())) {
 			continue
 		}
+		if u.FenceTerm > 0 && u.FenceTerm < cur.GetFenceTerm() {
+			return apierror.Blocked("migration %s is driven by the leader of term %d; this update comes from term %d", u.ID, cur.GetFenceTerm(), u.FenceTerm)
+		}
 		m := proto.Clone(cur).(*v1.Migration)
 		if u.Phase != v1.MigrationPhase_MIGRATION_PHASE_UNSPECIFIED {
 			if u.Phase == v1.MigrationPhase_MIGRATION_PHASE_RUNNING && m.GetStartTime() == nil {
@@ -222,6 +286,15 @@ func (w *WriteTxn) UpdateMigrations(updates []*MigrationUpdate) error {
 		}
 		if u.Reason != "" {
 			m.FailureReason = u.Reason
+		}
+		if u.Cold {
+			m.Cold = true
+		}
+		if u.ColdStep != v1.ColdStep_COLD_STEP_UNSPECIFIED {
+			m.ColdStep = u.ColdStep
+		}
+		if u.FenceTerm > 0 {
+			m.FenceTerm, m.FenceIndex = u.FenceTerm, w.index
 		}
 		m.UpdateTime, m.ModifyIndex = w.now, w.index
 		if err := w.insert(TableMigrations, m); err != nil {
@@ -239,6 +312,13 @@ type MigrationUpdate struct {
 	Attempts uint32
 	From     []v1.MigrationPhase
 	Reason   string
+	// Cold switches the migration to a cold move; ColdStep records where one is.
+	Cold     bool
+	ColdStep v1.ColdStep
+	// FenceTerm is the term of the leader that decided the update; the entry's index becomes the
+	// migration's fencing token with it. An update from an older term than the migration's last
+	// is refused.
+	FenceTerm uint64
 }
 
 // FinishMigration ends a migration. Succeeded records the devserver on the destination (and
@@ -266,6 +346,12 @@ func (w *WriteTxn) FinishMigration(id string, outcome v1.MigrationPhase, reason 
 	if err != nil {
 		return nil, err
 	}
+	to := f
+	if cur.GetDestFlavor() != "" {
+		if to, err = w.GetFlavor(cur.GetDestFlavor()); err != nil {
+			return nil, err
+		}
+	}
 	m := proto.Clone(cur).(*v1.Migration)
 	m.Phase, m.EndTime, m.UpdateTime, m.ModifyIndex = outcome, w.now, w.now, w.index
 	if reason != "" {
@@ -287,10 +373,17 @@ func (w *WriteTxn) FinishMigration(id string, outcome v1.MigrationPhase, reason 
 		if err := w.allocate(m.GetSourceHost(), f, true); err != nil {
 			return nil, err
 		}
-		nd.Host, nd.Site = dest.GetName(), dest.GetSite()
-		nd.StateReason = "moved from " + m.GetSourceHost() + " (migration " + id + ")"
+		nd.Host, nd.Site, nd.Region, nd.Flavor = dest.GetName(), dest.GetSite(), dest.GetRegion(), to.GetName()
+		switch {
+		case m.GetSourceHost() == dest.GetName():
+			nd.StateReason = "resized from " + f.GetName() + " to " + to.GetName() + " (migration " + id + ")"
+		case to.GetName() != f.GetName():
+			nd.StateReason = "moved from " + m.GetSourceHost() + " and resized from " + f.GetName() + " to " + to.GetName() + " (migration " + id + ")"
+		default:
+			nd.StateReason = "moved from " + m.GetSourceHost() + " (migration " + id + ")"
+		}
 	} else {
-		if err := w.allocate(m.GetDestHost(), f, true); err != nil {
+		if err := w.allocate(m.GetDestHost(), to, true); err != nil {
 			return nil, err
 		}
 		nd.StateReason = "stayed on " + m.GetSourceHost() + ": migration " + id + " " + StateOfMigration(outcome)

@@ -22,6 +22,7 @@ type Applier struct {
 	mu    sync.Mutex
 	fsm   *fsm.FSM
 	index uint64
+	term  uint64
 	now   func() time.Time
 }
 
@@ -49,6 +50,21 @@ func (a *Applier) Propose(_ context.Context, cmd *fsmv1.Command) (fsm.Result, er
 
 // VerifyLeader always succeeds: an Applier is the only writer.
 func (a *Applier) VerifyLeader(context.Context) error { return nil }
+
+// Term is the leader's term: 1 until a test says that leadership changed (SetTerm), so that a
+// controller started under the old term finds itself deposed.
+func (a *Applier) Term() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return max(a.term, 1)
+}
+
+// SetTerm makes a new term, as an election would.
+func (a *Applier) SetTerm(t uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.term = t
+}
 
 // Must applies cmd and fails the test on any error; it returns the command's value.
 func (a *Applier) Must(t testing.TB, cmd *fsmv1.Command) any {

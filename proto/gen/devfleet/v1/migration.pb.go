@@ -155,6 +155,64 @@ func (MigrationPhase) EnumDescriptor() ([]byte, []int) {
 	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{1}
 }
 
+// ColdStep is where a cold move is: the guest is shut down on the source, its disk copied, and
+// it is started on the destination; after a failure or an abort it is started on the source again.
+type ColdStep int32
+
+const (
+	ColdStep_COLD_STEP_UNSPECIFIED   ColdStep = 0
+	ColdStep_COLD_STEP_SHUTTING_DOWN ColdStep = 1
+	ColdStep_COLD_STEP_COPYING_DISK  ColdStep = 2
+	ColdStep_COLD_STEP_STARTING      ColdStep = 3
+	// Starting the guest on its source again (the move failed or was aborted).
+	ColdStep_COLD_STEP_RESTORING ColdStep = 4
+)
+
+// Enum value maps for ColdStep.
+var (
+	ColdStep_name = map[int32]string{
+		0: "COLD_STEP_UNSPECIFIED",
+		1: "COLD_STEP_SHUTTING_DOWN",
+		2: "COLD_STEP_COPYING_DISK",
+		3: "COLD_STEP_STARTING",
+		4: "COLD_STEP_RESTORING",
+	}
+	ColdStep_value = map[string]int32{
+		"COLD_STEP_UNSPECIFIED":   0,
+		"COLD_STEP_SHUTTING_DOWN": 1,
+		"COLD_STEP_COPYING_DISK":  2,
+		"COLD_STEP_STARTING":      3,
+		"COLD_STEP_RESTORING":     4,
+	}
+)
+
+func (x ColdStep) Enum() *ColdStep {
+	p := new(ColdStep)
+	*p = x
+	return p
+}
+
+func (x ColdStep) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ColdStep) Descriptor() protoreflect.EnumDescriptor {
+	return file_devfleet_v1_migration_proto_enumTypes[2].Descriptor()
+}
+
+func (ColdStep) Type() protoreflect.EnumType {
+	return &file_devfleet_v1_migration_proto_enumTypes[2]
+}
+
+func (x ColdStep) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ColdStep.Descriptor instead.
+func (ColdStep) EnumDescriptor() ([]byte, []int) {
+	return file_devfleet_v1_migration_proto_rawDescGZIP(), []int{2}
+}
+
 // MigrationPolicy tunes one migration; zero fields take devfleet's defaults.
 type MigrationPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -172,8 +230,8 @@ type MigrationPolicy struct {
 	ParallelConnections uint32               `protobuf:"varint,7,opt,name=parallel_connections,json=parallelConnections,proto3" json:"parallel_connections,omitempty"`
 	// Live attempts before giving up (default 3).
 	MaxAttempts uint32 `protobuf:"varint,8,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
-	// When live attempts are exhausted or impossible, move cold (shut down, start on the
-	// destination).
+	// When live attempts are exhausted or impossible, move cold (shut down, copy the disk, start on
+	// the destination): the developer's session ends, their disk does not.
 	ColdFallback  bool `protobuf:"varint,9,opt,name=cold_fallback,json=coldFallback,proto3" json:"cold_fallback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -429,14 +487,28 @@ type Migration struct {
 	// Who asked (user or automation); recorded for the audit trail.
 	RequestedBy    string `protobuf:"bytes,13,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	AbortRequested bool   `protobuf:"varint,14,opt,name=abort_requested,json=abortRequested,proto3" json:"abort_requested,omitempty"`
-	// Live, or cold (shut down and start on the destination).
-	Cold          bool                   `protobuf:"varint,15,opt,name=cold,proto3" json:"cold,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	CreateIndex   uint64                 `protobuf:"varint,20,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
-	ModifyIndex   uint64                 `protobuf:"varint,21,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// Live, or cold (shut down and start on the destination): asked for, needed (another flavor
+	// or region), or the policy's fallback after the live attempts.
+	Cold        bool                   `protobuf:"varint,15,opt,name=cold,proto3" json:"cold,omitempty"`
+	CreateTime  *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	StartTime   *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime     *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	UpdateTime  *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	CreateIndex uint64                 `protobuf:"varint,20,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
+	ModifyIndex uint64                 `protobuf:"varint,21,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
+	// A cold resize: the flavor the devserver has on its destination ("" keeps its own). Its room
+	// is what the destination holds.
+	DestFlavor string `protobuf:"bytes,22,opt,name=dest_flavor,json=destFlavor,proto3" json:"dest_flavor,omitempty"`
+	// The destination's region, when the move leaves the devserver's (always cold).
+	DestRegion string `protobuf:"bytes,23,opt,name=dest_region,json=destRegion,proto3" json:"dest_region,omitempty"`
+	// The migration does not start before this time (a resize at a time the owner chose).
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	// Where a cold move is.
+	ColdStep ColdStep `protobuf:"varint,25,opt,name=cold_step,json=coldStep,proto3,enum=devfleet.v1.ColdStep" json:"cold_step,omitempty"`
+	// The raft term and index of the controller's last decision on this migration (its fencing
+	// token): side effects on the hosts carry it, and a deposed leader's are refused.
+	FenceTerm     uint64 `protobuf:"varint,26,opt,name=fence_term,json=fenceTerm,proto3" json:"fence_term,omitempty"`
+	FenceIndex    uint64 `protobuf:"varint,27,opt,name=fence_index,json=fenceIndex,proto3" json:"fence_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -618,16 +690,67 @@ func (x *Migration) GetModifyIndex() uint64 {
 	return 0
 }
 
+func (x *Migration) GetDestFlavor() string {
+	if x != nil {
+		return x.DestFlavor
+	}
+	return ""
+}
+
+func (x *Migration) GetDestRegion() string {
+	if x != nil {
+		return x.DestRegion
+	}
+	return ""
+}
+
+func (x *Migration) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *Migration) GetColdStep() ColdStep {
+	if x != nil {
+		return x.ColdStep
+	}
+	return ColdStep_COLD_STEP_UNSPECIFIED
+}
+
+func (x *Migration) GetFenceTerm() uint64 {
+	if x != nil {
+		return x.FenceTerm
+	}
+	return 0
+}
+
+func (x *Migration) GetFenceIndex() uint64 {
+	if x != nil {
+		return x.FenceIndex
+	}
+	return 0
+}
+
 type MigrateDevserverRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Destination; empty lets capacity choose one in the devserver's region.
+	// Destination; empty lets capacity choose one in the devserver's region (or in region).
 	ToHost string `protobuf:"bytes,2,opt,name=to_host,json=toHost,proto3" json:"to_host,omitempty"`
 	// Default user.
 	Reason MigrationReason `protobuf:"varint,3,opt,name=reason,proto3,enum=devfleet.v1.MigrationReason" json:"reason,omitempty"`
 	// 0 takes the reason's default.
-	Priority      int32            `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
-	Policy        *MigrationPolicy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	Priority int32            `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	Policy   *MigrationPolicy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Another region: a cold move with the disk copied.
+	Region string `protobuf:"bytes,6,opt,name=region,proto3" json:"region,omitempty"`
+	// Another flavor (same or bigger disk): a cold resize; without to_host and region it stays on
+	// its host when that has room.
+	Flavor string `protobuf:"bytes,7,opt,name=flavor,proto3" json:"flavor,omitempty"`
+	// Start no earlier than this (the developer's chosen time for a cold move).
+	NotBefore *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	// Move cold even though a live move is possible.
+	Cold          bool `protobuf:"varint,9,opt,name=cold,proto3" json:"cold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -695,6 +818,34 @@ func (x *MigrateDevserverRequest) GetPolicy() *MigrationPolicy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *MigrateDevserverRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *MigrateDevserverRequest) GetFlavor() string {
+	if x != nil {
+		return x.Flavor
+	}
+	return ""
+}
+
+func (x *MigrateDevserverRequest) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *MigrateDevserverRequest) GetCold() bool {
+	if x != nil {
+		return x.Cold
+	}
+	return false
 }
 
 type GetMigrationRequest struct {
@@ -929,7 +1080,7 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\x10disk_total_bytes\x18\n" +
 	" \x01(\x04R\x0ediskTotalBytes\x120\n" +
 	"\x14disk_processed_bytes\x18\v \x01(\x04R\x12diskProcessedBytes\x120\n" +
-	"\x14disk_remaining_bytes\x18\f \x01(\x04R\x12diskRemainingBytes\"\xe6\x06\n" +
+	"\x14disk_remaining_bytes\x18\f \x01(\x04R\x12diskRemainingBytes\"\xd7\b\n" +
 	"\tMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tdevserver\x18\x02 \x01(\tR\tdevserver\x12!\n" +
@@ -956,13 +1107,29 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\vupdate_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\x14 \x01(\x04R\vcreateIndex\x12!\n" +
-	"\fmodify_index\x18\x15 \x01(\x04R\vmodifyIndex\"\xce\x01\n" +
+	"\fmodify_index\x18\x15 \x01(\x04R\vmodifyIndex\x12\x1f\n" +
+	"\vdest_flavor\x18\x16 \x01(\tR\n" +
+	"destFlavor\x12\x1f\n" +
+	"\vdest_region\x18\x17 \x01(\tR\n" +
+	"destRegion\x129\n" +
+	"\n" +
+	"not_before\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x122\n" +
+	"\tcold_step\x18\x19 \x01(\x0e2\x15.devfleet.v1.ColdStepR\bcoldStep\x12\x1d\n" +
+	"\n" +
+	"fence_term\x18\x1a \x01(\x04R\tfenceTerm\x12\x1f\n" +
+	"\vfence_index\x18\x1b \x01(\x04R\n" +
+	"fenceIndex\"\xcd\x02\n" +
 	"\x17MigrateDevserverRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\ato_host\x18\x02 \x01(\tR\x06toHost\x124\n" +
 	"\x06reason\x18\x03 \x01(\x0e2\x1c.devfleet.v1.MigrationReasonR\x06reason\x12\x1a\n" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x124\n" +
-	"\x06policy\x18\x05 \x01(\v2\x1c.devfleet.v1.MigrationPolicyR\x06policy\";\n" +
+	"\x06policy\x18\x05 \x01(\v2\x1c.devfleet.v1.MigrationPolicyR\x06policy\x12\x16\n" +
+	"\x06region\x18\x06 \x01(\tR\x06region\x12\x16\n" +
+	"\x06flavor\x18\a \x01(\tR\x06flavor\x129\n" +
+	"\n" +
+	"not_before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12\x12\n" +
+	"\x04cold\x18\t \x01(\bR\x04cold\";\n" +
 	"\x13GetMigrationRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\"c\n" +
@@ -991,7 +1158,13 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\x1aMIGRATION_PHASE_COMPLETING\x10\x05\x12\x1d\n" +
 	"\x19MIGRATION_PHASE_SUCCEEDED\x10\x06\x12\x1a\n" +
 	"\x16MIGRATION_PHASE_FAILED\x10\a\x12\x1b\n" +
-	"\x17MIGRATION_PHASE_ABORTED\x10\b2\xdc\x03\n" +
+	"\x17MIGRATION_PHASE_ABORTED\x10\b*\x8f\x01\n" +
+	"\bColdStep\x12\x19\n" +
+	"\x15COLD_STEP_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17COLD_STEP_SHUTTING_DOWN\x10\x01\x12\x1a\n" +
+	"\x16COLD_STEP_COPYING_DISK\x10\x02\x12\x16\n" +
+	"\x12COLD_STEP_STARTING\x10\x03\x12\x17\n" +
+	"\x13COLD_STEP_RESTORING\x10\x042\xdc\x03\n" +
 	"\x10MigrationService\x12z\n" +
 	"\x10MigrateDevserver\x12$.devfleet.v1.MigrateDevserverRequest\x1a\x16.devfleet.v1.Migration\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/devservers/{name}:migrate\x12e\n" +
 	"\fGetMigration\x12 .devfleet.v1.GetMigrationRequest\x1a\x16.devfleet.v1.Migration\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/migrations/{id}\x12q\n" +
@@ -1010,50 +1183,54 @@ func file_devfleet_v1_migration_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_migration_proto_rawDescData
 }
 
-var file_devfleet_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_devfleet_v1_migration_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_devfleet_v1_migration_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_devfleet_v1_migration_proto_goTypes = []any{
 	(MigrationReason)(0),            // 0: devfleet.v1.MigrationReason
 	(MigrationPhase)(0),             // 1: devfleet.v1.MigrationPhase
-	(*MigrationPolicy)(nil),         // 2: devfleet.v1.MigrationPolicy
-	(*MigrationProgress)(nil),       // 3: devfleet.v1.MigrationProgress
-	(*Migration)(nil),               // 4: devfleet.v1.Migration
-	(*MigrateDevserverRequest)(nil), // 5: devfleet.v1.MigrateDevserverRequest
-	(*GetMigrationRequest)(nil),     // 6: devfleet.v1.GetMigrationRequest
-	(*ListMigrationsRequest)(nil),   // 7: devfleet.v1.ListMigrationsRequest
-	(*ListMigrationsResponse)(nil),  // 8: devfleet.v1.ListMigrationsResponse
-	(*AbortMigrationRequest)(nil),   // 9: devfleet.v1.AbortMigrationRequest
-	(*durationpb.Duration)(nil),     // 10: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
+	(ColdStep)(0),                   // 2: devfleet.v1.ColdStep
+	(*MigrationPolicy)(nil),         // 3: devfleet.v1.MigrationPolicy
+	(*MigrationProgress)(nil),       // 4: devfleet.v1.MigrationProgress
+	(*Migration)(nil),               // 5: devfleet.v1.Migration
+	(*MigrateDevserverRequest)(nil), // 6: devfleet.v1.MigrateDevserverRequest
+	(*GetMigrationRequest)(nil),     // 7: devfleet.v1.GetMigrationRequest
+	(*ListMigrationsRequest)(nil),   // 8: devfleet.v1.ListMigrationsRequest
+	(*ListMigrationsResponse)(nil),  // 9: devfleet.v1.ListMigrationsResponse
+	(*AbortMigrationRequest)(nil),   // 10: devfleet.v1.AbortMigrationRequest
+	(*durationpb.Duration)(nil),     // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
 }
 var file_devfleet_v1_migration_proto_depIdxs = []int32{
-	10, // 0: devfleet.v1.MigrationPolicy.completion_timeout_per_gib:type_name -> google.protobuf.Duration
-	10, // 1: devfleet.v1.MigrationPolicy.progress_timeout:type_name -> google.protobuf.Duration
-	11, // 2: devfleet.v1.MigrationProgress.sample_time:type_name -> google.protobuf.Timestamp
+	11, // 0: devfleet.v1.MigrationPolicy.completion_timeout_per_gib:type_name -> google.protobuf.Duration
+	11, // 1: devfleet.v1.MigrationPolicy.progress_timeout:type_name -> google.protobuf.Duration
+	12, // 2: devfleet.v1.MigrationProgress.sample_time:type_name -> google.protobuf.Timestamp
 	0,  // 3: devfleet.v1.Migration.reason:type_name -> devfleet.v1.MigrationReason
 	1,  // 4: devfleet.v1.Migration.phase:type_name -> devfleet.v1.MigrationPhase
-	3,  // 5: devfleet.v1.Migration.progress:type_name -> devfleet.v1.MigrationProgress
-	2,  // 6: devfleet.v1.Migration.policy:type_name -> devfleet.v1.MigrationPolicy
-	11, // 7: devfleet.v1.Migration.create_time:type_name -> google.protobuf.Timestamp
-	11, // 8: devfleet.v1.Migration.start_time:type_name -> google.protobuf.Timestamp
-	11, // 9: devfleet.v1.Migration.end_time:type_name -> google.protobuf.Timestamp
-	11, // 10: devfleet.v1.Migration.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 11: devfleet.v1.MigrateDevserverRequest.reason:type_name -> devfleet.v1.MigrationReason
-	2,  // 12: devfleet.v1.MigrateDevserverRequest.policy:type_name -> devfleet.v1.MigrationPolicy
-	4,  // 13: devfleet.v1.ListMigrationsResponse.migrations:type_name -> devfleet.v1.Migration
-	5,  // 14: devfleet.v1.MigrationService.MigrateDevserver:input_type -> devfleet.v1.MigrateDevserverRequest
-	6,  // 15: devfleet.v1.MigrationService.GetMigration:input_type -> devfleet.v1.GetMigrationRequest
-	7,  // 16: devfleet.v1.MigrationService.ListMigrations:input_type -> devfleet.v1.ListMigrationsRequest
-	9,  // 17: devfleet.v1.MigrationService.AbortMigration:input_type -> devfleet.v1.AbortMigrationRequest
-	4,  // 18: devfleet.v1.MigrationService.MigrateDevserver:output_type -> devfleet.v1.Migration
-	4,  // 19: devfleet.v1.MigrationService.GetMigration:output_type -> devfleet.v1.Migration
-	8,  // 20: devfleet.v1.MigrationService.ListMigrations:output_type -> devfleet.v1.ListMigrationsResponse
-	4,  // 21: devfleet.v1.MigrationService.AbortMigration:output_type -> devfleet.v1.Migration
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 5: devfleet.v1.Migration.progress:type_name -> devfleet.v1.MigrationProgress
+	3,  // 6: devfleet.v1.Migration.policy:type_name -> devfleet.v1.MigrationPolicy
+	12, // 7: devfleet.v1.Migration.create_time:type_name -> google.protobuf.Timestamp
+	12, // 8: devfleet.v1.Migration.start_time:type_name -> google.protobuf.Timestamp
+	12, // 9: devfleet.v1.Migration.end_time:type_name -> google.protobuf.Timestamp
+	12, // 10: devfleet.v1.Migration.update_time:type_name -> google.protobuf.Timestamp
+	12, // 11: devfleet.v1.Migration.not_before:type_name -> google.protobuf.Timestamp
+	2,  // 12: devfleet.v1.Migration.cold_step:type_name -> devfleet.v1.ColdStep
+	0,  // 13: devfleet.v1.MigrateDevserverRequest.reason:type_name -> devfleet.v1.MigrationReason
+	3,  // 14: devfleet.v1.MigrateDevserverRequest.policy:type_name -> devfleet.v1.MigrationPolicy
+	12, // 15: devfleet.v1.MigrateDevserverRequest.not_before:type_name -> google.protobuf.Timestamp
+	5,  // 16: devfleet.v1.ListMigrationsResponse.migrations:type_name -> devfleet.v1.Migration
+	6,  // 17: devfleet.v1.MigrationService.MigrateDevserver:input_type -> devfleet.v1.MigrateDevserverRequest
+	7,  // 18: devfleet.v1.MigrationService.GetMigration:input_type -> devfleet.v1.GetMigrationRequest
+	8,  // 19: devfleet.v1.MigrationService.ListMigrations:input_type -> devfleet.v1.ListMigrationsRequest
+	10, // 20: devfleet.v1.MigrationService.AbortMigration:input_type -> devfleet.v1.AbortMigrationRequest
+	5,  // 21: devfleet.v1.MigrationService.MigrateDevserver:output_type -> devfleet.v1.Migration
+	5,  // 22: devfleet.v1.MigrationService.GetMigration:output_type -> devfleet.v1.Migration
+	9,  // 23: devfleet.v1.MigrationService.ListMigrations:output_type -> devfleet.v1.ListMigrationsResponse
+	5,  // 24: devfleet.v1.MigrationService.AbortMigration:output_type -> devfleet.v1.Migration
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_migration_proto_init() }
@@ -1066,7 +1243,7 @@ func file_devfleet_v1_migration_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_migration_proto_rawDesc), len(file_devfleet_v1_migration_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,

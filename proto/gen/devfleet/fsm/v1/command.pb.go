@@ -2579,8 +2579,15 @@ type MigrationUpdate struct {
 	// 0 keeps the count.
 	Attempts uint32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	// Applies only while the migration is in one of these phases (any, when empty).
-	From          []v1.MigrationPhase `protobuf:"varint,5,rep,packed,name=from,proto3,enum=devfleet.v1.MigrationPhase" json:"from,omitempty"`
-	Reason        string              `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	From   []v1.MigrationPhase `protobuf:"varint,5,rep,packed,name=from,proto3,enum=devfleet.v1.MigrationPhase" json:"from,omitempty"`
+	Reason string              `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Switch to a cold move (the policy's fallback); it never switches back.
+	Cold bool `protobuf:"varint,7,opt,name=cold,proto3" json:"cold,omitempty"`
+	// UNSPECIFIED keeps the step.
+	ColdStep v1.ColdStep `protobuf:"varint,8,opt,name=cold_step,json=coldStep,proto3,enum=devfleet.v1.ColdStep" json:"cold_step,omitempty"`
+	// The controller's decision (term, and this entry's index as the token): an update from an
+	// older term than the migration's is refused, as it comes from a deposed leader.
+	FenceTerm     uint64 `protobuf:"varint,9,opt,name=fence_term,json=fenceTerm,proto3" json:"fence_term,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2655,6 +2662,27 @@ func (x *MigrationUpdate) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *MigrationUpdate) GetCold() bool {
+	if x != nil {
+		return x.Cold
+	}
+	return false
+}
+
+func (x *MigrationUpdate) GetColdStep() v1.ColdStep {
+	if x != nil {
+		return x.ColdStep
+	}
+	return v1.ColdStep(0)
+}
+
+func (x *MigrationUpdate) GetFenceTerm() uint64 {
+	if x != nil {
+		return x.FenceTerm
+	}
+	return 0
 }
 
 // UpdateMigrations records the progress of many migrations in one entry: the leader samples
@@ -3459,14 +3487,18 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"G\n" +
 	"\x0fCreateMigration\x124\n" +
-	"\tmigration\x18\x01 \x01(\v2\x16.devfleet.v1.MigrationR\tmigration\"\xf5\x01\n" +
+	"\tmigration\x18\x01 \x01(\v2\x16.devfleet.v1.MigrationR\tmigration\"\xdc\x02\n" +
 	"\x0fMigrationUpdate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\x1b.devfleet.v1.MigrationPhaseR\x05phase\x12:\n" +
 	"\bprogress\x18\x03 \x01(\v2\x1e.devfleet.v1.MigrationProgressR\bprogress\x12\x1a\n" +
 	"\battempts\x18\x04 \x01(\rR\battempts\x12/\n" +
 	"\x04from\x18\x05 \x03(\x0e2\x1b.devfleet.v1.MigrationPhaseR\x04from\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"N\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04cold\x18\a \x01(\bR\x04cold\x122\n" +
+	"\tcold_step\x18\b \x01(\x0e2\x15.devfleet.v1.ColdStepR\bcoldStep\x12\x1d\n" +
+	"\n" +
+	"fence_term\x18\t \x01(\x04R\tfenceTerm\"N\n" +
 	"\x10UpdateMigrations\x12:\n" +
 	"\aupdates\x18\x01 \x03(\v2 .devfleet.fsm.v1.MigrationUpdateR\aupdates\"\xac\x01\n" +
 	"\x0fFinishMigration\x12\x0e\n" +
@@ -3583,7 +3615,8 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*v1.Migration)(nil),          // 59: devfleet.v1.Migration
 	(v1.MigrationPhase)(0),        // 60: devfleet.v1.MigrationPhase
 	(*v1.MigrationProgress)(nil),  // 61: devfleet.v1.MigrationProgress
-	(*v1.Notice)(nil),             // 62: devfleet.v1.Notice
+	(v1.ColdStep)(0),              // 62: devfleet.v1.ColdStep
+	(*v1.Notice)(nil),             // 63: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,  // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -3655,28 +3688,29 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	60, // 66: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
 	61, // 67: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
 	60, // 68: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	37, // 69: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	60, // 70: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	61, // 71: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	62, // 72: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	43, // 73: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	44, // 74: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,  // 75: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	46, // 76: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	48, // 77: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	49, // 78: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	50, // 79: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	51, // 80: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	62, // 81: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	55, // 82: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	56, // 83: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	57, // 84: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	59, // 85: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	86, // [86:86] is the sub-list for method output_type
-	86, // [86:86] is the sub-list for method input_type
-	86, // [86:86] is the sub-list for extension type_name
-	86, // [86:86] is the sub-list for extension extendee
-	0,  // [0:86] is the sub-list for field type_name
+	62, // 69: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
+	37, // 70: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	60, // 71: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	61, // 72: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	63, // 73: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	43, // 74: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	44, // 75: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,  // 76: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	46, // 77: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	48, // 78: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	49, // 79: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	50, // 80: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	51, // 81: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	63, // 82: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	55, // 83: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	56, // 84: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	57, // 85: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	59, // 86: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	87, // [87:87] is the sub-list for method output_type
+	87, // [87:87] is the sub-list for method input_type
+	87, // [87:87] is the sub-list for extension type_name
+	87, // [87:87] is the sub-list for extension extendee
+	0,  // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
