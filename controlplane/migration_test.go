@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/clustertest"
@@ -35,7 +36,8 @@ func TestMigrationAPI(t *testing.T) {
 		must(fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: h, Site: "eu-1", LibvirtUri: "fake://" + h,
 			Capacity: &v1.Resources{Vcpus: 16, MemoryMib: 65536, DiskGib: 100}}}))
 	}
-	must(fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 2, MemoryMib: 4096}}}))
+	must(fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 2, MemoryMib: 4096, DiskGib: 10}}}))
+	must(fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "no-room", Resources: &v1.Resources{Vcpus: 4, MemoryMib: 4096, DiskGib: 5}}}))
 	must(fleet.CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{Name: "d1", Owner: "alice", Sharers: []string{"bob"},
 		Flavor: "small", Region: "eu", Host: "m1"}, ExpiresIn: durationpb.New(72 * time.Hour)}))
 	deadline := time.Now().Add(10 * time.Second)
@@ -62,6 +64,12 @@ func TestMigrationAPI(t *testing.T) {
 		{"unknown host", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", ToHost: "nope"}, codes.NotFound},
 		{"to itself", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", ToHost: "m1"}, codes.FailedPrecondition},
 		{"bad name", as("alice"), &v1.MigrateDevserverRequest{Name: "D 1"}, codes.InvalidArgument},
+		{"unknown region", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", Region: "mars"}, codes.NotFound},
+		{"unknown flavor", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", Flavor: "nope"}, codes.NotFound},
+		{"a flavor with a smaller disk", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", Flavor: "no-room"}, codes.FailedPrecondition},
+		{"bad region name", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", Region: "Mars!"}, codes.InvalidArgument},
+		{"booked too far ahead", as("alice"), &v1.MigrateDevserverRequest{Name: "d1", Cold: true,
+			NotBefore: timestamppb.New(time.Now().Add(60 * 24 * time.Hour))}, codes.InvalidArgument},
 	} {
 		if _, err := migrations.MigrateDevserver(tc.ctx, tc.req); status.Code(err) != tc.code {
 			t.Errorf("%s: %v, want %s", tc.name, err, tc.code)

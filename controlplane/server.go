@@ -152,7 +152,7 @@ func Start(cfg Config) (*Server, error) {
 	pc.Store, pc.Raft, pc.Hypervisors, pc.Placer, pc.Logger, pc.Registry = f.Store(), s.node, s.hv, hosts, log, s.registry
 	s.lifecycle.Register(provisioner.New(pc))
 	s.lifecycle.Register(migrate.New(migrate.Config{Store: f.Store(), Raft: s.node, Leader: s.node, Hypervisors: s.hv,
-		Limits: cfg.MigrationLimits, Placer: hosts, Logger: log}))
+		Limits: cfg.MigrationLimits, Placer: hosts, Logger: log, ShutdownGrace: pc.ShutdownGrace}))
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)
 	}

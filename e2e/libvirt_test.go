@@ -37,9 +37,10 @@ const (
 func TestLibvirtFleet(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
-	// h3 joins the fleet only for the last step (a move that goes elsewhere).
-	all := libvirthost.StartT(t, 3)
-	lv, spare := all[:2], all[2]
+	// h3 joins the fleet only for a move that goes elsewhere, h4 (in another region) for the
+	// last step, a move across regions.
+	all := libvirthost.StartT(t, 4)
+	lv, spare, far := all[:2], all[2], all[3]
 	// Test guests have no OS to answer the ACPI power button: a stop waits out the grace.
 	nodes := startCluster(t, 3, "--guest-shutdown-grace", "2s")
 	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}, diskless: map[string]bool{"mini": true, "wide": true}}
@@ -148,6 +149,7 @@ func TestLibvirtFleet(t *testing.T) {
 	f.liveMigration()
 	f.diskMigration()
 	f.slowMigrations(spare)
+	f.coldMoves(far)
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
 }
 
@@ -757,6 +759,7 @@ func (f *lvFleet) hostState(name string) string {
 type devserverJSON struct {
 	Name        string `json:"name"`
 	Flavor      string `json:"flavor"`
+	Region      string `json:"region"`
 	ID          string `json:"id"`
 	Owner       string `json:"owner"`
 	Host        string `json:"host"`
@@ -1104,4 +1107,86 @@ func (f *lvFleet) nodeInfo(host string) (cpus, memMiB int64) {
 		f.fatalf("virsh nodeinfo on %s: no CPUs or memory in\n%s", host, out)
 	}
 	return cpus, memMiB
+}
+
+// coldMoves resizes ds4 on its host (a bigger flavor: shut down, redefined, started again, its
+// disk grown, its data kept), then moves it to another region, followed with --monitor: shut
+// down, its disk copied through libvirt storage streams, started on the far host only.
+func (f *lvFleet) coldMoves(far libvirthost.Host) {
+	t := f.t
+	step := time.Now()
+	d, err := f.devserver("ds4")
+	if err != nil {
+		f.fatalf("%v", err)
+	}
+	src := d.Host
+	// Data on the disk (test guests boot nothing from it, so nothing else writes it).
+	want := "devfleet keeps your disk\n"
+	marker := filepath.Join(t.TempDir(), "marker")
+	if err := os.WriteFile(marker, []byte(want), 0o644); err != nil {
+		f.fatalf("%v", err)
+	}
+	f.virsh(src, "vol-upload", "--pool", "devfleet", "ds4.raw", marker)
+	diskHolds := func(host string) error {
+		out := filepath.Join(t.TempDir(), "read-back")
+		if _, err := virsh(f.hosts[host], "vol-download", "--pool", "devfleet", "ds4.raw", out, "--length", fmt.Sprint(len(want))); err != nil {
+			return err
+		}
+		got, err := os.ReadFile(out)
+		if err != nil || string(got) != want {
+			return fmt.Errorf("ds4.raw on %s starts with %q (%v), want %q", host, got, err, want)
+		}
+		return nil
+	}
+
+	f.must("flavor", "add", "tiny-big", "--cpus", "1", "--memory-mib", "256", "--disk-gib", "2")
+	f.must("--as", "alice", "devserver", "migrate", "ds4", "--flavor", "tiny-big", "--wait")
+	f.waitFor(30*time.Second, "ds4 resized on "+src, func() error {
+		d, err := f.devserver("ds4")
+		if err != nil {
+			return err
+		}
+		if d.Host != src || d.Flavor != "tiny-big" || d.State != "DEVSERVER_STATE_RUNNING" {
+			return fmt.Errorf("ds4 is %s on %s with flavor %s", d.State, d.Host, d.Flavor)
+		}
+		if info := f.virsh(src, "dominfo", "ds4"); !strings.Contains(info, "262144 KiB") {
+			return fmt.Errorf("ds4 on %s after the resize:\n%s", src, info)
+		}
+		if info := f.virsh(src, "vol-info", "--pool", "devfleet", "ds4.raw"); !strings.Contains(info, "2.00 GiB") {
+			return fmt.Errorf("ds4.raw on %s after the resize:\n%s", src, info)
+		}
+		if err := diskHolds(src); err != nil {
+			return err
+		}
+		return f.agree()
+	})
+	t.Logf("cold resize of ds4 on %s (shutdown grace 2s included) in %v", src, time.Since(step).Round(time.Millisecond))
+
+	step = time.Now()
+	f.must("region", "add", "lab2")
+	f.must("site", "add", "lab2a", "--region", "lab2")
+	f.must("host", "add", far.Name, "--site", "lab2a", "--libvirt", far.URI, "--migration-uri", far.TCPURI, "--disk-gib", "20", "--cpu-overcommit", "4")
+	f.hosts[far.Name] = far
+	out, errOut, code := cli(t, f.via.grpc, "--as", "alice", "devserver", "migrate", "ds4", "--region", "lab2", "--monitor")
+	if code != 0 || !strings.Contains(errOut, "(cold: shutting down)") || !strings.Contains(errOut, "(cold: copying disk)") {
+		f.fatalf("migrate --region --monitor: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	t.Logf("migrate --region lab2 --monitor:\n%s%s", errOut, out)
+	f.waitFor(30*time.Second, "ds4 on "+far.Name+" only, with its data", func() error {
+		d, err := f.devserver("ds4")
+		if err != nil {
+			return err
+		}
+		if d.Host != far.Name || d.Region != "lab2" {
+			return fmt.Errorf("ds4 is recorded on %s in %s", d.Host, d.Region)
+		}
+		if vols, err := f.volumes(src); err != nil || slices.Contains(vols, "ds4.raw") {
+			return fmt.Errorf("%s still has ds4.raw (%v): %v", src, err, vols)
+		}
+		if err := diskHolds(far.Name); err != nil {
+			return err
+		}
+		return f.agree()
+	})
+	t.Logf("cold move of ds4 %s -> %s (another region, 2 GiB disk copied) in %v", src, far.Name, time.Since(step).Round(time.Millisecond))
 }

@@ -26,10 +26,11 @@ type Proposer interface {
 	Propose(ctx context.Context, cmd *fsmv1.Command) (fsm.Result, error)
 }
 
-// Leader confirms, before every side effect on a host, that this node still leads: a deposed
-// leader's late calls never reach libvirt.
+// Leader confirms, before every side effect on a host, that this node still leads, in the term
+// it started leading in: a deposed leader's late calls never reach libvirt.
 type Leader interface {
 	VerifyLeader(ctx context.Context) error
+	Term() uint64
 }
 
 // Hypervisors opens hosts' libvirt (hypervisor.Connector).
@@ -63,6 +64,9 @@ type Config struct {
 	// Sample is how often a running migration's progress is read from libvirt (default 500ms);
 	// Flush how often the samples of all migrations are written, in one batch (default 500ms).
 	Sample, Flush time.Duration
+	// ShutdownGrace is how long a cold-moving guest may take to power off before it is cut
+	// (default 30s).
+	ShutdownGrace time.Duration
 }
 
 // Placer chooses a host for a devserver (capacity.Index).
@@ -87,6 +91,9 @@ func New(cfg Config) *Controller {
 	if cfg.Flush <= 0 {
 		cfg.Flush = 500 * time.Millisecond
 	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
 	return &Controller{cfg: cfg, log: cfg.Logger.With("controller", "migrations")}
 }
 
@@ -96,10 +103,10 @@ func (c *Controller) Name() string { return "migrations" }
 // Run schedules pending migrations as slots free, runs scheduled ones, and adopts those a
 // previous leader left under way, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	r := &run{c: c, ctx: ctx, inflight: map[string]bool{}, progress: map[string]*fsmv1.MigrationUpdate{}, poke: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancelCause(ctx)
+	r := &run{c: c, ctx: ctx, cancel: cancel, term: c.cfg.Leader.Term(), inflight: map[string]bool{}, progress: map[string]*fsmv1.MigrationUpdate{}, poke: make(chan struct{}, 1)}
 	defer func() {
-		cancel()
+		cancel(nil)
 		r.wg.Wait()
 	}()
 	r.wg.Go(r.flushProgress)
@@ -109,16 +116,27 @@ func (c *Controller) Run(ctx context.Context) error {
 		ws.Add(v.WatchTable(state.TableMigrations))
 		ws.Add(v.WatchTable(state.TableHosts))
 		ws.Add(c.cfg.Store.AbandonCh())
-		r.pass(v)
+		next := r.pass(v)
 		watchCtx, stop := context.WithCancel(ctx)
+		var due *time.Timer
+		if !next.IsZero() {
+			due = time.AfterFunc(time.Until(next), r.wake) // a migration asked to start later may now
+		}
 		select {
 		case <-ctx.Done():
-			stop()
-			return nil
 		case <-ws.WatchCh(watchCtx):
 		case <-r.poke:
 		}
 		stop()
+		if due != nil {
+			due.Stop()
+		}
+		if ctx.Err() != nil {
+			if cause := context.Cause(ctx); errors.Is(cause, errDeposed) {
+				return cause // restarted (in the new term) if this node leads again
+			}
+			return nil
+		}
 	}
 }
 
@@ -126,6 +144,10 @@ type run struct {
 	c   *Controller
 	ctx context.Context
 	wg  sync.WaitGroup
+	// term is the raft term this controller leads in: the first half of the fencing token of
+	// its side effects. cancel stops the whole run when it finds itself deposed.
+	term   uint64
+	cancel context.CancelCauseFunc
 
 	mu       sync.Mutex
 	inflight map[string]bool
@@ -141,8 +163,9 @@ func (r *run) wake() {
 }
 
 // pass ends pending migrations whose abort was asked, gives free slots to pending ones, and
-// runs every migration that holds a slot and has no goroutine yet (after a failover, all).
-func (r *run) pass(v *state.View) {
+// runs every migration that holds a slot and has no goroutine yet (after a failover, all). It
+// returns when the next migration asked to start later may start (zero: none waits).
+func (r *run) pass(v *state.View) time.Time {
 	all := v.Migrations()
 	var updates []*fsmv1.MigrationUpdate
 	for _, m := range all {
@@ -157,7 +180,8 @@ func (r *run) pass(v *state.View) {
 		}
 		return h.GetSite()
 	}
-	for _, m := range Schedule(all, r.c.cfg.Limits, siteOf) {
+	now := time.Now()
+	for _, m := range Schedule(all, r.c.cfg.Limits, siteOf, now) {
 		updates = append(updates, &fsmv1.MigrationUpdate{Id: m.GetId(), Phase: v1.MigrationPhase_MIGRATION_PHASE_SCHEDULED,
 			From: []v1.MigrationPhase{v1.MigrationPhase_MIGRATION_PHASE_PENDING}})
 	}
@@ -165,7 +189,7 @@ func (r *run) pass(v *state.View) {
 		if _, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: updates}}}); err != nil {
 			r.c.log.Warn("scheduling migrations failed", "error", err)
 		}
-		return // the write wakes the next pass, which starts them
+		return nextStart(all, now) // the write wakes the next pass, which starts them
 	}
 	for _, m := range all {
 		if !running(m) {
@@ -188,6 +212,7 @@ func (r *run) pass(v *state.View) {
 			r.execute(m)
 		})
 	}
+	return nextStart(all, now)
 }
 
 func (r *run) propose(cmd *fsmv1.Command) (any, error) {
@@ -201,9 +226,55 @@ func (r *run) propose(cmd *fsmv1.Command) (any, error) {
 }
 
 func (r *run) setPhase(m *v1.Migration, to v1.MigrationPhase, attempts uint32, reason string) error {
-	_, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{Updates: []*fsmv1.MigrationUpdate{{
-		Id: m.GetId(), Phase: to, Attempts: attempts, Reason: reason}}}}})
+	return r.decide(m, &fsmv1.MigrationUpdate{Phase: to, Attempts: attempts, Reason: reason})
+}
+
+// errDeposed marks a side effect refused because this node no longer leads in its term.
+var errDeposed = errors.New("no longer the leader")
+
+// decide records the controller's next step for migration m under this leader's term: the
+// entry's index and the term become the migration's fencing token, which the side effect that
+// follows carries (a domain it defines has them in its metadata). The FSM refuses a decision of
+// an older term than the migration's last.
+func (r *run) decide(m *v1.Migration, u *fsmv1.MigrationUpdate) error {
+	u.Id, u.FenceTerm = m.GetId(), r.term
+	ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+	defer cancel()
+	res, err := r.c.cfg.Raft.Propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_UpdateMigrations{UpdateMigrations: &fsmv1.UpdateMigrations{
+		Updates: []*fsmv1.MigrationUpdate{u}}}})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		return err
+	}
+	m.FenceTerm, m.FenceIndex = r.term, res.Index
+	return nil
+}
+
+// verify confirms, right before a side effect, that this node still leads and in the term it
+// started in: a leader that lost leadership, even one that won it back, does not act on its old
+// decisions.
+func (r *run) verify(ctx context.Context) error {
+	err := r.c.cfg.Leader.VerifyLeader(ctx)
+	if err != nil {
+		err = fmt.Errorf("%w: %v", errDeposed, err)
+	} else if t := r.c.cfg.Leader.Term(); t != r.term {
+		err = fmt.Errorf("%w: led in term %d, the term is now %d", errDeposed, r.term, t)
+	}
+	if err != nil {
+		r.c.log.Warn("stopping: a side effect was refused", "error", err)
+		r.cancel(err) // nothing more from this run; the leader's controller (if any) takes over
+	}
 	return err
+}
+
+// fenced records the decision to take a cold step and confirms leadership right before it.
+func (r *run) fenced(m *v1.Migration, step v1.ColdStep, what string) error {
+	if err := r.decide(m, &fsmv1.MigrationUpdate{Phase: v1.MigrationPhase_MIGRATION_PHASE_RUNNING, ColdStep: step}); err != nil {
+		return fmt.Errorf("recording the decision to %s: %w", what, err)
+	}
+	return r.verify(r.ctx)
 }
 
 func (r *run) finish(m *v1.Migration, outcome v1.MigrationPhase, reason string, p *v1.MigrationProgress) {
@@ -274,12 +345,25 @@ func (r *run) execute(m *v1.Migration) {
 		r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, err.Error(), nil)
 		return
 	}
-	g := guest{name: d.GetName(), id: d.GetId(), src: hvSrc, dst: hvDst, disk: true}
+	g := guest{name: d.GetName(), id: d.GetId(), owner: d.GetOwner(), src: hvSrc, dst: hvDst, disk: true,
+		srcHost: src.GetName(), dstHost: dst.GetName(), inPlace: src.GetName() == dst.GetName()}
 	if f, err := v.GetFlavor(d.GetFlavor()); err == nil {
 		g.disk = f.GetResources().GetDiskGib() > 0
 		g.memory = uint64(max(f.GetResources().GetMemoryMib(), 0)) << 20
+		g.to = f
+	}
+	if m.GetDestFlavor() != "" {
+		g.to, err = v.GetFlavor(m.GetDestFlavor())
+	}
+	if g.to == nil || err != nil {
+		r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, "the flavor it moves to is gone", nil)
+		return
 	}
 	policy := withDefaults(m.GetPolicy())
+	if m.GetCold() {
+		r.executeCold(m, g, policy)
+		return
+	}
 	attempts := m.GetAttempts()
 	for {
 		// Where is it? A copy running on the destination means the move happened (maybe
@@ -323,6 +407,16 @@ func (r *run) execute(m *v1.Migration) {
 			if g.disk && attempts > 0 {
 				r.cleanUp(m, "destination", g.removeDestVolumes)
 			}
+			if policy.GetColdFallback() {
+				r.c.log.Info("live attempts are used up; moving cold", "migration", m.GetId(), "last", m.GetFailureReason())
+				if err := r.decide(m, &fsmv1.MigrationUpdate{Cold: true, Reason: fmt.Sprintf("moving cold after %d live attempts; last: %s", attempts, m.GetFailureReason())}); err != nil {
+					r.pause(time.Second)
+					continue
+				}
+				m.Cold = true
+				r.executeCold(m, g, policy)
+				return
+			}
 			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, fmt.Sprintf("%d attempts failed; last: %s", attempts, m.GetFailureReason()), nil)
 			return
 		}
@@ -335,6 +429,9 @@ func (r *run) execute(m *v1.Migration) {
 			continue // the loop finds the guest on the source and records the abort
 		case err != nil:
 			m.FailureReason = err.Error()
+			if policy.GetColdFallback() && liveImpossible(err) {
+				attempts = policy.GetMaxAttempts() // no point in trying live again
+			}
 			r.c.log.Warn("migration attempt failed", "migration", m.GetId(), "attempt", attempts, "error", err)
 			_ = r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_SCHEDULED, attempts, "attempt "+fmt.Sprint(attempts)+": "+err.Error())
 			if errors.Is(err, errDestDown) && attempts < policy.GetMaxAttempts() {
@@ -385,7 +482,7 @@ func (r *run) retarget(m *v1.Migration, d *v1.Devserver, silent *v1.Host) (*v1.H
 func (r *run) cleanUp(m *v1.Migration, where string, remove func(context.Context) ([]string, error)) {
 	ctx, cancel := context.WithTimeout(r.ctx, cleanupTimeout)
 	defer cancel()
-	if err := r.c.cfg.Leader.VerifyLeader(ctx); err != nil {
+	if err := r.verify(ctx); err != nil {
 		return // the next leader looks again
 	}
 	removed, err := remove(ctx)
@@ -415,8 +512,8 @@ func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.Migrati
 	}
 	var volumes []hypervisor.Volume
 	if g.disk {
-		if err := r.c.cfg.Leader.VerifyLeader(r.ctx); err != nil {
-			return fmt.Errorf("no longer the leader: %w", err)
+		if err := r.verify(r.ctx); err != nil {
+			return err
 		}
 		v, err := g.prepareVolumes(r.ctx)
 		if err != nil {
@@ -427,8 +524,8 @@ func (r *run) attempt(m *v1.Migration, g guest, dst *v1.Host, policy *v1.Migrati
 	if err := r.setPhase(m, v1.MigrationPhase_MIGRATION_PHASE_RUNNING, attempt, ""); err != nil {
 		return err
 	}
-	if err := r.c.cfg.Leader.VerifyLeader(r.ctx); err != nil {
-		return fmt.Errorf("no longer the leader: %w", err)
+	if err := r.verify(r.ctx); err != nil {
+		return err
 	}
 	target := hypervisor.MigrationTarget{Host: dst.GetName(), URI: cmp.Or(dst.GetMigrationUri(), dst.GetLibvirtUri())}
 	params := hypervisor.MigrationParams{BandwidthMiBps: policy.GetBandwidthMibps(), MaxDowntime: time.Duration(policy.GetMaxDowntimeMs()) * time.Millisecond,
@@ -529,4 +626,11 @@ func (r *run) record(m *v1.Migration, st hypervisor.JobStats) {
 	defer r.mu.Unlock()
 	r.progress[m.GetId()] = &fsmv1.MigrationUpdate{Id: m.GetId(), Progress: progressOf(st),
 		From: []v1.MigrationPhase{v1.MigrationPhase_MIGRATION_PHASE_RUNNING}}
+}
+
+// liveImpossible reports whether a live attempt failed in a way that another live attempt would
+// repeat (the hosts refuse the move itself, not a passing fault).
+func liveImpossible(err error) bool {
+	k := hypervisor.KindOf(err)
+	return k == hypervisor.KindFailedPrecondition || k == hypervisor.KindInvalidArgument
 }

@@ -26,6 +26,13 @@ type guest struct {
 	// memory is the guest's memory by its flavor, in bytes (0 when unknown): the completion
 	// timeout's measure while libvirt copies the disk and reports no memory yet.
 	memory uint64
+
+	owner            string
+	srcHost, dstHost string
+	// to is the flavor the devserver has once moved (its own, or a resize's); inPlace: a
+	// resize on its own host (src and dst are the same).
+	to      *v1.Flavor
+	inPlace bool
 }
 
 // whereabouts says where a migrating guest is.

@@ -6,6 +6,7 @@ package migrate
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"github.com/devfleet/devfleet/controlplane/state"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -47,8 +48,8 @@ func running(m *v1.Migration) bool {
 // Schedule picks the pending migrations to start now, in order, so that no limit is exceeded:
 // higher priority first; within a priority, the groups (requested_by: a drain, a user) take
 // turns, oldest first within a group, so that one big drain cannot starve another. siteOf
-// gives a host's site ("" if unknown).
-func Schedule(all []*v1.Migration, l Limits, siteOf func(host string) string) []*v1.Migration {
+// gives a host's site ("" if unknown). A migration whose not_before is after now waits.
+func Schedule(all []*v1.Migration, l Limits, siteOf func(host string) string, now time.Time) []*v1.Migration {
 	l = l.withDefaults()
 	src, dst, site := map[string]int{}, map[string]int{}, map[string]int{}
 	total := 0
@@ -63,7 +64,7 @@ func Schedule(all []*v1.Migration, l Limits, siteOf func(host string) string) []
 				site[s]++
 			}
 			total++
-		case m.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_PENDING && !m.GetAbortRequested():
+		case m.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_PENDING && !m.GetAbortRequested() && !waits(m, now):
 			pending = append(pending, m)
 		}
 	}
@@ -86,6 +87,25 @@ func Schedule(all []*v1.Migration, l Limits, siteOf func(host string) string) []
 		out = append(out, m)
 	}
 	return out
+}
+
+// waits reports whether a pending migration is asked to start later than now.
+func waits(m *v1.Migration, now time.Time) bool {
+	return m.GetNotBefore() != nil && m.GetNotBefore().AsTime().After(now)
+}
+
+// nextStart is the earliest not_before after now of the pending migrations (zero when none
+// waits): when the scheduler must look again by itself.
+func nextStart(all []*v1.Migration, now time.Time) time.Time {
+	var next time.Time
+	for _, m := range all {
+		if m.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_PENDING && waits(m, now) {
+			if t := m.GetNotBefore().AsTime(); next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
+	}
+	return next
 }
 
 // fairOrder sorts pending migrations by priority (high first), and within a priority lets the

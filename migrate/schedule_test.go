@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
@@ -74,8 +77,12 @@ func TestScheduleOrderAndLimits(t *testing.T) {
 		{"an abort request is never started", []*v1.Migration{
 			{Id: "p1", SourceHost: "a1", DestHost: "b1", Phase: pending, AbortRequested: true},
 		}, Limits{}, ""},
+		{"one asked to start later waits; one whose time came goes", []*v1.Migration{
+			{Id: "later", SourceHost: "a1", DestHost: "b1", Phase: pending, CreateIndex: 1, NotBefore: timestamppb.New(time.Now().Add(time.Hour))},
+			{Id: "due", SourceHost: "a2", DestHost: "b2", Phase: pending, CreateIndex: 2, NotBefore: timestamppb.New(time.Now().Add(-time.Second))},
+		}, Limits{}, "due "},
 	} {
-		if got := ids(Schedule(tc.all, tc.l, siteOf)); got != tc.want {
+		if got := ids(Schedule(tc.all, tc.l, siteOf, time.Now())); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
 	}
@@ -103,7 +110,7 @@ func TestScheduleNeverExceedsLimits(t *testing.T) {
 				}
 			}
 		}
-		for _, m := range Schedule(all, l, siteOf) {
+		for _, m := range Schedule(all, l, siteOf, time.Now()) {
 			m.Phase = runs
 		}
 		src, dst, site, total := map[string]int{}, map[string]int{}, map[string]int{}, 0
@@ -137,7 +144,7 @@ func TestScheduleNeverExceedsLimits(t *testing.T) {
 		if total > l.Cluster {
 			t.Fatalf("step %d: %d running", step, total)
 		}
-		if again := Schedule(all, l, siteOf); len(again) != 0 {
+		if again := Schedule(all, l, siteOf, time.Now()); len(again) != 0 {
 			t.Fatalf("step %d: a second pass still starts %s: slots were left unused", step, ids(again))
 		}
 	}

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/metadata"
@@ -41,13 +43,25 @@ func (s *Server) mayMove(who string, d *v1.Devserver) error {
 		Reason: who + " is not the owner of devserver " + d.GetName() + ", a sharer of it, or an operator"}
 }
 
-// MigrateDevserver records a move; the leader's migration controller runs it.
+// MigrateDevserver records a move; the leader's migration controller runs it. A move within the
+// region, keeping the flavor, is live unless cold is asked; another flavor (a resize) or region
+// is cold.
 func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverRequest) (*v1.Migration, error) {
 	if err := validate.Name("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	if err := validate.OptionalName("to_host", req.GetToHost()); err != nil {
-		return nil, err
+	for _, f := range [][2]string{{"to_host", req.GetToHost()}, {"region", req.GetRegion()}, {"flavor", req.GetFlavor()}} {
+		if err := validate.OptionalName(f[0], f[1]); err != nil {
+			return nil, err
+		}
+	}
+	if nb := req.GetNotBefore(); nb != nil {
+		if err := nb.CheckValid(); err != nil {
+			return nil, apierror.Invalid("not_before", "%v", err)
+		}
+		if nb.AsTime().After(time.Now().Add(maxNotBefore)) {
+			return nil, apierror.Invalid("not_before", "is more than %d days ahead", int(maxNotBefore.Hours()/24))
+		}
 	}
 	reason := req.GetReason()
 	if reason == v1.MigrationReason_MIGRATION_REASON_UNSPECIFIED {
@@ -61,7 +75,7 @@ func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverR
 		return nil, err
 	}
 	var d *v1.Devserver
-	// read returns the devserver as it is now, if who may move it.
+	// read returns the devserver as it is now, if who may move it, and the flavor it moves to.
 	read := func() (*v1.Flavor, error) {
 		v := s.store.View()
 		var err error
@@ -71,12 +85,13 @@ func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverR
 		if err := s.mayMove(who, d); err != nil {
 			return nil, err
 		}
-		return v.GetFlavor(d.GetFlavor())
+		return v.GetFlavor(cmp.Or(req.GetFlavor(), d.GetFlavor()))
 	}
 	build := func(dest string) *fsmv1.Command {
 		return &fsmv1.Command{Op: &fsmv1.Command_CreateMigration{CreateMigration: &fsmv1.CreateMigration{Migration: &v1.Migration{
 			Id: uuid.NewString(), Devserver: d.GetName(), DevserverId: d.GetId(), DestHost: dest, Reason: reason,
-			Priority: req.GetPriority(), Policy: req.GetPolicy(), RequestedBy: who}}}}
+			Priority: req.GetPriority(), Policy: req.GetPolicy(), RequestedBy: who, Cold: req.GetCold(),
+			DestFlavor: req.GetFlavor(), DestRegion: req.GetRegion(), NotBefore: req.GetNotBefore()}}}}
 	}
 	if req.GetToHost() != "" {
 		if _, err := read(); err != nil {
@@ -84,14 +99,28 @@ func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverR
 		}
 		return proposeAs[*v1.Migration](ctx, s, build(req.GetToHost()))
 	}
-	// No destination given: capacity picks one in the devserver's region, away from its host.
+	if req.GetFlavor() != "" && req.GetRegion() == "" {
+		// A resize stays on its host when that has room for the new flavor.
+		if _, err := read(); err != nil {
+			return nil, err
+		}
+		m, err := proposeAs[*v1.Migration](ctx, s, build(d.GetHost()))
+		if !apierror.HasCode(err, apierror.CodeNoRoom) {
+			return m, err
+		}
+	}
+	// No destination given: capacity picks one in the region it moves to, away from its host.
 	return proposePlaced[*v1.Migration](ctx, s,
 		func() (capacity.Decision, *v1.Flavor, error) {
 			f, err := read()
 			if err != nil {
 				return capacity.Decision{}, nil, err
 			}
-			return s.hosts.Place(&capacity.Request{Flavor: f, Region: d.GetRegion(), Pending: s.pending.snapshot(),
+			region := cmp.Or(req.GetRegion(), d.GetRegion())
+			if _, err := s.store.View().GetRegion(region); err != nil {
+				return capacity.Decision{}, nil, err
+			}
+			return s.hosts.Place(&capacity.Request{Flavor: f, Region: region, Pending: s.pending.snapshot(),
 				Spread: capacity.SpreadHosts, Owner: d.GetOwner(), Avoid: capacity.Avoid{Hosts: map[string]bool{d.GetHost(): true}}}), f, nil
 		},
 		func(dec capacity.Decision) error {
@@ -99,6 +128,9 @@ func (s *Server) MigrateDevserver(ctx context.Context, req *v1.MigrateDevserverR
 		},
 		build)
 }
+
+// maxNotBefore bounds how far ahead a move may be booked.
+const maxNotBefore = 30 * 24 * time.Hour
 
 func (s *Server) GetMigration(_ context.Context, req *v1.GetMigrationRequest) (*v1.Migration, error) {
 	if req.GetId() == "" {

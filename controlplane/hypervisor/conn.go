@@ -105,10 +105,10 @@ type Conn struct {
 	// poolMu serializes making the storage pool.
 	poolMu sync.Mutex
 
-	// migMu guards migConns, the dedicated connections of the Migrate calls under way, which
-	// are cut when this connection closes.
-	migMu    sync.Mutex
-	migConns map[*Conn]struct{}
+	// dedMu guards dedConns, the dedicated connections of the calls under way that have one
+	// (Migrate, DownloadVolume, UploadVolume), which are cut when this connection closes.
+	dedMu    sync.Mutex
+	dedConns map[*Conn]struct{}
 }
 
 var _ Hypervisor = (*Conn)(nil)
@@ -190,11 +190,11 @@ func (c *Conn) Close() error {
 func (c *Conn) abort() { c.shut(0) }
 
 // shut closes the connection, waiting up to grace for the daemon to acknowledge, and cuts the
-// dedicated connections of the Migrate calls under way.
+// dedicated connections of the calls under way (see dedicated).
 func (c *Conn) shut(grace time.Duration) {
 	c.close.Do(func() {
 		c.closed.Store(true)
-		c.cutMigrations()
+		c.cutDedicated()
 		if grace > 0 {
 			done := make(chan error, 1)
 			go func() { done <- c.l.Disconnect() }()

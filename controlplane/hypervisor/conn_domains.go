@@ -16,10 +16,11 @@ import (
 const undefineFlags = libvirt.DomainUndefineManagedSave | libvirt.DomainUndefineSnapshotsMetadata |
 	libvirt.DomainUndefineCheckpointsMetadata | libvirt.DomainUndefineNvram
 
-// DefineAndStart implements Hypervisor: lookup (refuse an existing name), volume, define (with
-// schema validation), start. The steps run in the background to the end of the one under way
-// even when ctx ends: a failure, or ctx ending before the start, undoes what was made, so that a
-// half-made domain is never left behind while the connection holds.
+// DefineAndStart implements Hypervisor: lookup (refuse an existing name), volume (made, or
+// checked with ExistingVolume), define (with schema validation), start. The steps run in the
+// background to the end of the one under way even when ctx ends: a failure, or ctx ending
+// before the start, undoes what was made, so that a half-made domain is never left behind while
+// the connection holds.
 func (c *Conn) DefineAndStart(ctx context.Context, spec DomainSpec) (Domain, error) {
 	const op = OpDefineAndStart
 	if err := spec.Validate(); err != nil {
@@ -63,14 +64,21 @@ func (c *Conn) defineAndStart(ctx context.Context, spec DomainSpec, xml string) 
 	} else if !IsNotFound(err) {
 		return Domain{}, err
 	}
-	var volume string
+	var volume string // the volume made here, which a rollback deletes
 	if spec.DiskGiB > 0 {
 		if err := gaveUp(); err != nil {
 			return Domain{}, err
 		}
-		volume = c.layout.volumeName(spec.Name)
-		if err := c.createVolume(work, op, spec.Name, volume, spec.DiskGiB); err != nil {
-			return Domain{}, err
+		name := c.layout.volumeName(spec.Name)
+		if spec.ExistingVolume {
+			if err := c.checkExisting(work, op, spec.Name, name, spec.DiskGiB); err != nil {
+				return Domain{}, err
+			}
+		} else {
+			if err := c.createVolume(work, op, spec.Name, name, spec.DiskGiB); err != nil {
+				return Domain{}, err
+			}
+			volume = name
 		}
 	}
 	if err := gaveUp(); err != nil {
@@ -108,9 +116,39 @@ func (c *Conn) defineAndStart(ctx context.Context, spec DomainSpec, xml string) 
 	}, nil
 }
 
+// checkExisting checks the volume that a DefineAndStart with ExistingVolume boots from: in the
+// pool (KindNotFound otherwise), of the host's format, at least gib GiB, and used by no other
+// domain (two guests on one disk would wreck it).
+func (c *Conn) checkExisting(ctx context.Context, op Op, domain, name string, gib int64) error {
+	p, err := c.pool(ctx, op, domain, true)
+	if err != nil {
+		return err
+	}
+	v, err := call(ctx, c, op, domain, func(l *libvirt.Libvirt) (Volume, error) { return readVolume(l, p, name) })
+	if err != nil {
+		return err
+	}
+	if err := checkExistingVolume(v, c.layout.volumeFormat, gib); err != nil {
+		return errorf(c.host, op, domain, KindFailedPrecondition, "%v", err)
+	}
+	return c.checkUnused(ctx, op, name, false)
+}
+
+// checkExistingVolume checks that v can be the disk of a guest of gib GiB.
+func checkExistingVolume(v Volume, format string, gib int64) error {
+	if v.Format != format {
+		return fmt.Errorf("existing volume %s is %s, want %s", v.Name, v.Format, format)
+	}
+	if want := uint64(gib) << 30; v.Capacity < want {
+		return fmt.Errorf("existing volume %s has %d bytes, less than the disk's %d GiB", v.Name, v.Capacity, gib)
+	}
+	return nil
+}
+
 // rollback undoes a failed DefineAndStart: destroys and undefines dom (if defined) and deletes
-// the volume (if made). It runs on its own deadline, since ctx may be what ended; what it cannot
-// undo (the connection is gone) is logged, and List finds it again (it carries metadata).
+// the volume (if made: an ExistingVolume is not passed, and stays). It runs on its own
+// deadline, since ctx may be what ended; what it cannot undo (the connection is gone) is
+// logged, and List finds it again (it carries metadata).
 func (c *Conn) rollback(ctx context.Context, name string, dom *libvirt.Domain, volume string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
@@ -136,6 +174,71 @@ func (c *Conn) rollback(ctx context.Context, name string, dom *libvirt.Domain, v
 			c.log.Warn("hypervisor: rollback of a failed define-and-start left the volume", "host", c.host, "domain", name, "volume", volume, "error", err)
 		}
 	}
+}
+
+// Redefine implements Hypervisor: a check that the domain is shut off, the volume grown
+// (StorageVolResize) when the new disk is bigger, then the new definition (same name and UUID:
+// libvirt replaces the persistent one).
+func (c *Conn) Redefine(ctx context.Context, spec DomainSpec) error {
+	const op = OpRedefine
+	dom, err := c.lookup(ctx, op, spec.Name)
+	if err != nil {
+		return err
+	}
+	if spec.UUID == "" {
+		spec.UUID = uuid.UUID(dom.UUID).String()
+	}
+	if err := spec.Validate(); err != nil {
+		return errorf(c.host, op, spec.Name, KindInvalidArgument, "invalid spec: %v", err)
+	}
+	if spec.UUID != uuid.UUID(dom.UUID).String() {
+		return errorf(c.host, op, spec.Name, KindInvalidArgument, "uuid %s is not the domain's %s", spec.UUID, uuid.UUID(dom.UUID))
+	}
+	state, err := c.state(ctx, op, dom)
+	if err != nil {
+		return err
+	}
+	if state != StateShutOff {
+		return errorf(c.host, op, spec.Name, KindFailedPrecondition, "domain %s is %s: only a shut-off domain is redefined", spec.Name, state)
+	}
+	if spec.DiskGiB > 0 {
+		if err := c.growVolume(ctx, op, spec.Name, c.layout.volumeName(spec.Name), uint64(spec.DiskGiB)<<30); err != nil {
+			return err
+		}
+		spec.ExistingVolume = true
+	}
+	xml, err := domainXML(spec, c.layout)
+	if err != nil {
+		return errorf(c.host, op, spec.Name, KindInternal, "%v", err)
+	}
+	return call0(ctx, c, op, spec.Name, func(l *libvirt.Libvirt) error {
+		if _, err := l.DomainDefineXMLFlags(xml, libvirt.DomainDefineValidate); err != nil {
+			return fmt.Errorf("define: %w", err)
+		}
+		return nil
+	})
+}
+
+// growVolume resizes a volume of the pool to capacity bytes when it is smaller.
+func (c *Conn) growVolume(ctx context.Context, op Op, domain, name string, capacity uint64) error {
+	p, err := c.pool(ctx, op, domain, true)
+	if err != nil {
+		return err
+	}
+	return call0(ctx, c, op, domain, func(l *libvirt.Libvirt) error {
+		v, err := readVolume(l, p, name)
+		if err != nil || v.Capacity >= capacity {
+			return err
+		}
+		vol, err := l.StorageVolLookupByName(p, name)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", name, err)
+		}
+		if err := l.StorageVolResize(vol, capacity, 0); err != nil {
+			return fmt.Errorf("grow volume %s from %d to %d bytes: %w", name, v.Capacity, capacity, err)
+		}
+		return nil
+	})
 }
 
 // Start implements Hypervisor.

@@ -27,32 +27,12 @@ func (c *Conn) Migrate(ctx context.Context, name string, dest MigrationTarget, p
 	if err := checkMigration(dest, p, false); err != nil {
 		return errorf(c.host, op, name, KindInvalidArgument, "%v", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return newError(c.host, op, name, err)
-	}
-	mc, err := c.dialMigration(ctx, op, name)
-	if err != nil {
-		return err
-	}
-	ch := make(chan error, 1)
-	go func() {
-		err := mc.migrate(name, dest, p)
-		c.releaseMigration(mc)
-		ch <- err
-	}()
-	select {
-	case err := <-ch:
-		err = newError(c.host, op, name, err)
-		var e *Error
-		if errors.As(err, &e) && e.Kind == KindUnavailable && e.Code == 0 {
-			// Our connection went, not necessarily the migration.
-			e.Message += " (the host may carry on with the migration: see JobStats)"
-		}
-		return err
-	case <-ctx.Done():
-		return &Error{Host: c.host, Op: op, Domain: name, Kind: KindTimeout, Err: ctx.Err(),
-			Message: ctx.Err().Error() + " (the migration goes on; AbortJob stops it)"}
-	}
+	return c.dedicated(ctx, op, name, dedicatedCall{
+		what:      "the migration",
+		onTimeout: "the migration goes on; AbortJob stops it",
+		// Our connection went, not necessarily the migration.
+		onLost: "the host may carry on with the migration: see JobStats",
+	}, func(mc *Conn) error { return mc.migrate(name, dest, p) })
 }
 
 // checkMigration checks a migration request before anything is done. fake says whether the
@@ -76,54 +56,6 @@ func checkMigration(dest MigrationTarget, p MigrationParams, fake bool) error {
 		return errors.New("destination " + dest.URI + " is not a qemu URI (qemu+tcp://HOST/system)")
 	}
 	return nil
-}
-
-// dialMigration opens the dedicated connection of one Migrate call.
-func (c *Conn) dialMigration(ctx context.Context, op Op, name string) (*Conn, error) {
-	if c.closed.Load() {
-		return nil, newError(c.host, op, name, errClosed)
-	}
-	mc, err := Dial(ctx, c.uri, c.opts)
-	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			d := *e
-			d.Op, d.Domain, d.Message = op, name, "connection for the migration: "+e.Message
-			return nil, &d
-		}
-		return nil, newError(c.host, op, name, err)
-	}
-	c.migMu.Lock()
-	defer c.migMu.Unlock()
-	if c.closed.Load() {
-		mc.abort()
-		return nil, newError(c.host, op, name, errClosed)
-	}
-	if c.migConns == nil {
-		c.migConns = make(map[*Conn]struct{})
-	}
-	c.migConns[mc] = struct{}{}
-	return mc, nil
-}
-
-// releaseMigration closes a Migrate call's connection once libvirt answered.
-func (c *Conn) releaseMigration(mc *Conn) {
-	c.migMu.Lock()
-	delete(c.migConns, mc)
-	c.migMu.Unlock()
-	mc.Close()
-}
-
-// cutMigrations cuts the connections of the Migrate calls under way (c is closing); their
-// calls return KindUnavailable.
-func (c *Conn) cutMigrations() {
-	c.migMu.Lock()
-	conns := c.migConns
-	c.migConns = nil
-	c.migMu.Unlock()
-	for mc := range conns {
-		mc.abort()
-	}
 }
 
 // migrate runs a migration on c, a dedicated connection, to its end: set up, then one

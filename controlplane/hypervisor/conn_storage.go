@@ -155,7 +155,7 @@ func (c *Conn) PrepareVolume(ctx context.Context, v Volume) error {
 	if err != nil {
 		return err
 	}
-	if err := c.checkUnused(ctx, op, v.Name); err != nil {
+	if err := c.checkUnused(ctx, op, v.Name, false); err != nil {
 		return err
 	}
 	return call0(ctx, c, op, v.Name, func(l *libvirt.Libvirt) error {
@@ -189,7 +189,7 @@ func (c *Conn) RemoveVolume(ctx context.Context, name string) error {
 	if err := validateVolumeName(name); err != nil {
 		return errorf(c.host, op, name, KindInvalidArgument, "%v", err)
 	}
-	if err := c.checkUnused(ctx, op, name); err != nil {
+	if err := c.checkUnused(ctx, op, name, false); err != nil {
 		return err
 	}
 	_, err := c.deleteVolume(ctx, op, name, name)
@@ -197,12 +197,18 @@ func (c *Conn) RemoveVolume(ctx context.Context, name string) error {
 }
 
 // checkUnused fails with KindFailedPrecondition when a domain of the host (running, defined,
-// or arriving by migration, which libvirt lists too) uses the volume of the devfleet pool.
-// libvirt does not check this itself: it deletes a volume under a running guest. A domain
-// defined between the check and what the caller does next is not seen.
-func (c *Conn) checkUnused(ctx context.Context, op Op, volume string) error {
+// or arriving by migration, which libvirt lists too) uses the volume of the devfleet pool; with
+// running set, only a domain that runs (or arrives) counts. libvirt does not check this itself:
+// it deletes a volume under a running guest, and streams one's content. A domain defined (or
+// started) between the check and what the caller does next is not seen.
+func (c *Conn) checkUnused(ctx context.Context, op Op, volume string, running bool) error {
+	flags := libvirt.ConnectListDomainsActive | libvirt.ConnectListDomainsInactive
+	which := ""
+	if running {
+		flags, which = libvirt.ConnectListDomainsActive, "running "
+	}
 	users, err := call(ctx, c, op, volume, func(l *libvirt.Libvirt) ([]string, error) {
-		doms, _, err := l.ConnectListAllDomains(1, libvirt.ConnectListDomainsActive|libvirt.ConnectListDomainsInactive)
+		doms, _, err := l.ConnectListAllDomains(1, flags)
 		if err != nil {
 			return nil, err
 		}
@@ -229,7 +235,7 @@ func (c *Conn) checkUnused(ctx context.Context, op Op, volume string) error {
 		return err
 	}
 	if len(users) > 0 {
-		return errorf(c.host, op, volume, KindFailedPrecondition, "volume %s is in use by domain %s", volume, strings.Join(users, ", "))
+		return errorf(c.host, op, volume, KindFailedPrecondition, "volume %s is in use by %sdomain %s", volume, which, strings.Join(users, ", "))
 	}
 	return nil
 }

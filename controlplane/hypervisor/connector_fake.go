@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 )
@@ -163,6 +164,10 @@ func (s *memSession) DefineAndStart(ctx context.Context, spec DomainSpec) (Domai
 	})
 }
 
+func (s *memSession) Redefine(ctx context.Context, spec DomainSpec) error {
+	return sessionCall0(ctx, s, OpRedefine, spec.Name, func(ctx context.Context) error { return s.m.Redefine(ctx, spec) })
+}
+
 func (s *memSession) Start(ctx context.Context, name string) error {
 	return sessionCall0(ctx, s, OpStart, name, func(ctx context.Context) error { return s.m.Start(ctx, name) })
 }
@@ -226,6 +231,16 @@ func (s *memSession) PrepareVolume(ctx context.Context, v Volume) error {
 
 func (s *memSession) RemoveVolume(ctx context.Context, name string) error {
 	return sessionCall0(ctx, s, OpRemoveVolume, name, func(ctx context.Context) error { return s.m.RemoveVolume(ctx, name) })
+}
+
+func (s *memSession) DownloadVolume(ctx context.Context, name string, w io.Writer) error {
+	return sessionCall0(ctx, s, OpDownloadVolume, name, func(ctx context.Context) error { return s.m.DownloadVolume(ctx, name, w) })
+}
+
+func (s *memSession) UploadVolume(ctx context.Context, name string, offset, length uint64, r io.Reader) error {
+	return sessionCall0(ctx, s, OpUploadVolume, name, func(ctx context.Context) error {
+		return s.m.UploadVolume(ctx, name, offset, length, r)
+	})
 }
 
 func (s *memSession) abort() { _ = s.Close() }

@@ -2,6 +2,7 @@ package hypervisor
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -9,6 +10,9 @@ import (
 type handle struct{ h *hostConn }
 
 var _ Hypervisor = (*handle)(nil)
+
+// Host returns the host's name, as the Connector knows it (CopyVolume names it in errors).
+func (x *handle) Host() string { return x.h.name }
 
 // session returns the connection to use: the current one, or the outcome of the attempt that
 // is running (waited for within ctx). While the host is unreachable it fails at once.
@@ -68,6 +72,11 @@ func (x *handle) NodeInfo(ctx context.Context) (NodeInfo, error) {
 
 func (x *handle) DefineAndStart(ctx context.Context, spec DomainSpec) (Domain, error) {
 	return use(ctx, x.h, OpDefineAndStart, spec.Name, func(s session) (Domain, error) { return s.DefineAndStart(ctx, spec) })
+}
+
+func (x *handle) Redefine(ctx context.Context, spec DomainSpec) error {
+	_, err := use(ctx, x.h, OpRedefine, spec.Name, func(s session) (struct{}, error) { return struct{}{}, s.Redefine(ctx, spec) })
+	return err
 }
 
 func (x *handle) Start(ctx context.Context, name string) error {
@@ -142,6 +151,23 @@ func (x *handle) PrepareVolume(ctx context.Context, v Volume) error {
 
 func (x *handle) RemoveVolume(ctx context.Context, name string) error {
 	_, err := use(ctx, x.h, OpRemoveVolume, name, func(s session) (struct{}, error) { return struct{}{}, s.RemoveVolume(ctx, name) })
+	return err
+}
+
+// DownloadVolume implements Hypervisor. On a libvirt host the stream runs on a connection of
+// its own (as Migrate), cut with the host's connection when the Connector drops it.
+func (x *handle) DownloadVolume(ctx context.Context, name string, w io.Writer) error {
+	_, err := use(ctx, x.h, OpDownloadVolume, name, func(s session) (struct{}, error) {
+		return struct{}{}, s.DownloadVolume(ctx, name, w)
+	})
+	return err
+}
+
+// UploadVolume implements Hypervisor, on a connection of its own as DownloadVolume.
+func (x *handle) UploadVolume(ctx context.Context, name string, offset, length uint64, r io.Reader) error {
+	_, err := use(ctx, x.h, OpUploadVolume, name, func(s session) (struct{}, error) {
+		return struct{}{}, s.UploadVolume(ctx, name, offset, length, r)
+	})
 	return err
 }
 

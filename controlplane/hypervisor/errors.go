@@ -89,7 +89,8 @@ type Error struct {
 	Host string
 	// Op is the operation that failed.
 	Op Op
-	// Domain is the domain concerned, if any (the volume, for PrepareVolume and RemoveVolume).
+	// Domain is the domain concerned, if any (the volume, for PrepareVolume, RemoveVolume,
+	// DownloadVolume, UploadVolume and CopyVolume).
 	Domain string
 	// Kind classifies the failure.
 	Kind Kind

@@ -2,6 +2,7 @@ package hypervisor
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -14,9 +15,10 @@ type Hypervisor interface {
 	// NodeInfo describes the host, so that registration can check the declared capacity.
 	NodeInfo(ctx context.Context) (NodeInfo, error)
 	// DefineAndStart defines a persistent domain from spec (creating its volume first when
-	// spec.DiskGiB > 0) and starts it. It is all or nothing as far as the host lets it be: when
-	// a step fails, what was made is removed again. A domain of that name already existing is a
-	// KindAlreadyExists error.
+	// spec.DiskGiB > 0, or using the one already in the pool with spec.ExistingVolume) and
+	// starts it. It is all or nothing as far as the host lets it be: when a step fails, what was
+	// made is removed again (never an existing volume). A domain of that name already existing is
+	// a KindAlreadyExists error.
 	DefineAndStart(ctx context.Context, spec DomainSpec) (Domain, error)
 	// Start starts a defined domain that is shut off (a devserver its owner stopped). A domain
 	// already running is not an error.
@@ -27,6 +29,12 @@ type Hypervisor interface {
 	Shutdown(ctx context.Context, name string) error
 	// Destroy stops the domain at once (power cut). A domain already shut off is not an error.
 	Destroy(ctx context.Context, name string) error
+	// Redefine replaces the definition of the shut-off domain spec.Name by spec's size and
+	// metadata (a resize: spec.UUID must be the domain's, or empty to keep it), growing its
+	// volume to spec.DiskGiB when that is bigger; its data stays. A volume is never shrunk
+	// (a spec.DiskGiB under its size keeps it as it is), a running domain is
+	// KindFailedPrecondition, and no such domain is KindNotFound. The domain stays shut off.
+	Redefine(ctx context.Context, spec DomainSpec) error
 	// Undefine removes a shut-off domain's definition and its volume. A running domain is a
 	// KindFailedPrecondition error. A volume left behind by a failed DefineAndStart is removed
 	// even when the domain is gone; only when neither exists is it KindNotFound.
@@ -93,6 +101,26 @@ type Hypervisor interface {
 	// migration) is KindFailedPrecondition: libvirt itself would delete it under a running
 	// guest. No such volume, or no pool, is not an error.
 	RemoveVolume(ctx context.Context, name string) error
+	// DownloadVolume writes the whole content of the raw volume name of the host's devfleet
+	// pool, Capacity bytes, holes as zeros, to w: the source's half of a cold move (CopyVolume).
+	// The stream runs on a connection of its own, so a slow w never holds up the host's other
+	// calls. No pool or no volume is KindNotFound; a volume that a running domain uses (or one
+	// arriving by migration) is KindFailedPrecondition, since its content would be torn (a
+	// shut-off domain's is fine), as is a qcow2 volume (its bytes on the host are the image
+	// file, not the disk the guest sees). When ctx ends it returns KindTimeout and the stream
+	// is cut; a Write of w under way then is not waited for, and none follows. A failed Write
+	// ends the download with that error.
+	DownloadVolume(ctx context.Context, name string, w io.Writer) error
+	// UploadVolume writes exactly length bytes read from r into the raw volume name at offset,
+	// leaving the rest of the volume as it is: the destination's half of a cold move
+	// (CopyVolume). The stream runs on a connection of its own. The volume must exist
+	// (KindNotFound) and hold [offset, offset+length) (KindInvalidArgument); a volume that any
+	// domain of the host uses, running or not, is KindFailedPrecondition (the guest would see
+	// its disk change under it), as is a qcow2 volume. r ending before length bytes fails the
+	// upload (io.ErrUnexpectedEOF). When ctx ends it returns KindTimeout and the stream is cut.
+	// After a failure the range may be partly written. r is not read after UploadVolume
+	// returned, but for a Read under way.
+	UploadVolume(ctx context.Context, name string, offset, length uint64, r io.Reader) error
 
 	// Close releases the connection; calls made after it fail as KindUnavailable.
 	Close() error
@@ -110,6 +138,7 @@ const (
 	OpShutdown       Op = "shutdown"
 	OpDestroy        Op = "destroy"
 	OpUndefine       Op = "undefine"
+	OpRedefine       Op = "redefine"
 	OpLookup         Op = "lookup"
 	OpList           Op = "list"
 	OpEvents         Op = "events"
@@ -121,6 +150,8 @@ const (
 	OpDomainVolumes  Op = "domain-volumes"
 	OpPrepareVolume  Op = "prepare-volume"
 	OpRemoveVolume   Op = "remove-volume"
+	OpDownloadVolume Op = "download-volume"
+	OpUploadVolume   Op = "upload-volume"
 	// OpMigrateIncoming is the destination's side of an in-memory migration: faults injected
 	// for it on the destination Memory (FailNext, HangNext) make it refuse the next incoming
 	// migration. Real hosts never report it.

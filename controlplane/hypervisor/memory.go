@@ -46,9 +46,10 @@ type MemoryOptions struct {
 }
 
 // Memory is an in-memory host: the same Hypervisor without libvirt, for unit tests and the
-// no-libvirt dev mode. It keeps domains and volumes, enforces its capacity, emits the lifecycle
-// events libvirt would, and lets a test inject faults (see FailNext, HangNext, DropConnection,
-// Vanish, Crash, PowerOff). It is safe for concurrent use; calls take one short lock.
+// no-libvirt dev mode. It keeps domains and volumes (with their content, sparsely), enforces
+// its capacity, emits the lifecycle events libvirt would, and lets a test inject faults (see
+// FailNext, HangNext, DropConnection, Vanish, Crash, PowerOff) and read and write volumes
+// (WriteVolumeAt, ReadVolumeAt). It is safe for concurrent use; calls take one short lock.
 type Memory struct {
 	host    string
 	info    NodeInfo
@@ -59,7 +60,7 @@ type Memory struct {
 
 	mu      sync.Mutex
 	domains map[string]*memDomain
-	volumes map[string]Volume           // the devfleet pool's, by name
+	volumes map[string]*memVolume       // the devfleet pool's, by name
 	pool    bool                        // the devfleet pool exists (made with the first volume)
 	subs    map[*eventQueue]*memSession // stream -> owning session (nil: Memory's own)
 	usedCPU int64                       // vCPUs and memory of running domains
@@ -223,10 +224,16 @@ func (m *Memory) DefineAndStart(ctx context.Context, spec DomainSpec) (Domain, e
 	}
 	if spec.DiskGiB > 0 {
 		vol := memVolumeName(spec.Name)
-		if _, ok := m.volumes[vol]; ok {
-			return Domain{}, errorf(m.host, op, spec.Name, KindAlreadyExists, "volume %q already exists", vol)
+		if spec.ExistingVolume {
+			if err := m.checkExistingLocked(op, spec.Name, vol, spec.DiskGiB); err != nil {
+				return Domain{}, err
+			}
+		} else {
+			if _, ok := m.volumes[vol]; ok {
+				return Domain{}, errorf(m.host, op, spec.Name, KindAlreadyExists, "volume %q already exists", vol)
+			}
+			m.putVolumeLocked(Volume{Name: vol, Capacity: uint64(spec.DiskGiB) << 30, Format: memVolumeFormat})
 		}
-		m.putVolumeLocked(Volume{Name: vol, Capacity: uint64(spec.DiskGiB) << 30, Format: memVolumeFormat})
 		d.volume = vol
 	}
 	if m.domains == nil {
@@ -238,6 +245,44 @@ func (m *Memory) DefineAndStart(ctx context.Context, spec DomainSpec) (Domain, e
 	m.emitLocked(d.dom, EventDefined, "added")
 	m.emitLocked(d.dom, EventStarted, "booted")
 	return d.dom, nil
+}
+
+// Redefine implements Hypervisor.
+func (m *Memory) Redefine(ctx context.Context, spec DomainSpec) error {
+	const op = OpRedefine
+	if err := m.begin(ctx, op, spec.Name); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	d, err := m.domainLocked(op, spec.Name)
+	if err != nil {
+		return err
+	}
+	if spec.UUID == "" {
+		spec.UUID = d.dom.UUID
+	}
+	if err := spec.Validate(); err != nil {
+		return errorf(m.host, op, spec.Name, KindInvalidArgument, "invalid spec: %v", err)
+	}
+	switch {
+	case spec.UUID != d.dom.UUID:
+		return errorf(m.host, op, spec.Name, KindInvalidArgument, "uuid %s is not the domain's %s", spec.UUID, d.dom.UUID)
+	case d.dom.State != StateShutOff:
+		return errorf(m.host, op, spec.Name, KindFailedPrecondition, "domain %s is %s: only a shut-off domain is redefined", spec.Name, d.dom.State)
+	}
+	if spec.DiskGiB > 0 {
+		if d.volume == "" {
+			d.volume = memVolumeName(spec.Name)
+		}
+		v, ok := m.volumes[d.volume]
+		if !ok {
+			return errorf(m.host, op, spec.Name, KindNotFound, "volume %s: Storage volume not found", d.volume)
+		}
+		v.grow(uint64(spec.DiskGiB) << 30)
+	}
+	d.dom.VCPUs, d.dom.MemoryMiB, d.dom.Metadata = spec.VCPUs, spec.MemoryMiB, spec.Metadata
+	m.emitLocked(d.dom, EventDefined, "updated")
+	return nil
 }
 
 // fitsLocked refuses a start that the host's capacity cannot hold beside the running domains.

@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"cmp"
 	"context"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -73,8 +74,9 @@ func (m *Memory) Migrate(ctx context.Context, name string, dest MigrationTarget,
 	}
 	var vol Volume
 	if err == nil && p.CopyStorage && d.volume != "" {
-		var ok bool
-		if vol, ok = m.volumes[d.volume]; !ok { // cannot happen: RemoveVolume refuses a volume in use
+		if v, ok := m.volumes[d.volume]; ok {
+			vol = v.Volume
+		} else { // cannot happen: RemoveVolume refuses a volume in use
 			err = errorf(m.host, op, name, KindInternal, "the domain's volume %s is missing", d.volume)
 		}
 	}
@@ -484,7 +486,7 @@ func (j *memJob) prepareVolumeLocked() (copyErr, err error) {
 			"Storage pool not found: no storage pool with matching name '%s' (on the destination %s: PrepareVolume first)", DefaultPool, j.dstName)
 	}
 	if have, ok := m.volumes[v.Name]; ok {
-		if users := m.usersLocked(v.Name); len(users) > 0 {
+		if users := m.usersLocked(v.Name, false); len(users) > 0 {
 			return nil, errorf(j.src.host, OpMigrate, j.name, KindFailedPrecondition,
 				"the volume %s on the destination %s is in use by domain %s", v.Name, j.dstName, strings.Join(users, ", "))
 		}
@@ -551,6 +553,12 @@ func (j *memJob) commit() error {
 		src.mu.Unlock()
 		return err
 	}
+	// The disk's content as it is now (in-memory guests do not write): blocks are shared, never
+	// changed in place.
+	var disk map[uint64][]byte
+	if v := src.volumes[j.volume.Name]; j.volume.Name != "" && v != nil {
+		disk = maps.Clone(v.blocks)
+	}
 	d.job = nil
 	d.dom.State = StatePaused
 	src.emitLocked(d.dom, EventSuspended, "migrated")
@@ -580,6 +588,9 @@ func (j *memJob) commit() error {
 	if p == nil || p.incoming != j {
 		return errorf(src.host, OpMigrate, name, KindInternal,
 			"the domain was lost: it left the source, and its placeholder on the destination %s was gone at the switch-over", j.dstName)
+	}
+	if v := dst.volumes[j.volume.Name]; j.volume.Name != "" && v != nil {
+		v.blocks = disk // the copy overwrites the whole volume, holes included
 	}
 	p.incoming = nil
 	p.dom.State = StateRunning

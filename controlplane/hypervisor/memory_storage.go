@@ -13,21 +13,23 @@ const memVolumeFormat = DefaultVolumeFormat
 // format names it.
 func memVolumeName(domain string) string { return domain + "." + memVolumeFormat }
 
-// putVolumeLocked adds or replaces a volume, making the pool on first use as a real host does.
+// putVolumeLocked adds an empty volume v, replacing one of that name, and makes the pool on
+// first use as a real host does.
 func (m *Memory) putVolumeLocked(v Volume) {
 	if m.volumes == nil {
-		m.volumes = make(map[string]Volume)
+		m.volumes = make(map[string]*memVolume)
 	}
-	m.volumes[v.Name] = v
+	m.volumes[v.Name] = &memVolume{Volume: v}
 	m.pool = true
 }
 
 // usersLocked returns the domains that use the volume (placeholders of incoming migrations
-// included), sorted.
-func (m *Memory) usersLocked(volume string) []string {
+// included), sorted; with running set, only those that run (or arrive: a placeholder is
+// paused).
+func (m *Memory) usersLocked(volume string, running bool) []string {
 	var users []string
 	for name, d := range m.domains {
-		if d.volume == volume {
+		if d.volume == volume && (!running || d.dom.State == StateRunning || d.dom.State == StatePaused) {
 			users = append(users, name)
 		}
 	}
@@ -36,11 +38,39 @@ func (m *Memory) usersLocked(volume string) []string {
 }
 
 // checkUnusedLocked is Conn.checkUnused in memory.
-func (m *Memory) checkUnusedLocked(op Op, volume string) error {
-	if users := m.usersLocked(volume); len(users) > 0 {
-		return errorf(m.host, op, volume, KindFailedPrecondition, "volume %s is in use by domain %s", volume, strings.Join(users, ", "))
+func (m *Memory) checkUnusedLocked(op Op, volume string, running bool) error {
+	if users := m.usersLocked(volume, running); len(users) > 0 {
+		which := ""
+		if running {
+			which = "running "
+		}
+		return errorf(m.host, op, volume, KindFailedPrecondition, "volume %s is in use by %sdomain %s", volume, which, strings.Join(users, ", "))
 	}
 	return nil
+}
+
+// volumeLocked returns the pool's volume name, or KindNotFound worded as libvirt's.
+func (m *Memory) volumeLocked(op Op, domain, name string) (*memVolume, error) {
+	if !m.pool {
+		return nil, errorf(m.host, op, domain, KindNotFound, "storage pool %s: Storage pool not found: no storage pool with matching name '%s'", DefaultPool, DefaultPool)
+	}
+	v, ok := m.volumes[name]
+	if !ok {
+		return nil, errorf(m.host, op, domain, KindNotFound, "volume %s: Storage volume not found: no storage vol with matching name '%s'", name, name)
+	}
+	return v, nil
+}
+
+// checkExistingLocked is Conn.checkExisting in memory.
+func (m *Memory) checkExistingLocked(op Op, domain, name string, gib int64) error {
+	v, err := m.volumeLocked(op, domain, name)
+	if err != nil {
+		return err
+	}
+	if err := checkExistingVolume(v.Volume, memVolumeFormat, gib); err != nil {
+		return errorf(m.host, op, domain, KindFailedPrecondition, "%v", err)
+	}
+	return m.checkUnusedLocked(op, name, false)
 }
 
 // DomainVolumes implements Hypervisor.
@@ -54,11 +84,11 @@ func (m *Memory) DomainVolumes(ctx context.Context, name string) ([]Volume, erro
 	if err != nil || d.volume == "" {
 		return nil, err
 	}
-	v, ok := m.volumes[d.volume]
-	if !ok { // cannot happen: RemoveVolume refuses a volume in use
-		return nil, errorf(m.host, op, name, KindNotFound, "volume %s: Storage volume not found: no storage vol with matching name '%s'", d.volume, d.volume)
+	v, err := m.volumeLocked(op, name, d.volume) // cannot fail: RemoveVolume refuses a volume in use
+	if err != nil {
+		return nil, err
 	}
-	return []Volume{v}, nil
+	return []Volume{v.Volume}, nil
 }
 
 // PrepareVolume implements Hypervisor.
@@ -74,10 +104,13 @@ func (m *Memory) PrepareVolume(ctx context.Context, v Volume) error {
 		return err
 	}
 	defer m.mu.Unlock()
-	if err := m.checkUnusedLocked(op, v.Name); err != nil {
+	if err := m.checkUnusedLocked(op, v.Name, false); err != nil {
 		return err
 	}
-	m.putVolumeLocked(v) // kept as it is, made, or replaced: the same in memory
+	if have, ok := m.volumes[v.Name]; ok && have.Volume == v {
+		return nil // kept as it is, content included
+	}
+	m.putVolumeLocked(v)
 	return nil
 }
 
@@ -91,7 +124,7 @@ func (m *Memory) RemoveVolume(ctx context.Context, name string) error {
 		return err
 	}
 	defer m.mu.Unlock()
-	if err := m.checkUnusedLocked(op, name); err != nil {
+	if err := m.checkUnusedLocked(op, name, false); err != nil {
 		return err
 	}
 	delete(m.volumes, name)

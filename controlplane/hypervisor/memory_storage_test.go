@@ -125,6 +125,13 @@ func TestMemoryMigrateDisk(t *testing.T) {
 	if err := p.dst.PrepareVolume(ctx, vol); err != nil {
 		t.Fatal(err)
 	}
+	// The disk's content goes with it (the destination's volume is overwritten whole).
+	if err := p.src.WriteVolumeAt(vol.Name, 700*mib+1, []byte("carried")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.dst.WriteVolumeAt(vol.Name, 3*mib, []byte("stale")); err != nil {
+		t.Fatal(err)
+	}
 	// 100 MiB/s, then 200 from 1 s on: the disk's 1024 MiB are copied at 5.62 s, then memory
 	// until 60 MiB are left (300 ms at 200 MiB/s), at 10.44 s.
 	done := p.migrate(t, "d1", MigrationParams{CopyStorage: true, BandwidthMiBps: 100})
@@ -167,6 +174,12 @@ func TestMemoryMigrateDisk(t *testing.T) {
 	if err != nil || s.Type != JobCompleted || s.Elapsed != 10740*time.Millisecond || s.DataTotal != 1<<30 ||
 		s.DiskTotal != 0 || s.DataRate != 200*mib || s.Downtime != 300*time.Millisecond {
 		t.Errorf("destination's completed stats = %+v, %v; want 10.74 s, memory only, at 200 MiB/s", s, err)
+	}
+	if got := readBack(t, p.dst, vol.Name, 700*mib+1, 7); string(got) != "carried" {
+		t.Errorf("the destination's volume reads %q where the source's had data", got)
+	}
+	if n, _ := p.dst.VolumeAllocated(vol.Name); n != mib {
+		t.Errorf("the destination's volume holds %d bytes of data, want the source's one block", n)
 	}
 	// The source keeps its volume until RemoveVolume.
 	if got := p.src.Volumes(); got["d1.raw"] != 1 {

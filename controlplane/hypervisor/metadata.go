@@ -39,6 +39,28 @@ type Metadata struct {
 	Flavor string
 	// Profile is a container's profile (ios, android, www, jupyter, ...).
 	Profile string
+	// Term and Index are the raft term and index of the control-plane decision that made or
+	// last moved the domain, so a later leader can tell a deposed leader's late work from its
+	// own (see Fence). Zero in domains made before the stamp existed.
+	Term  uint64
+	Index uint64
+}
+
+// Fence is the stamp of the control-plane decision that made or last moved a domain: the raft
+// term and index it was committed at. A deposed leader may still be finishing a move when its
+// successor decides another, and both leave domains behind; the one with the newer stamp is the
+// decision that stands.
+type Fence struct {
+	Term, Index uint64
+}
+
+// Fence returns m's stamp.
+func (m Metadata) Fence() Fence { return Fence{Term: m.Term, Index: m.Index} }
+
+// Newer reports whether f comes after other: a later term, or the same term and a later index
+// (raft orders a leader's entries by index within its term).
+func (f Fence) Newer(other Fence) bool {
+	return f.Term > other.Term || f.Term == other.Term && f.Index > other.Index
 }
 
 // IsZero reports whether m is empty (the domain carries no devfleet metadata).
@@ -69,24 +91,29 @@ type metadataOut struct {
 	Owner   string   `xml:"devfleet:owner,omitempty"`
 	Flavor  string   `xml:"devfleet:flavor,omitempty"`
 	Profile string   `xml:"devfleet:profile,omitempty"`
+	Term    uint64   `xml:"devfleet:term,omitempty"`
+	Index   uint64   `xml:"devfleet:index,omitempty"`
 }
 
 // metadataIn is the element as read. Children match by local name, whatever their namespace:
 // the element comes back in our namespace (any prefix) in a domain's XML, and in no namespace
-// from libvirt's DomainGetMetadata, which strips it.
+// from libvirt's DomainGetMetadata, which strips it. A missing term or index (a domain made
+// before the fence stamp) reads as 0.
 type metadataIn struct {
 	Kind    string `xml:"kind"`
 	ID      string `xml:"id"`
 	Owner   string `xml:"owner"`
 	Flavor  string `xml:"flavor"`
 	Profile string `xml:"profile"`
+	Term    uint64 `xml:"term"`
+	Index   uint64 `xml:"index"`
 }
 
 // MarshalMetadata returns m as the XML element that goes into a domain's <metadata>.
 func MarshalMetadata(m Metadata) (string, error) {
 	b, err := xml.Marshal(metadataOut{
 		NS: MetadataNamespace, Kind: string(m.Kind), ID: m.ID,
-		Owner: m.Owner, Flavor: m.Flavor, Profile: m.Profile,
+		Owner: m.Owner, Flavor: m.Flavor, Profile: m.Profile, Term: m.Term, Index: m.Index,
 	})
 	if err != nil {
 		return "", fmt.Errorf("marshal metadata: %w", err)
@@ -124,6 +151,7 @@ func ParseMetadata(s string) (m Metadata, ok bool, err error) {
 		}
 		return Metadata{
 			Kind: InstanceKind(in.Kind), ID: in.ID, Owner: in.Owner, Flavor: in.Flavor, Profile: in.Profile,
+			Term: in.Term, Index: in.Index,
 		}, true, nil
 	}
 }

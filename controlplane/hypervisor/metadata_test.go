@@ -10,6 +10,8 @@ func TestMetadataRoundTrip(t *testing.T) {
 		{Kind: InstanceDevserver, ID: "ds-1", Owner: "alice", Flavor: "small"},
 		{Kind: InstanceContainer, ID: "ct-9", Profile: "ios"},
 		{Kind: InstanceDevserver, ID: `a<b>&"c'`, Owner: "ünïcødé"},
+		{Kind: InstanceDevserver, ID: "ds-2", Term: 12, Index: 1 << 40},
+		{Kind: InstanceDevserver, ID: "ds-3", Index: 5},
 	} {
 		s, err := MarshalMetadata(m)
 		if err != nil {
@@ -56,6 +58,12 @@ func TestParseMetadata(t *testing.T) {
 			want:   want,
 			wantOK: true,
 		},
+		{
+			name:   "with the fence stamp, as DomainGetMetadata returns it (libvirt indents it)",
+			in:     "<instance>\n  <kind>devserver</kind>\n  <id>ds-1</id>\n  <owner>bob</owner>\n  <flavor>large</flavor>\n  <term>\n 3 </term>\n  <index>77</index>\n</instance>",
+			want:   Metadata{Kind: InstanceDevserver, ID: "ds-1", Owner: "bob", Flavor: "large", Term: 3, Index: 77},
+			wantOK: true,
+		},
 		{name: "no devfleet element", in: `<domain><name>x</name><metadata/></domain>`},
 		{name: "a nested namespace-less instance is not ours", in: `<domain><instance><id>x</id></instance></domain>`},
 		{name: "other namespace", in: `<i:instance xmlns:i="urn:devfleet:domain:2"><i:id>x</i:id></i:instance>`},
@@ -72,6 +80,37 @@ func TestParseMetadata(t *testing.T) {
 	if _, _, err := ParseMetadata(`<instance><id>x</i`); err == nil {
 		t.Error("ParseMetadata of broken XML: no error")
 	}
+	if _, _, err := ParseMetadata(`<instance><id>x</id><term>-1</term></instance>`); err == nil {
+		t.Error("ParseMetadata of a negative term: no error")
+	}
+	// An old element (no stamp) reads as term and index 0, and is not written with them.
+	s, _ := MarshalMetadata(want)
+	if strings.Contains(s, "term") || strings.Contains(s, "index") {
+		t.Errorf("a zero stamp is written: %s", s)
+	}
+}
+
+func TestFenceNewer(t *testing.T) {
+	for _, tt := range []struct {
+		a, b Fence
+		want bool
+	}{
+		{Fence{2, 1}, Fence{1, 100}, true}, // a later term wins whatever the index
+		{Fence{1, 100}, Fence{2, 1}, false},
+		{Fence{3, 8}, Fence{3, 7}, true},
+		{Fence{3, 7}, Fence{3, 8}, false},
+		{Fence{3, 7}, Fence{3, 7}, false},
+		{Fence{0, 1}, Fence{}, true},
+		{Fence{}, Fence{}, false},
+	} {
+		if got := tt.a.Newer(tt.b); got != tt.want {
+			t.Errorf("%+v.Newer(%+v) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+	m := Metadata{Kind: InstanceDevserver, ID: "x", Term: 4, Index: 9}
+	if m.Fence() != (Fence{Term: 4, Index: 9}) {
+		t.Errorf("Fence() = %+v", m.Fence())
+	}
 }
 
 func FuzzParseMetadata(f *testing.F) {
@@ -79,6 +118,7 @@ func FuzzParseMetadata(f *testing.F) {
 	f.Add(s)
 	f.Add("<instance><kind>devserver</kind><id>x</id></instance>")
 	f.Add(`<domain><metadata><d:instance xmlns:d="urn:devfleet:domain:1"/></metadata></domain>`)
+	f.Add("<instance><kind>devserver</kind><id>x</id><term>3</term><index>18446744073709551615</index></instance>")
 	f.Fuzz(func(t *testing.T, in string) {
 		m, ok, err := ParseMetadata(in)
 		if err != nil || !ok {

@@ -31,6 +31,13 @@ type DomainSpec struct {
 	// DiskGiB, when > 0, gives the guest a volume of that size (sparse) in the host's devfleet
 	// storage pool, which it boots from; 0 makes a diskless guest that network-boots.
 	DiskGiB int64
+	// ExistingVolume makes DefineAndStart use the volume <Name>.<format> that the host's
+	// devfleet pool already holds instead of creating one: the guest's disk copied there by a
+	// cold move (CopyVolume). Its capacity must be at least DiskGiB GiB (else
+	// KindFailedPrecondition; a missing volume is KindNotFound), and a failed DefineAndStart
+	// leaves it where it is, since it may be the only copy of the guest's disk. Requires
+	// DiskGiB > 0.
+	ExistingVolume bool
 	// Metadata is written into the domain and read back by Lookup and List; required.
 	Metadata Metadata
 }
@@ -53,6 +60,9 @@ func (s DomainSpec) Validate() error {
 	}
 	if s.DiskGiB < 0 || s.DiskGiB > maxDiskGiB {
 		return fmt.Errorf("disk is %d GiB, want 0..%d", s.DiskGiB, maxDiskGiB)
+	}
+	if s.ExistingVolume && s.DiskGiB == 0 {
+		return errors.New("an existing volume needs a disk size (DiskGiB > 0)")
 	}
 	return s.Metadata.Validate()
 }

@@ -25,6 +25,8 @@ func TestDomainSpecValidate(t *testing.T) {
 		{"too many vcpus", func(s *DomainSpec) { s.VCPUs = 256 }, "vcpus"},
 		{"tiny memory", func(s *DomainSpec) { s.MemoryMiB = 8 }, "memory"},
 		{"negative disk", func(s *DomainSpec) { s.DiskGiB = -1 }, "disk"},
+		{"existing volume", func(s *DomainSpec) { s.DiskGiB = 2; s.ExistingVolume = true }, ""},
+		{"existing volume without a disk", func(s *DomainSpec) { s.ExistingVolume = true }, "existing volume"},
 		{"no metadata", func(s *DomainSpec) { s.Metadata = Metadata{} }, "kind is required"},
 	}
 	for _, tt := range tests {

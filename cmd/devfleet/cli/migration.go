@@ -36,17 +36,26 @@ func devserverMigrateCmd(a *app) *cobra.Command {
 		reason        = newEnumFlag(v1.MigrationReason_MIGRATION_REASON_UNSPECIFIED)
 		bandwidth     uint64
 		maxDowntime   time.Duration
+		at            string
+		coldFallback  bool
 		wait, monitor bool
 	)
 	cmd := &cobra.Command{
-		Use:   "migrate NAME [--to-host HOST] [--reason REASON] [--priority N] [--bandwidth-mibps N] [--max-downtime D] [--wait | --monitor]",
-		Short: "Move a running devserver to another host of its region, live",
+		Use:   "migrate NAME [--to-host HOST | --region R | --flavor F] [--at TIME] [--cold] [--reason REASON] [--priority N] [--bandwidth-mibps N] [--max-downtime D] [--wait | --monitor]",
+		Short: "Move a running devserver to another host (live), region or flavor (cold)",
 		Long: `Ask devfleet to move a running devserver to another host of its region while its guest keeps
 running (a live migration). Without --to-host, devfleet picks the host, as it places a new
 devserver. The move is recorded at once and the destination's room is held; the leader runs it
 when the limits on concurrent migrations allow, highest priority first (--priority; by default
 evacuation 300, maintenance 200, user 100, rebalance 0). The devserver is "migrating" until it
 ends, and "devfleet migration show ID" follows it.
+
+--flavor F resizes it (a flavor with at least its disk): a cold move, which shuts the guest down,
+and starts it again with the new size, on its own host when that has room, else on another.
+--region R moves it to another region, cold, with its disk copied. --cold moves it cold even
+where a live move is possible; --cold-fallback moves it cold only if the live attempts fail. A
+cold move ends the guest's running session (its disk is kept): --at TIME books it for a time that
+suits you (RFC 3339, e.g. 2026-11-24T02:00:00Z, or from now, e.g. +8h).
 
 Only the devserver's owner, a sharer or an operator may move it: name yourself with the global
 --as (default $` + asEnv + `, else $` + ownerEnv + `).
@@ -59,7 +68,9 @@ migration ("devfleet migration abort ID" does). With -o json the command prints 
 as recorded, or as it ended with --wait and --monitor.`,
 		Example: `  devfleet --as bob devserver migrate bob-dev
   devfleet --as ops devserver migrate db-1 --to-host fra1-h7 --reason maintenance --monitor
-  devfleet devserver migrate ci-1 --bandwidth-mibps 500 --max-downtime 500ms --wait -o json`,
+  devfleet devserver migrate ci-1 --bandwidth-mibps 500 --max-downtime 500ms --wait -o json
+  devfleet devserver migrate bob-dev --flavor large --at +10h
+  devfleet devserver migrate bob-dev --region eu-west --monitor`,
 		Args:              exactArgs("NAME"),
 		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -72,6 +83,17 @@ as recorded, or as it ended with --wait and --monitor.`,
 				return usagef("--max-downtime is in whole milliseconds, got %s", maxDowntime)
 			case maxDowntime/time.Millisecond > math.MaxUint32:
 				return usagef("--max-downtime is too long, got %s", maxDowntime)
+			case cmd.Flags().Changed("region") && req.Region == "":
+				return usagef("--region must not be empty; leave it out to stay in the devserver's region")
+			case cmd.Flags().Changed("flavor") && req.Flavor == "":
+				return usagef("--flavor must not be empty; leave it out to keep the devserver's flavor")
+			}
+			if at != "" {
+				t, err := parseAt(at, time.Now())
+				if err != nil {
+					return usagef("--at: %v", err)
+				}
+				req.NotBefore = timestamppb.New(t)
 			}
 			if (wait || monitor) && !cmd.Flags().Changed("timeout") {
 				// A migration may take far longer than a call: --timeout bounds each call.
@@ -82,8 +104,8 @@ as recorded, or as it ended with --wait and --monitor.`,
 	}
 	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
 		req.Name, req.Reason = args[0], v1.MigrationReason(reason.num)
-		if bandwidth > 0 || maxDowntime > 0 {
-			req.Policy = &v1.MigrationPolicy{BandwidthMibps: bandwidth, MaxDowntimeMs: uint32(maxDowntime / time.Millisecond)}
+		if bandwidth > 0 || maxDowntime > 0 || coldFallback {
+			req.Policy = &v1.MigrationPolicy{BandwidthMibps: bandwidth, MaxDowntimeMs: uint32(maxDowntime / time.Millisecond), ColdFallback: coldFallback}
 		}
 		callCtx, cancel := a.callContext(ctx)
 		m, err := c.migrations.MigrateDevserver(callCtx, &req)
@@ -126,7 +148,12 @@ as recorded, or as it ended with --wait and --monitor.`,
 		return err
 	})
 	f := cmd.Flags()
-	f.StringVar(&req.ToHost, "to-host", "", "host to move to (default: devfleet picks one in the devserver's region)")
+	f.StringVar(&req.ToHost, "to-host", "", "host to move to (default: devfleet picks one in the region it moves to)")
+	f.StringVar(&req.Region, "region", "", "region to move to, cold, with its disk (default: its own)")
+	f.StringVar(&req.Flavor, "flavor", "", "flavor to resize to, cold (default: its own)")
+	f.BoolVar(&req.Cold, "cold", false, "move cold (shut down, copy the disk, start) even where a live move is possible")
+	f.BoolVar(&coldFallback, "cold-fallback", false, "move cold if the live attempts fail")
+	f.StringVar(&at, "at", "", "start no earlier than this time: RFC 3339, or +DURATION from now (default: as soon as a slot frees)")
 	f.Var(reason, "reason", "why it moves: "+orList(reason.names())+" (server default: user); sets the default priority")
 	f.Int32Var(&req.Priority, "priority", 0, "higher runs first (default: the reason's)")
 	f.Uint64Var(&bandwidth, "bandwidth-mibps", 0, "cap the copy at this many MiB/s (default: no cap)")
@@ -134,11 +161,29 @@ as recorded, or as it ended with --wait and --monitor.`,
 	f.BoolVar(&wait, "wait", false, "wait until the migration ends; exit 1 unless it succeeded")
 	f.BoolVar(&monitor, "monitor", false, "wait, showing the migration's progress on stderr")
 	_ = cmd.RegisterFlagCompletionFunc("to-host", a.completeNames(hostNames))
+	_ = cmd.RegisterFlagCompletionFunc("region", a.completeNames(regionNames))
+	_ = cmd.RegisterFlagCompletionFunc("flavor", a.completeNames(flavorNames))
 	_ = cmd.RegisterFlagCompletionFunc("reason", reason.complete)
-	for _, name := range []string{"priority", "bandwidth-mibps", "max-downtime"} {
+	for _, name := range []string{"priority", "bandwidth-mibps", "max-downtime", "at"} {
 		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
 	}
 	return cmd
+}
+
+// parseAt reads --at: an RFC 3339 time, or +DURATION from now.
+func parseAt(s string, now time.Time) (time.Time, error) {
+	if rest, ok := strings.CutPrefix(s, "+"); ok {
+		d, err := time.ParseDuration(rest)
+		if err != nil || d < 0 {
+			return time.Time{}, fmt.Errorf("want +DURATION such as +8h, got %q", s)
+		}
+		return now.Add(d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("want an RFC 3339 time such as 2026-11-24T02:00:00Z or +8h, got %q", s)
+	}
+	return t, nil
 }
 
 // callContext bounds one call of a command that waits (a.callTimeout).
@@ -151,14 +196,38 @@ func (a *app) callContext(ctx context.Context) (context.Context, context.CancelF
 
 // queuedLine is what devserver migrate prints once the migration is recorded.
 func queuedLine(m *v1.Migration) string {
-	return fmt.Sprintf("migration %s: %s from %s to %s (%s, priority %d); queued",
-		m.GetId(), m.GetDevserver(), cell(m.GetSourceHost()), cell(m.GetDestHost()), cell(short(m.GetReason())), m.GetPriority())
+	kind := "live"
+	if m.GetCold() {
+		kind = "cold"
+	}
+	what := ""
+	if f := m.GetDestFlavor(); f != "" {
+		what += ", to flavor " + f
+	}
+	if r := m.GetDestRegion(); r != "" {
+		what += ", to region " + r
+	}
+	when := "queued"
+	if nb := m.GetNotBefore(); nb != nil && nb.AsTime().After(time.Now()) {
+		when = "starts at " + nb.AsTime().UTC().Format(time.RFC3339) + " or later"
+	}
+	return fmt.Sprintf("migration %s: %s from %s to %s (%s%s, %s, priority %d); %s",
+		m.GetId(), m.GetDevserver(), cell(m.GetSourceHost()), cell(m.GetDestHost()), kind, what, cell(short(m.GetReason())), m.GetPriority(), when)
 }
 
 // migratedLine sums up a migration that succeeded: how long the copy took (from the start of
 // its first run), how much memory moved and how fast on average, and the guest's pause.
 func migratedLine(m *v1.Migration) string {
 	line := fmt.Sprintf("migrated %s to %s", m.GetDevserver(), m.GetDestHost())
+	if m.GetSourceHost() == m.GetDestHost() {
+		line = fmt.Sprintf("resized %s on %s", m.GetDevserver(), m.GetDestHost())
+	}
+	if f := m.GetDestFlavor(); f != "" {
+		line += ", flavor " + f
+	}
+	if r := m.GetDestRegion(); r != "" {
+		line += ", region " + r
+	}
 	start := m.GetStartTime()
 	if start == nil {
 		start = m.GetCreateTime()
@@ -172,6 +241,9 @@ func migratedLine(m *v1.Migration) string {
 	var details []string
 	if m.GetCold() {
 		details = append(details, "cold")
+	}
+	if total := p.GetDiskTotalBytes(); total > 0 && m.GetCold() {
+		details = append(details, "disk "+mibs(total)+" MiB")
 	}
 	if total := p.GetMemoryTotalBytes(); total > 0 {
 		d := mibs(total) + " MiB"
@@ -297,7 +369,24 @@ func (p *progressLine) end() {
 // how fast, how long still, the pre-copy iteration and the pause expected at the switch-over.
 func progressText(m *v1.Migration) string {
 	s := cell(short(m.GetPhase()))
+	if m.GetCold() && !state.Final(m.GetPhase()) {
+		s += " (cold"
+		if st := short(m.GetColdStep()); st != "" {
+			s += ": " + strings.ReplaceAll(st, "_", " ")
+		}
+		s += ")"
+	}
 	var parts []string
+	if nb := m.GetNotBefore(); m.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_PENDING && nb != nil && nb.AsTime().After(time.Now()) {
+		parts = append(parts, "starts at "+nb.AsTime().UTC().Format(time.RFC3339)+" or later")
+	}
+	if p := m.GetProgress(); m.GetCold() && m.GetColdStep() == v1.ColdStep_COLD_STEP_COPYING_DISK && p.GetDiskTotalBytes() > 0 {
+		parts = append(parts, fmt.Sprintf("disk %s/%s MiB", mibs(p.GetDiskProcessedBytes()), mibs(p.GetDiskTotalBytes())))
+		if rate := p.GetDataRateBytesPerSecond(); rate > 0 {
+			parts = append(parts, mibPerSecond(float64(rate)),
+				"ETA "+eta(time.Duration(float64(p.GetDiskRemainingBytes())/float64(rate)*float64(time.Second))))
+		}
+	}
 	if copying(m) {
 		p := m.GetProgress()
 		if p.GetDiskRemainingBytes() > 0 {
@@ -543,6 +632,10 @@ func migrationFields(m *v1.Migration) []field {
 		{"priority", i64(int64(m.GetPriority()))},
 		{"phase", short(m.GetPhase())},
 		{"cold", yesNo(m.GetCold())},
+		{"cold_step", short(m.GetColdStep())},
+		{"dest_flavor", m.GetDestFlavor()},
+		{"dest_region", m.GetDestRegion()},
+		{"not_before", ts(m.GetNotBefore())},
 		{"attempts", u64(uint64(m.GetAttempts()))},
 		{"requested_by", m.GetRequestedBy()},
 		{"abort_requested", yesNo(m.GetAbortRequested())},
@@ -572,8 +665,17 @@ func migrationFields(m *v1.Migration) []field {
 		field{"update_time", ts(m.GetUpdateTime())},
 		field{"create_index", u64(m.GetCreateIndex())},
 		field{"modify_index", u64(m.GetModifyIndex())},
+		field{"fence", fence(m)},
 	)
 	return fs
+}
+
+// fence is the migration's fencing token (the term and index of the leader's last decision).
+func fence(m *v1.Migration) string {
+	if m.GetFenceTerm() == 0 {
+		return ""
+	}
+	return "term " + u64(m.GetFenceTerm()) + " index " + u64(m.GetFenceIndex())
 }
 
 // progressSummary is a migration's progress in a few words: how far the copy got (and while it

@@ -106,7 +106,7 @@ func TestMigrateRefused(t *testing.T) {
 }
 
 var (
-	queuedRE   = regexp.MustCompile(`^migration ([0-9a-f-]{36}): alice-dev from (h[12]) to (h[12]) \((\w+), priority (\d+)\); queued$`)
+	queuedRE   = regexp.MustCompile(`^migration ([0-9a-f-]{36}): alice-dev from (h[12]) to (h[12]) \(live, (\w+), priority (\d+)\); queued$`)
 	migratedRE = regexp.MustCompile(`^migrated alice-dev to h2 in \d+\.\ds \(512 MiB at \d+\.\d MiB/s, downtime \d+ ms\)$`)
 	runningRE  = regexp.MustCompile(`^running(: \d+/512 MiB \d+%(, \d+\.\d MiB/s, ETA (<1s|\d+s))?(, iteration \d+)?(, expected downtime \d+ ms)?)?$`)
 )
