@@ -125,6 +125,9 @@ func (r *run) executeCold(m *v1.Migration, g guest, policy *v1.MigrationPolicy) 
 func (r *run) coldStep(m *v1.Migration, g guest, at coldView, c *cold) error {
 	switch {
 	case at.srcRuns(): // (a resize in place that runs the new definition is done: see moved)
+		if c.down.IsZero() {
+			c.down = time.Now() // the developer's downtime starts with the shutdown
+		}
 		return r.coldShutdown(m, g)
 	}
 	if c.down.IsZero() {
