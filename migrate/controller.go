@@ -104,7 +104,7 @@ func (c *Controller) Name() string { return "migrations" }
 // previous leader left under way, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
-	r := &run{c: c, ctx: ctx, cancel: cancel, term: c.cfg.Leader.Term(), inflight: map[string]bool{}, progress: map[string]*fsmv1.MigrationUpdate{}, poke: make(chan struct{}, 1)}
+	r := &run{c: c, ctx: ctx, cancel: cancel, term: c.cfg.Leader.Term(), inflight: map[string]bool{}, progress: map[string]*fsmv1.MigrationUpdate{}, postCopy: map[string]bool{}, poke: make(chan struct{}, 1)}
 	defer func() {
 		cancel(nil)
 		r.wg.Wait()
@@ -152,6 +152,7 @@ type run struct {
 	mu       sync.Mutex
 	inflight map[string]bool
 	progress map[string]*fsmv1.MigrationUpdate // latest sample per migration, not yet written
+	postCopy map[string]bool                   // migrations this run switched to post-copy
 	poke     chan struct{}
 }
 
@@ -280,6 +281,7 @@ func (r *run) fenced(m *v1.Migration, step v1.ColdStep, what string) error {
 func (r *run) finish(m *v1.Migration, outcome v1.MigrationPhase, reason string, p *v1.MigrationProgress) {
 	r.mu.Lock()
 	delete(r.progress, m.GetId())
+	delete(r.postCopy, m.GetId())
 	r.mu.Unlock()
 	_, err := r.propose(&fsmv1.Command{Op: &fsmv1.Command_FinishMigration{FinishMigration: &fsmv1.FinishMigration{
 		Id: m.GetId(), Outcome: outcome, Reason: reason, Progress: p}}})
@@ -382,7 +384,17 @@ func (r *run) execute(m *v1.Migration) {
 			if g.disk {
 				r.cleanUp(m, "source", g.removeSourceVolumes)
 			}
-			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED, "", g.completedStats(r.ctx))
+			p := g.completedStats(r.ctx)
+			r.mu.Lock()
+			if r.postCopy[m.GetId()] {
+				if p == nil {
+					p = &v1.MigrationProgress{}
+				}
+				p.PostCopy = true
+			}
+			delete(r.postCopy, m.GetId())
+			r.mu.Unlock()
+			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED, "", p)
 			return
 		case nowhere:
 			r.finish(m, v1.MigrationPhase_MIGRATION_PHASE_FAILED, "the guest runs on neither "+src.GetName()+" nor "+dst.GetName(), nil)
@@ -553,6 +565,7 @@ func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done 
 	var lastProcessed uint64
 	lastMove := time.Now()
 	aborted := ""
+	postCopy := false
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -577,11 +590,19 @@ func (r *run) follow(m *v1.Migration, g guest, policy *v1.MigrationPolicy, done 
 		case err != nil:
 			continue
 		}
-		r.record(m, st)
 		if moved := max(st.DataProcessed, st.MemoryProcessed+st.DiskProcessed); moved > lastProcessed {
 			lastProcessed, lastMove = moved, time.Now()
 		}
-		if aborted != "" {
+		if !postCopy && r.switchToPostCopy(m, g, policy, st) {
+			postCopy = true
+			r.mu.Lock()
+			r.postCopy[m.GetId()] = true
+			r.mu.Unlock()
+		}
+		p := progressOf(st)
+		p.PostCopy = postCopy
+		r.recordProgress(m, p)
+		if aborted != "" || postCopy { // a migration in post-copy cannot be aborted: it ends on the destination
 			continue
 		}
 		cur, _ := r.c.cfg.Store.View().GetMigration(m.GetId())
@@ -621,11 +642,41 @@ func completionBudget(policy *v1.MigrationPolicy, st hypervisor.JobStats, flavor
 }
 
 // record keeps a migration's latest sample for the next batched write.
-func (r *run) record(m *v1.Migration, st hypervisor.JobStats) {
+func (r *run) record(m *v1.Migration, st hypervisor.JobStats) { r.recordProgress(m, progressOf(st)) }
+
+func (r *run) recordProgress(m *v1.Migration, p *v1.MigrationProgress) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.progress[m.GetId()] = &fsmv1.MigrationUpdate{Id: m.GetId(), Progress: progressOf(st),
+	r.progress[m.GetId()] = &fsmv1.MigrationUpdate{Id: m.GetId(), Progress: p,
 		From: []v1.MigrationPhase{v1.MigrationPhase_MIGRATION_PHASE_RUNNING}}
+}
+
+// DefaultPostCopyAfterPasses is how many passes over memory a migration that may switch to
+// post-copy makes before it does.
+const DefaultPostCopyAfterPasses = 3
+
+// switchToPostCopy switches a live migration that its policy lets switch to post-copy, once it
+// has made the policy's passes over memory without converging or has reached its completion
+// budget, and reports whether it did. It is a side effect: fenced like the others.
+func (r *run) switchToPostCopy(m *v1.Migration, g guest, policy *v1.MigrationPolicy, st hypervisor.JobStats) bool {
+	if !policy.GetAllowPostCopy() || st.MemoryTotal == 0 || st.MemoryRemaining == 0 {
+		return false
+	}
+	passes := uint64(cmp.Or(policy.GetPostCopyAfterPasses(), DefaultPostCopyAfterPasses))
+	over := st.Elapsed > completionBudget(policy, st, g.memory)
+	if st.Iteration <= passes && !over {
+		return false
+	}
+	if err := r.verify(r.ctx); err != nil {
+		return false
+	}
+	if err := g.src.StartPostCopy(r.ctx, g.name); err != nil {
+		r.c.log.Warn("switching a migration to post-copy failed; it goes on in pre-copy", "migration", m.GetId(), "error", err)
+		return false
+	}
+	r.c.log.Info("migration switched to post-copy: the guest runs on the destination", "migration", m.GetId(),
+		"passes", st.Iteration-1, "elapsed", st.Elapsed, "remaining_bytes", st.MemoryRemaining)
+	return true
 }
 
 // liveImpossible reports whether a live attempt failed in a way that another live attempt would

@@ -431,3 +431,24 @@ func TestSilentDestinationIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A guest that dirties memory almost as fast as the migration sends it would take long to
+// converge: with post-copy allowed, the migration switches after its passes and ends on the
+// destination.
+func TestPostCopyEndsAMigrationThatDoesNotConverge(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Limits{})
+	d := f.devserver("d1", "m1") // 512 MiB
+	if err := f.host("m1").SetDirtyRate("d1", 1000<<20); err != nil {
+		t.Fatal(err)
+	}
+	// 1 GiB/s against 1000 MiB/s dirtied: a pass every half second, convergence in ~9s.
+	f.migrate("mig-1", d, "m2", &v1.MigrationPolicy{BandwidthMibps: 1024, AllowPostCopy: true, PostCopyAfterPasses: 2})
+	m := f.waitPhase("mig-1", v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED)
+	if !m.GetProgress().GetPostCopy() || f.host("m1").Calls(hypervisor.OpStartPostCopy) != 1 {
+		t.Fatalf("post-copy %v, %d StartPostCopy calls; want one switch", m.GetProgress().GetPostCopy(), f.host("m1").Calls(hypervisor.OpStartPostCopy))
+	}
+	if on := f.runsOn("d1"); len(on) != 1 || on[0] != "m2" {
+		t.Fatalf("the guest runs on %v, want m2 only", on)
+	}
+}

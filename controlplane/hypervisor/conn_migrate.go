@@ -162,6 +162,17 @@ func (c *Conn) AbortJob(ctx context.Context, name string) error {
 	})
 }
 
+// StartPostCopy implements Hypervisor (DomainMigrateStartPostCopy, on the shared connection:
+// the migration's own is busy in its perform call).
+func (c *Conn) StartPostCopy(ctx context.Context, name string) error {
+	const op = OpStartPostCopy
+	dom, err := c.lookup(ctx, op, name)
+	if err != nil {
+		return err
+	}
+	return call0(ctx, c, op, name, func(l *libvirt.Libvirt) error { return l.DomainMigrateStartPostCopy(dom, 0) })
+}
+
 // SetMaxSpeed implements Hypervisor.
 func (c *Conn) SetMaxSpeed(ctx context.Context, name string, mibps uint64) error {
 	const op = OpSetMaxSpeed

@@ -213,6 +213,10 @@ func (s *memSession) JobStats(ctx context.Context, name string) (JobStats, error
 	return sessionCall(ctx, s, OpJobStats, name, func(ctx context.Context) (JobStats, error) { return s.m.JobStats(ctx, name) })
 }
 
+func (s *memSession) StartPostCopy(ctx context.Context, name string) error {
+	return sessionCall0(ctx, s, OpStartPostCopy, name, func(ctx context.Context) error { return s.m.StartPostCopy(ctx, name) })
+}
+
 func (s *memSession) AbortJob(ctx context.Context, name string) error {
 	return sessionCall0(ctx, s, OpAbortJob, name, func(ctx context.Context) error { return s.m.AbortJob(ctx, name) })
 }

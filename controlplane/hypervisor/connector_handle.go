@@ -128,6 +128,11 @@ func (x *handle) JobStats(ctx context.Context, name string) (JobStats, error) {
 	return use(ctx, x.h, OpJobStats, name, func(s session) (JobStats, error) { return s.JobStats(ctx, name) })
 }
 
+func (x *handle) StartPostCopy(ctx context.Context, name string) error {
+	_, err := use(ctx, x.h, OpStartPostCopy, name, func(s session) (struct{}, error) { return struct{}{}, s.StartPostCopy(ctx, name) })
+	return err
+}
+
 func (x *handle) AbortJob(ctx context.Context, name string) error {
 	_, err := use(ctx, x.h, OpAbortJob, name, func(s session) (struct{}, error) { return struct{}{}, s.AbortJob(ctx, name) })
 	return err

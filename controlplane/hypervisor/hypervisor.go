@@ -79,6 +79,13 @@ type Hypervisor interface {
 	// migration (abort it at its source, or destroy the domain on the destination), and a
 	// migration that is switching over (in-memory hosts only; libvirt may still abort it).
 	AbortJob(ctx context.Context, name string) error
+	// StartPostCopy switches the domain's migration out, started with MigrationParams.PostCopy,
+	// to post-copy: the guest runs on the destination from now on, and the memory still to copy
+	// is fetched from here as the guest touches it (and in the background). A migration that is
+	// not converging ends this way. It can no longer be aborted (AbortJob is
+	// KindFailedPrecondition), and losing either host now loses the guest. A migration started
+	// without PostCopy, or none, is KindFailedPrecondition.
+	StartPostCopy(ctx context.Context, name string) error
 	// SetMaxSpeed caps the domain's migration bandwidth in MiB/s (0: unlimited): the running
 	// migration's at once, else the next one's (unless its MigrationParams give a cap).
 	SetMaxSpeed(ctx context.Context, name string, mibps uint64) error
@@ -146,6 +153,7 @@ const (
 	OpMigrate        Op = "migrate"
 	OpJobStats       Op = "job-stats"
 	OpAbortJob       Op = "abort-job"
+	OpStartPostCopy  Op = "start-post-copy"
 	OpSetMaxSpeed    Op = "set-max-speed"
 	OpDomainVolumes  Op = "domain-volumes"
 	OpPrepareVolume  Op = "prepare-volume"

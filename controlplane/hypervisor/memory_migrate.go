@@ -165,6 +165,35 @@ func (m *Memory) AbortJob(ctx context.Context, name string) error {
 	return nil
 }
 
+// StartPostCopy implements Hypervisor: the switch-over comes at once and pauses the guest only
+// for its device state (1 ms in the model); the rest of memory follows at the link's speed.
+func (m *Memory) StartPostCopy(ctx context.Context, name string) error {
+	const op = OpStartPostCopy
+	if err := m.begin(ctx, op, name); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	d, err := m.domainLocked(op, name)
+	switch {
+	case err != nil:
+		return err
+	case d.job == nil:
+		return errorf(m.host, op, name, KindFailedPrecondition, "Requested operation is not valid: no job is active on the domain")
+	case !d.job.params.PostCopy:
+		return errorf(m.host, op, name, KindFailedPrecondition, "Requested operation is not valid: switching to post-copy requires migration to be started with the post-copy flag")
+	}
+	now := m.clock.Now()
+	var refused error
+	d.job.change(now, func(j *memJob) {
+		if j.copyingDisk(j.diskDone) {
+			refused = errorf(m.host, op, name, KindFailedPrecondition, "Requested operation is not valid: the disks are still being copied")
+			return
+		}
+		j.postCopy = true
+	})
+	return refused
+}
+
 // SetMaxSpeed implements Hypervisor.
 func (m *Memory) SetMaxSpeed(ctx context.Context, name string, mibps uint64) error {
 	const op = OpSetMaxSpeed
@@ -234,6 +263,8 @@ type memJob struct {
 	capMiBps    uint64
 	dirty       float64
 	maxDowntime time.Duration
+	// postCopy: switched to post-copy (StartPostCopy); the switch-over comes at once.
+	postCopy bool
 	// switching: the switch-over began, it can no longer be aborted. err: why the job ends
 	// early (abort, failure).
 	switching bool
@@ -277,6 +308,9 @@ func (j *memJob) diskSeconds() float64 {
 // then memory until what is left fits in the max downtime); negative when it never comes at
 // the current rates.
 func (j *memJob) untilSwitch() time.Duration {
+	if j.postCopy {
+		return 0
+	}
 	secs := j.diskSeconds()
 	if left := j.remaining - j.threshold(); left > 0 {
 		net := j.bps() - j.dirtyBps()
@@ -543,7 +577,7 @@ func (j *memJob) commit() error {
 	err := j.err
 	j.advanceLocked(now)
 	processed, remaining, memStart := j.processed, j.remaining, cmp.Or(j.memStart, j.start)
-	bps, dirty := j.bps(), j.dirty
+	bps, dirty, postCopy := j.bps(), j.dirty, j.postCopy
 	j.mu.Unlock()
 	d := src.domains[name]
 	if err == nil && (d == nil || d.job != j) {
@@ -572,6 +606,10 @@ func (j *memJob) commit() error {
 	// the rate is memory's, from when the disk copy ended.
 	downtime := time.Duration(remaining / bps * 1e9).Round(time.Millisecond)
 	elapsed := now.Sub(j.start) + downtime
+	if postCopy { // only the device state pauses the guest; the rest follows at the link's speed
+		elapsed = now.Sub(j.start) + time.Duration(remaining/j.linkBps*1e9)
+		downtime = time.Millisecond
+	}
 	sent := processed + remaining
 	stats := JobStats{
 		Type: JobCompleted, Operation: JobMigrationIn, Elapsed: elapsed,

@@ -38,6 +38,7 @@ func devserverMigrateCmd(a *app) *cobra.Command {
 		maxDowntime   time.Duration
 		at            string
 		coldFallback  bool
+		postCopy      bool
 		wait, monitor bool
 	)
 	cmd := &cobra.Command{
@@ -104,8 +105,9 @@ as recorded, or as it ended with --wait and --monitor.`,
 	}
 	cmd.RunE = a.action(func(ctx context.Context, c client, args []string) error {
 		req.Name, req.Reason = args[0], v1.MigrationReason(reason.num)
-		if bandwidth > 0 || maxDowntime > 0 || coldFallback {
-			req.Policy = &v1.MigrationPolicy{BandwidthMibps: bandwidth, MaxDowntimeMs: uint32(maxDowntime / time.Millisecond), ColdFallback: coldFallback}
+		if bandwidth > 0 || maxDowntime > 0 || coldFallback || postCopy {
+			req.Policy = &v1.MigrationPolicy{BandwidthMibps: bandwidth, MaxDowntimeMs: uint32(maxDowntime / time.Millisecond),
+				ColdFallback: coldFallback, AllowPostCopy: postCopy}
 		}
 		callCtx, cancel := a.callContext(ctx)
 		m, err := c.migrations.MigrateDevserver(callCtx, &req)
@@ -153,6 +155,7 @@ as recorded, or as it ended with --wait and --monitor.`,
 	f.StringVar(&req.Flavor, "flavor", "", "flavor to resize to, cold (default: its own)")
 	f.BoolVar(&req.Cold, "cold", false, "move cold (shut down, copy the disk, start) even where a live move is possible")
 	f.BoolVar(&coldFallback, "cold-fallback", false, "move cold if the live attempts fail")
+	f.BoolVar(&postCopy, "post-copy", false, "let a live move that does not converge switch to post-copy (the guest then runs on the destination; the move can no longer be aborted)")
 	f.StringVar(&at, "at", "", "start no earlier than this time: RFC 3339, or +DURATION from now (default: as soon as a slot frees)")
 	f.Var(reason, "reason", "why it moves: "+orList(reason.names())+" (server default: user); sets the default priority")
 	f.Int32Var(&req.Priority, "priority", 0, "higher runs first (default: the reason's)")
@@ -241,6 +244,9 @@ func migratedLine(m *v1.Migration) string {
 	var details []string
 	if m.GetCold() {
 		details = append(details, "cold")
+	}
+	if p.GetPostCopy() {
+		details = append(details, "post-copy")
 	}
 	if total := p.GetDiskTotalBytes(); total > 0 && m.GetCold() {
 		details = append(details, "disk "+mibs(total)+" MiB")
@@ -401,8 +407,11 @@ func progressText(m *v1.Migration) string {
 		if it := p.GetIteration(); it > 0 {
 			parts = append(parts, "iteration "+u64(it))
 		}
-		if d := p.GetExpectedDowntimeMs(); d > 0 {
+		if d := p.GetExpectedDowntimeMs(); d > 0 && !p.GetPostCopy() {
 			parts = append(parts, fmt.Sprintf("expected downtime %d ms", d))
+		}
+		if p.GetPostCopy() {
+			parts = append(parts, "post-copy: running on the destination")
 		}
 	}
 	// Attempts counts the attempts started: between two, all of those failed.
@@ -651,6 +660,7 @@ func migrationFields(m *v1.Migration) []field {
 			field{"data_rate", mibPerSecond(float64(p.GetDataRateBytesPerSecond()))},
 			field{"dirty_rate_pages_per_second", u64(p.GetDirtyRatePagesPerSecond())},
 			field{"iteration", u64(p.GetIteration())},
+			field{"post_copy", yesNo(p.GetPostCopy())},
 			field{"expected_downtime_ms", u64(p.GetExpectedDowntimeMs())},
 		)
 		if state.Final(m.GetPhase()) {
@@ -710,6 +720,7 @@ func policy(p *v1.MigrationPolicy) string {
 	add("parallel_connections", p.GetParallelConnections() > 0, u64(uint64(p.GetParallelConnections())))
 	add("max_attempts", p.GetMaxAttempts() > 0, u64(uint64(p.GetMaxAttempts())))
 	add("cold_fallback", p.GetColdFallback(), "yes")
+	add("post_copy_after_passes", p.GetPostCopyAfterPasses() > 0, u64(uint64(p.GetPostCopyAfterPasses())))
 	if len(parts) == 0 {
 		return "defaults"
 	}

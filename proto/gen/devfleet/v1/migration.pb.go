@@ -232,9 +232,14 @@ type MigrationPolicy struct {
 	MaxAttempts uint32 `protobuf:"varint,8,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// When live attempts are exhausted or impossible, move cold (shut down, copy the disk, start on
 	// the destination): the developer's session ends, their disk does not.
-	ColdFallback  bool `protobuf:"varint,9,opt,name=cold_fallback,json=coldFallback,proto3" json:"cold_fallback,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ColdFallback bool `protobuf:"varint,9,opt,name=cold_fallback,json=coldFallback,proto3" json:"cold_fallback,omitempty"`
+	// With allow_post_copy: switch to post-copy once the pre-copy has made this many passes over
+	// memory without converging (0: devfleet's default, 3). A migration that reaches its
+	// completion timeout switches too, instead of being aborted. After the switch the guest runs
+	// on the destination and the migration can no longer be aborted.
+	PostCopyAfterPasses uint32 `protobuf:"varint,10,opt,name=post_copy_after_passes,json=postCopyAfterPasses,proto3" json:"post_copy_after_passes,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *MigrationPolicy) Reset() {
@@ -330,6 +335,13 @@ func (x *MigrationPolicy) GetColdFallback() bool {
 	return false
 }
 
+func (x *MigrationPolicy) GetPostCopyAfterPasses() uint32 {
+	if x != nil {
+		return x.PostCopyAfterPasses
+	}
+	return 0
+}
+
 // MigrationProgress is what libvirt last reported of the running job.
 type MigrationProgress struct {
 	state                   protoimpl.MessageState `protogen:"open.v1"`
@@ -347,8 +359,10 @@ type MigrationProgress struct {
 	DiskTotalBytes     uint64 `protobuf:"varint,10,opt,name=disk_total_bytes,json=diskTotalBytes,proto3" json:"disk_total_bytes,omitempty"`
 	DiskProcessedBytes uint64 `protobuf:"varint,11,opt,name=disk_processed_bytes,json=diskProcessedBytes,proto3" json:"disk_processed_bytes,omitempty"`
 	DiskRemainingBytes uint64 `protobuf:"varint,12,opt,name=disk_remaining_bytes,json=diskRemainingBytes,proto3" json:"disk_remaining_bytes,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The migration switched to post-copy.
+	PostCopy      bool `protobuf:"varint,13,opt,name=post_copy,json=postCopy,proto3" json:"post_copy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MigrationProgress) Reset() {
@@ -463,6 +477,13 @@ func (x *MigrationProgress) GetDiskRemainingBytes() uint64 {
 		return x.DiskRemainingBytes
 	}
 	return 0
+}
+
+func (x *MigrationProgress) GetPostCopy() bool {
+	if x != nil {
+		return x.PostCopy
+	}
+	return false
 }
 
 // A migration moves one devserver from source_host to dest_host.
@@ -1054,7 +1075,7 @@ var File_devfleet_v1_migration_proto protoreflect.FileDescriptor
 
 const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdevfleet/v1/migration.proto\x12\vdevfleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x03\n" +
+	"\x1bdevfleet/v1/migration.proto\x12\vdevfleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x03\n" +
 	"\x0fMigrationPolicy\x12'\n" +
 	"\x0fbandwidth_mibps\x18\x01 \x01(\x04R\x0ebandwidthMibps\x12&\n" +
 	"\x0fmax_downtime_ms\x18\x02 \x01(\rR\rmaxDowntimeMs\x12#\n" +
@@ -1064,7 +1085,9 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\x10progress_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0fprogressTimeout\x121\n" +
 	"\x14parallel_connections\x18\a \x01(\rR\x13parallelConnections\x12!\n" +
 	"\fmax_attempts\x18\b \x01(\rR\vmaxAttempts\x12#\n" +
-	"\rcold_fallback\x18\t \x01(\bR\fcoldFallback\"\xe3\x04\n" +
+	"\rcold_fallback\x18\t \x01(\bR\fcoldFallback\x123\n" +
+	"\x16post_copy_after_passes\x18\n" +
+	" \x01(\rR\x13postCopyAfterPasses\"\x80\x05\n" +
 	"\x11MigrationProgress\x12,\n" +
 	"\x12memory_total_bytes\x18\x01 \x01(\x04R\x10memoryTotalBytes\x124\n" +
 	"\x16memory_processed_bytes\x18\x02 \x01(\x04R\x14memoryProcessedBytes\x124\n" +
@@ -1080,7 +1103,8 @@ const file_devfleet_v1_migration_proto_rawDesc = "" +
 	"\x10disk_total_bytes\x18\n" +
 	" \x01(\x04R\x0ediskTotalBytes\x120\n" +
 	"\x14disk_processed_bytes\x18\v \x01(\x04R\x12diskProcessedBytes\x120\n" +
-	"\x14disk_remaining_bytes\x18\f \x01(\x04R\x12diskRemainingBytes\"\xd7\b\n" +
+	"\x14disk_remaining_bytes\x18\f \x01(\x04R\x12diskRemainingBytes\x12\x1b\n" +
+	"\tpost_copy\x18\r \x01(\bR\bpostCopy\"\xd7\b\n" +
 	"\tMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tdevserver\x18\x02 \x01(\tR\tdevserver\x12!\n" +
