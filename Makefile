@@ -105,6 +105,7 @@ test-e2e:
 bench: build
 	$(BIN)/devfleet bench apply --clients 1,64,256
 	$(BIN)/devfleet bench scale
+	$(GO) test -run '^$$' -bench Libvirt -benchtime 3x ./controlplane/hypervisor
 
 ## tools: protoc from Debian and the pinned protoc plugins.
 tools:

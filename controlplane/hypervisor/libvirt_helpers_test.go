@@ -22,7 +22,7 @@ import (
 )
 
 // virsh runs virsh against a host and returns its output; a failure fails the test.
-func virsh(t *testing.T, h libvirthost.Host, args ...string) string {
+func virsh(t testing.TB, h libvirthost.Host, args ...string) string {
 	t.Helper()
 	out, err := runTool(h, "virsh", append([]string{"-c", h.URI}, args...)...)
 	if err != nil {

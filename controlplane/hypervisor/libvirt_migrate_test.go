@@ -622,7 +622,7 @@ func expectListed(t *testing.T, h libvirthost.Host, want []string) {
 // fillRAM writes n MiB of random data into a running guest's file-backed RAM from offset MiB
 // on (the firmware lives at the bottom and the top of the guest's memory), so that the
 // migration has that much to send.
-func fillRAM(t *testing.T, h libvirthost.Host, name string, offset, n int64) {
+func fillRAM(t testing.TB, h libvirthost.Host, name string, offset, n int64) {
 	t.Helper()
 	files, _ := filepath.Glob(filepath.Join(h.Dir, "lib", "qemu", "ram", "*-"+name, "*"))
 	if len(files) != 1 {
