@@ -35,7 +35,7 @@ run: build
 	  if hosts=$$($(BIN)/hostsctl up --n 2 --dir $(RUN_HOSTS) 2>/tmp/devfleet-run-hosts.log); then :; else \
 	    echo "make run: no real libvirt hosts here (see /tmp/devfleet-run-hosts.log; needs root and the libvirt/QEMU packages)."; \
 	    echo "make run: continuing with the in-memory hypervisors only."; hosts=""; fi; \
-	  $(BIN)/devfleetd --dev --log-level warn & pid=$$!; \
+	  $(BIN)/devfleetd --dev --log-level warn --guest-shutdown-grace 2s & pid=$$!; `# test guests have no OS to power off: cut them after 2s` \
 	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; $(BIN)/hostsctl down --dir $(RUN_HOSTS) >/dev/null 2>&1 || true' EXIT INT TERM; \
 	  for i in $$(seq 150); do $$df --timeout 2s devserver show carol-ml >/dev/null 2>&1 && break; sleep 0.2; done; \
 	  set -x; \
@@ -46,6 +46,7 @@ run: build
 	  $$df devserver list; \
 	  $$df capacity report --region eu-west; \
 	  $$df capacity lose --region us-east; \
+	  $$df --as dana devserver migrate dana-dev --region us-east --monitor; \
 	  set +x; \
 	  if [ -n "$$hosts" ]; then \
 	    set -x; \
@@ -64,6 +65,8 @@ run: build
 	    $$df container list; \
 	    to=lab1-h2; $$df devserver show demo-dev | grep -q 'lab1-h2' && to=lab1-h1; \
 	    $$df --as demo devserver migrate demo-dev --to-host $$to --monitor; \
+	    $$df flavor add tiny-plus --cpus 1 --memory-mib 384 --disk-gib 0 --description "tiny, with more memory"; \
+	    $$df --as demo devserver migrate demo-dev --flavor tiny-plus --monitor; \
 	    set +x; \
 	    while read -r name uri mig; do echo "+ virsh -c '$$uri' list"; virsh -c "$$uri" list; done <<<"$$hosts"; \
 	  fi; \
