@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -147,6 +148,9 @@ func (w *WriteTxn) CreateMigration(in *v1.Migration) (*v1.Migration, error) {
 	nd.State, nd.StateReason = v1.DevserverState_DEVSERVER_STATE_MIGRATING, "moving to "+h.GetName()+" (migration "+m.GetId()+")"
 	if m.GetDestHost() == d.GetHost() {
 		nd.StateReason = "resizing to " + to.GetName() + " (migration " + m.GetId() + ")"
+	}
+	if nb := m.GetNotBefore(); nb != nil && nb.AsTime().After(w.now.AsTime()) {
+		nd.StateReason += "; booked for " + nb.AsTime().UTC().Format(time.RFC3339) + " or later, running until then"
 	}
 	nd.UpdateTime, nd.ModifyIndex = w.now, w.index
 	return m, w.insert(TableDevservers, nd)
