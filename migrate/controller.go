@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-memdb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/apierror"
@@ -329,6 +330,9 @@ var (
 // guest runs (a previous leader may have finished or half-done it), then it runs attempts until
 // one succeeds, an abort is asked, or the attempts are used up.
 func (r *run) execute(m *v1.Migration) {
+	// m is this goroutine's copy: the controller notes its fence, failures and destination in
+	// it, and the store's records are shared with readers.
+	m = proto.Clone(m).(*v1.Migration)
 	v := r.c.cfg.Store.View()
 	d, derr := v.GetDevserver(m.GetDevserver())
 	src, serr := v.GetHost(m.GetSourceHost())
