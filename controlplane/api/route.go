@@ -57,6 +57,7 @@ var methods = func() map[string]method {
 		v1.File_devfleet_v1_capacity_proto.Services().ByName("CapacityService"),
 		v1.File_devfleet_v1_container_proto.Services().ByName("ContainerService"),
 		v1.File_devfleet_v1_migration_proto.Services().ByName("MigrationService"),
+		v1.File_devfleet_v1_drain_proto.Services().ByName("DrainService"),
 	} {
 		for i := 0; i < sd.Methods().Len(); i++ {
 			md := sd.Methods().Get(i)

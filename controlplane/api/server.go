@@ -78,6 +78,7 @@ type Server struct {
 	v1.UnsafeCapacityServiceServer
 	v1.UnsafeContainerServiceServer
 	v1.UnsafeMigrationServiceServer
+	v1.UnsafeDrainServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -143,6 +144,7 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterCapacityServiceServer(g, s)
 	v1.RegisterContainerServiceServer(g, s)
 	v1.RegisterMigrationServiceServer(g, s)
+	v1.RegisterDrainServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

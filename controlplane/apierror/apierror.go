@@ -154,3 +154,13 @@ func ToStatus(err error) error {
 	}
 	return status.Error(codes.Internal, err.Error())
 }
+
+// ReasonOf is the reason of the first *Error in err's chain (what a timeline or a blocker
+// shows), or err's text.
+func ReasonOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Reason != "" {
+		return e.Reason
+	}
+	return err.Error()
+}

@@ -136,6 +136,33 @@ func registerMigrations(r *registry) {
 	})
 }
 
+func registerDrains(r *registry) {
+	r.register("start_drain", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.StartDrain(c.GetStartDrain().GetDrain(), c.GetStartDrain().GetItems())
+	})
+	r.register("update_drain", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		u := c.GetUpdateDrain()
+		var items []state.DrainItemUpdate
+		for _, i := range u.GetItems() {
+			items = append(items, state.DrainItemUpdate{Devserver: i.GetDevserver(), State: i.GetState(), MigrationID: i.GetMigrationId(),
+				DestHost: i.GetDestHost(), Blocker: i.GetBlocker(), Attempts: i.GetAttempts(), From: i.GetFrom(), Event: i.GetEvent(), Detail: i.GetDetail()})
+		}
+		return w.UpdateDrain(u.GetId(), items, u.GetEvents())
+	})
+	r.register("finish_drain", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		f := c.GetFinishDrain()
+		return w.FinishDrain(f.GetId(), f.GetState(), f.GetReason(), f.GetUncordon())
+	})
+	r.register("request_drain_cancel", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		x := c.GetRequestDrainCancel()
+		return w.RequestDrainCancel(x.GetId(), x.GetAbortInFlight(), x.GetUncordon())
+	})
+	r.register("extend_drain", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		x := c.GetExtendDrain()
+		return w.ExtendDrain(x.GetId(), x.GetBy().AsDuration())
+	})
+}
+
 func registerContainers(r *registry) {
 	r.register("create_profile", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.CreateProfile(c.GetCreateProfile().GetProfile())

@@ -63,5 +63,6 @@ func newRegistry() *registry {
 	registerFleet(r)
 	registerContainers(r)
 	registerMigrations(r)
+	registerDrains(r)
 	return r
 }

@@ -236,13 +236,14 @@ func (w *WriteTxn) CordonHost(name, reason string) (*v1.Host, error) {
 		v1.HostState_HOST_STATE_ACTIVE, v1.HostState_HOST_STATE_CORDONED)
 }
 
-// UncordonHost returns a cordoned host to service; an active host is left as it is.
+// UncordonHost returns a cordoned (or drained) host to service; an active host is left as it
+// is. A host being drained is refused: cancel its drain.
 func (w *WriteTxn) UncordonHost(name, reason string) (*v1.Host, error) {
 	if err := validate.Text("reason", reason, validate.MaxReasonLen); err != nil {
 		return nil, err
 	}
 	return w.setHostState(name, "", v1.HostState_HOST_STATE_ACTIVE,
-		v1.HostState_HOST_STATE_CORDONED, v1.HostState_HOST_STATE_ACTIVE)
+		v1.HostState_HOST_STATE_CORDONED, v1.HostState_HOST_STATE_DRAINED, v1.HostState_HOST_STATE_ACTIVE)
 }
 
 func (w *WriteTxn) setHostState(name, reason string, to v1.HostState, from ...v1.HostState) (*v1.Host, error) {
@@ -304,6 +305,9 @@ func (v *View) HostsIn(region string) []*v1.Host {
 	}
 	return out
 }
+
+// HostsAt returns the hosts of a site, in name order.
+func (v *View) HostsAt(site string) []*v1.Host { return rows[*v1.Host](v, TableHosts, "site", site) }
 
 // EachHost calls fn for every host, in name order.
 func (v *View) EachHost(fn func(*v1.Host)) {

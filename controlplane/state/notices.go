@@ -49,6 +49,14 @@ func (w *WriteTxn) CreateNotice(in *v1.Notice) (*v1.Notice, error) {
 	return n, nil
 }
 
+// GetNotice returns a notice or NotFound.
+func (v *View) GetNotice(id string) (*v1.Notice, error) {
+	if raw := v.first(TableNotices, "id", id); raw != nil {
+		return raw.(*v1.Notice), nil
+	}
+	return nil, apierror.Missing("notice", id)
+}
+
 // NoticesOf returns an owner's notices, newest first.
 func (v *View) NoticesOf(owner string) []*v1.Notice {
 	ns := rows[*v1.Notice](v, TableNotices, "owner", owner)

@@ -23,11 +23,15 @@ const (
 	TablePools      = "container_pools"
 	TableContainers = "containers"
 	TableMigrations = "migrations"
+	// Drains, their items (one per devserver of a drained host) and their timelines.
+	TableDrains      = "drains"
+	TableDrainItems  = "drain_items"
+	TableDrainEvents = "drain_events"
 )
 
 // Tables lists every table whose rows are fleet state, in snapshot order (parents first).
 var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices,
-	TableProfiles, TablePools, TableContainers, TableMigrations}
+	TableProfiles, TablePools, TableContainers, TableMigrations, TableDrains, TableDrainItems, TableDrainEvents}
 
 // stringIndex indexes a table by a string that a function computes from the row. It replaces
 // memdb's reflection-based field indexers: type-checked, and faster on the apply path.
@@ -105,6 +109,15 @@ func schema() *memdb.DBSchema {
 			index("id", true, false, func(m *v1.Migration) string { return m.GetId() }),
 			index("devserver", false, false, func(m *v1.Migration) string { return m.GetDevserver() }),
 			index("dest", false, false, func(m *v1.Migration) string { return m.GetDestHost() }),
+		),
+		table(TableDrains, index("id", true, false, func(d *v1.Drain) string { return d.GetId() })),
+		table(TableDrainItems,
+			index("id", true, false, func(i *v1.DrainItem) string { return drainItemKey(i.GetDrainId(), i.GetDevserver()) }),
+			index("drain", false, false, func(i *v1.DrainItem) string { return i.GetDrainId() }),
+		),
+		table(TableDrainEvents,
+			index("id", true, false, func(e *v1.DrainEvent) string { return drainEventKey(e.GetDrainId(), e.GetSeq()) }),
+			index("drain", false, false, func(e *v1.DrainEvent) string { return e.GetDrainId() }),
 		),
 		table(TableNotices,
 			index("id", true, false, func(n *v1.Notice) string { return n.GetId() }),

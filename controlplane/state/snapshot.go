@@ -69,6 +69,12 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Container{Container: r}}
 	case *v1.Migration:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Migration{Migration: r}}
+	case *v1.Drain:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Drain{Drain: r}}
+	case *v1.DrainItem:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DrainItem{DrainItem: r}}
+	case *v1.DrainEvent:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DrainEvent{DrainEvent: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -127,6 +133,12 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TableContainers, x.Container
 		case *fsmv1.SnapshotRecord_Migration:
 			table, row = TableMigrations, x.Migration
+		case *fsmv1.SnapshotRecord_Drain:
+			table, row = TableDrains, x.Drain
+		case *fsmv1.SnapshotRecord_DrainItem:
+			table, row = TableDrainItems, x.DrainItem
+		case *fsmv1.SnapshotRecord_DrainEvent:
+			table, row = TableDrainEvents, x.DrainEvent
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

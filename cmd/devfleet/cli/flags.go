@@ -48,7 +48,7 @@ func (f *enumFlag) Type() string   { return "string" }
 
 func (f *enumFlag) Set(s string) error {
 	for _, name := range f.names() {
-		if strings.EqualFold(s, name) {
+		if strings.EqualFold(s, name) || strings.EqualFold(strings.ReplaceAll(s, "-", "_"), name) {
 			f.num = f.desc.Values().ByName(protoreflect.Name(enumPrefix(f.desc) + strings.ToUpper(name))).Number()
 			return nil
 		}

@@ -65,6 +65,7 @@ type client struct {
 	capacity   v1.CapacityServiceClient
 	containers v1.ContainerServiceClient
 	migrations v1.MigrationServiceClient
+	drains     v1.DrainServiceClient
 }
 
 // newClient makes the API clients of a connection.
@@ -75,6 +76,7 @@ func newClient(conn *grpc.ClientConn) client {
 		capacity:   v1.NewCapacityServiceClient(conn),
 		containers: v1.NewContainerServiceClient(conn),
 		migrations: v1.NewMigrationServiceClient(conn),
+		drains:     v1.NewDrainServiceClient(conn),
 	}
 }
 
@@ -162,6 +164,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newPoolCmd(a),
 		newContainerCmd(a, getenv),
 		newMigrationCmd(a),
+		newDrainCmd(a),
 		newBenchCmd(a),
 	)
 	return root

@@ -412,6 +412,10 @@ const (
 	NoticeKind_NOTICE_KIND_EXPIRED     NoticeKind = 2
 	NoticeKind_NOTICE_KIND_LOST        NoticeKind = 3
 	NoticeKind_NOTICE_KIND_RECREATED   NoticeKind = 4
+	// Maintenance comes to its host and it cannot move (a whole machine): by when, and why.
+	NoticeKind_NOTICE_KIND_MAINTENANCE NoticeKind = 5
+	// It was stopped and left on a host under maintenance (a drain's deadline).
+	NoticeKind_NOTICE_KIND_STRANDED NoticeKind = 6
 )
 
 // Enum value maps for NoticeKind.
@@ -422,6 +426,8 @@ var (
 		2: "NOTICE_KIND_EXPIRED",
 		3: "NOTICE_KIND_LOST",
 		4: "NOTICE_KIND_RECREATED",
+		5: "NOTICE_KIND_MAINTENANCE",
+		6: "NOTICE_KIND_STRANDED",
 	}
 	NoticeKind_value = map[string]int32{
 		"NOTICE_KIND_UNSPECIFIED": 0,
@@ -429,6 +435,8 @@ var (
 		"NOTICE_KIND_EXPIRED":     2,
 		"NOTICE_KIND_LOST":        3,
 		"NOTICE_KIND_RECREATED":   4,
+		"NOTICE_KIND_MAINTENANCE": 5,
+		"NOTICE_KIND_STRANDED":    6,
 	}
 )
 
@@ -3800,14 +3808,16 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\x19DEVSERVER_STATE_MIGRATING\x10\x03\x12\x1b\n" +
 	"\x17DEVSERVER_STATE_STOPPED\x10\x04\x12\x18\n" +
 	"\x14DEVSERVER_STATE_LOST\x10\x05\x12\x1b\n" +
-	"\x17DEVSERVER_STATE_DELETED\x10\x06*\x8d\x01\n" +
+	"\x17DEVSERVER_STATE_DELETED\x10\x06*\xc4\x01\n" +
 	"\n" +
 	"NoticeKind\x12\x1b\n" +
 	"\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14NOTICE_KIND_EXPIRING\x10\x01\x12\x17\n" +
 	"\x13NOTICE_KIND_EXPIRED\x10\x02\x12\x14\n" +
 	"\x10NOTICE_KIND_LOST\x10\x03\x12\x19\n" +
-	"\x15NOTICE_KIND_RECREATED\x10\x04*=\n" +
+	"\x15NOTICE_KIND_RECREATED\x10\x04\x12\x1b\n" +
+	"\x17NOTICE_KIND_MAINTENANCE\x10\x05\x12\x18\n" +
+	"\x14NOTICE_KIND_STRANDED\x10\x06*=\n" +
 	"\x06Spread\x12\x0f\n" +
 	"\vSPREAD_NONE\x10\x00\x12\x10\n" +
 	"\fSPREAD_HOSTS\x10\x01\x12\x10\n" +

@@ -16,6 +16,7 @@ import (
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -124,6 +125,11 @@ type Command struct {
 	//	*Command_FinishMigration
 	//	*Command_RequestMigrationAbort
 	//	*Command_RetargetMigration
+	//	*Command_StartDrain
+	//	*Command_UpdateDrain
+	//	*Command_FinishDrain
+	//	*Command_RequestDrainCancel
+	//	*Command_ExtendDrain
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -522,6 +528,51 @@ func (x *Command) GetRetargetMigration() *RetargetMigration {
 	return nil
 }
 
+func (x *Command) GetStartDrain() *StartDrain {
+	if x != nil {
+		if x, ok := x.Op.(*Command_StartDrain); ok {
+			return x.StartDrain
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUpdateDrain() *UpdateDrain {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UpdateDrain); ok {
+			return x.UpdateDrain
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishDrain() *FinishDrain {
+	if x != nil {
+		if x, ok := x.Op.(*Command_FinishDrain); ok {
+			return x.FinishDrain
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRequestDrainCancel() *RequestDrainCancel {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RequestDrainCancel); ok {
+			return x.RequestDrainCancel
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExtendDrain() *ExtendDrain {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ExtendDrain); ok {
+			return x.ExtendDrain
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -679,6 +730,26 @@ type Command_RetargetMigration struct {
 	RetargetMigration *RetargetMigration `protobuf:"bytes,104,opt,name=retarget_migration,json=retargetMigration,proto3,oneof"`
 }
 
+type Command_StartDrain struct {
+	StartDrain *StartDrain `protobuf:"bytes,110,opt,name=start_drain,json=startDrain,proto3,oneof"`
+}
+
+type Command_UpdateDrain struct {
+	UpdateDrain *UpdateDrain `protobuf:"bytes,111,opt,name=update_drain,json=updateDrain,proto3,oneof"`
+}
+
+type Command_FinishDrain struct {
+	FinishDrain *FinishDrain `protobuf:"bytes,112,opt,name=finish_drain,json=finishDrain,proto3,oneof"`
+}
+
+type Command_RequestDrainCancel struct {
+	RequestDrainCancel *RequestDrainCancel `protobuf:"bytes,113,opt,name=request_drain_cancel,json=requestDrainCancel,proto3,oneof"`
+}
+
+type Command_ExtendDrain struct {
+	ExtendDrain *ExtendDrain `protobuf:"bytes,114,opt,name=extend_drain,json=extendDrain,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -754,6 +825,16 @@ func (*Command_FinishMigration) isCommand_Op() {}
 func (*Command_RequestMigrationAbort) isCommand_Op() {}
 
 func (*Command_RetargetMigration) isCommand_Op() {}
+
+func (*Command_StartDrain) isCommand_Op() {}
+
+func (*Command_UpdateDrain) isCommand_Op() {}
+
+func (*Command_FinishDrain) isCommand_Op() {}
+
+func (*Command_RequestDrainCancel) isCommand_Op() {}
+
+func (*Command_ExtendDrain) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -2907,6 +2988,416 @@ func (x *RetargetMigration) GetReason() string {
 	return ""
 }
 
+// StartDrain records a drain that the leader planned, with its items, and cordons its hosts,
+// all in one step: a refused drain cordons nothing.
+type StartDrain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Drain         *v1.Drain              `protobuf:"bytes,1,opt,name=drain,proto3" json:"drain,omitempty"`
+	Items         []*v1.DrainItem        `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDrain) Reset() {
+	*x = StartDrain{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDrain) ProtoMessage() {}
+
+func (x *StartDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDrain.ProtoReflect.Descriptor instead.
+func (*StartDrain) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *StartDrain) GetDrain() *v1.Drain {
+	if x != nil {
+		return x.Drain
+	}
+	return nil
+}
+
+func (x *StartDrain) GetItems() []*v1.DrainItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// DrainItemUpdate changes one item of a drain.
+type DrainItemUpdate struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Devserver string                 `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
+	// UNSPECIFIED keeps the state.
+	State       v1.DrainItemState `protobuf:"varint,2,opt,name=state,proto3,enum=devfleet.v1.DrainItemState" json:"state,omitempty"`
+	MigrationId string            `protobuf:"bytes,3,opt,name=migration_id,json=migrationId,proto3" json:"migration_id,omitempty"`
+	DestHost    string            `protobuf:"bytes,4,opt,name=dest_host,json=destHost,proto3" json:"dest_host,omitempty"`
+	Blocker     string            `protobuf:"bytes,5,opt,name=blocker,proto3" json:"blocker,omitempty"`
+	// 0 keeps the count.
+	Attempts uint32 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Applies only while the item is in one of these states (any, when empty).
+	From []v1.DrainItemState `protobuf:"varint,7,rep,packed,name=from,proto3,enum=devfleet.v1.DrainItemState" json:"from,omitempty"`
+	// The timeline's event for the change ("" records none).
+	Event         string `protobuf:"bytes,8,opt,name=event,proto3" json:"event,omitempty"`
+	Detail        string `protobuf:"bytes,9,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainItemUpdate) Reset() {
+	*x = DrainItemUpdate{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainItemUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainItemUpdate) ProtoMessage() {}
+
+func (x *DrainItemUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainItemUpdate.ProtoReflect.Descriptor instead.
+func (*DrainItemUpdate) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DrainItemUpdate) GetDevserver() string {
+	if x != nil {
+		return x.Devserver
+	}
+	return ""
+}
+
+func (x *DrainItemUpdate) GetState() v1.DrainItemState {
+	if x != nil {
+		return x.State
+	}
+	return v1.DrainItemState(0)
+}
+
+func (x *DrainItemUpdate) GetMigrationId() string {
+	if x != nil {
+		return x.MigrationId
+	}
+	return ""
+}
+
+func (x *DrainItemUpdate) GetDestHost() string {
+	if x != nil {
+		return x.DestHost
+	}
+	return ""
+}
+
+func (x *DrainItemUpdate) GetBlocker() string {
+	if x != nil {
+		return x.Blocker
+	}
+	return ""
+}
+
+func (x *DrainItemUpdate) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DrainItemUpdate) GetFrom() []v1.DrainItemState {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *DrainItemUpdate) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *DrainItemUpdate) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// UpdateDrain records the drain controller's steps on a drain's items, and drain-wide events.
+type UpdateDrain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Items []*DrainItemUpdate     `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	// Events without an item change (a new leader took the drain over, the deadline passed).
+	Events        []*v1.DrainEvent `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateDrain) Reset() {
+	*x = UpdateDrain{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateDrain) ProtoMessage() {}
+
+func (x *UpdateDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateDrain.ProtoReflect.Descriptor instead.
+func (*UpdateDrain) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *UpdateDrain) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *UpdateDrain) GetItems() []*DrainItemUpdate {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *UpdateDrain) GetEvents() []*v1.DrainEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// FinishDrain ends a drain; with uncordon its hosts return to service.
+type FinishDrain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State         v1.DrainState          `protobuf:"varint,2,opt,name=state,proto3,enum=devfleet.v1.DrainState" json:"state,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Uncordon      bool                   `protobuf:"varint,4,opt,name=uncordon,proto3" json:"uncordon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishDrain) Reset() {
+	*x = FinishDrain{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishDrain) ProtoMessage() {}
+
+func (x *FinishDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishDrain.ProtoReflect.Descriptor instead.
+func (*FinishDrain) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *FinishDrain) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FinishDrain) GetState() v1.DrainState {
+	if x != nil {
+		return x.State
+	}
+	return v1.DrainState(0)
+}
+
+func (x *FinishDrain) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *FinishDrain) GetUncordon() bool {
+	if x != nil {
+		return x.Uncordon
+	}
+	return false
+}
+
+type RequestDrainCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AbortInFlight bool                   `protobuf:"varint,2,opt,name=abort_in_flight,json=abortInFlight,proto3" json:"abort_in_flight,omitempty"`
+	Uncordon      bool                   `protobuf:"varint,3,opt,name=uncordon,proto3" json:"uncordon,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestDrainCancel) Reset() {
+	*x = RequestDrainCancel{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestDrainCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestDrainCancel) ProtoMessage() {}
+
+func (x *RequestDrainCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestDrainCancel.ProtoReflect.Descriptor instead.
+func (*RequestDrainCancel) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *RequestDrainCancel) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RequestDrainCancel) GetAbortInFlight() bool {
+	if x != nil {
+		return x.AbortInFlight
+	}
+	return false
+}
+
+func (x *RequestDrainCancel) GetUncordon() bool {
+	if x != nil {
+		return x.Uncordon
+	}
+	return false
+}
+
+type ExtendDrain struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	By            *durationpb.Duration   `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendDrain) Reset() {
+	*x = ExtendDrain{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendDrain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendDrain) ProtoMessage() {}
+
+func (x *ExtendDrain) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendDrain.ProtoReflect.Descriptor instead.
+func (*ExtendDrain) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ExtendDrain) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExtendDrain) GetBy() *durationpb.Duration {
+	if x != nil {
+		return x.By
+	}
+	return nil
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2917,7 +3408,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2929,7 +3420,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[42]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2942,7 +3433,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{42}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -2965,7 +3456,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3468,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[43]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3481,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{43}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -3018,7 +3509,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3030,7 +3521,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[44]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3043,7 +3534,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{44}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -3078,6 +3569,9 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_ContainerPool
 	//	*SnapshotRecord_Container
 	//	*SnapshotRecord_Migration
+	//	*SnapshotRecord_Drain
+	//	*SnapshotRecord_DrainItem
+	//	*SnapshotRecord_DrainEvent
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3085,7 +3579,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[45]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3097,7 +3591,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[45]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3110,7 +3604,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{45}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -3237,6 +3731,33 @@ func (x *SnapshotRecord) GetMigration() *v1.Migration {
 	return nil
 }
 
+func (x *SnapshotRecord) GetDrain() *v1.Drain {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Drain); ok {
+			return x.Drain
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetDrainItem() *v1.DrainItem {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_DrainItem); ok {
+			return x.DrainItem
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotRecord) GetDrainEvent() *v1.DrainEvent {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_DrainEvent); ok {
+			return x.DrainEvent
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -3293,6 +3814,18 @@ type SnapshotRecord_Migration struct {
 	Migration *v1.Migration `protobuf:"bytes,13,opt,name=migration,proto3,oneof"`
 }
 
+type SnapshotRecord_Drain struct {
+	Drain *v1.Drain `protobuf:"bytes,14,opt,name=drain,proto3,oneof"`
+}
+
+type SnapshotRecord_DrainItem struct {
+	DrainItem *v1.DrainItem `protobuf:"bytes,15,opt,name=drain_item,json=drainItem,proto3,oneof"`
+}
+
+type SnapshotRecord_DrainEvent struct {
+	DrainEvent *v1.DrainEvent `protobuf:"bytes,16,opt,name=drain_event,json=drainEvent,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -3319,13 +3852,19 @@ func (*SnapshotRecord_Container) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Migration) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_Drain) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_DrainItem) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_DrainEvent) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xc0\x16\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xa2\x19\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -3373,7 +3912,13 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x11update_migrations\x18e \x01(\v2!.devfleet.fsm.v1.UpdateMigrationsH\x00R\x10updateMigrations\x12M\n" +
 	"\x10finish_migration\x18f \x01(\v2 .devfleet.fsm.v1.FinishMigrationH\x00R\x0ffinishMigration\x12`\n" +
 	"\x17request_migration_abort\x18g \x01(\v2&.devfleet.fsm.v1.RequestMigrationAbortH\x00R\x15requestMigrationAbort\x12S\n" +
-	"\x12retarget_migration\x18h \x01(\v2\".devfleet.fsm.v1.RetargetMigrationH\x00R\x11retargetMigrationB\x04\n" +
+	"\x12retarget_migration\x18h \x01(\v2\".devfleet.fsm.v1.RetargetMigrationH\x00R\x11retargetMigration\x12>\n" +
+	"\vstart_drain\x18n \x01(\v2\x1b.devfleet.fsm.v1.StartDrainH\x00R\n" +
+	"startDrain\x12A\n" +
+	"\fupdate_drain\x18o \x01(\v2\x1c.devfleet.fsm.v1.UpdateDrainH\x00R\vupdateDrain\x12A\n" +
+	"\ffinish_drain\x18p \x01(\v2\x1c.devfleet.fsm.v1.FinishDrainH\x00R\vfinishDrain\x12W\n" +
+	"\x14request_drain_cancel\x18q \x01(\v2#.devfleet.fsm.v1.RequestDrainCancelH\x00R\x12requestDrainCancel\x12A\n" +
+	"\fextend_drain\x18r \x01(\v2\x1c.devfleet.fsm.v1.ExtendDrainH\x00R\vextendDrainB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -3511,7 +4056,37 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x11RetargetMigration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tdest_host\x18\x02 \x01(\tR\bdestHost\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\";\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"d\n" +
+	"\n" +
+	"StartDrain\x12(\n" +
+	"\x05drain\x18\x01 \x01(\v2\x12.devfleet.v1.DrainR\x05drain\x12,\n" +
+	"\x05items\x18\x02 \x03(\v2\x16.devfleet.v1.DrainItemR\x05items\"\xb7\x02\n" +
+	"\x0fDrainItemUpdate\x12\x1c\n" +
+	"\tdevserver\x18\x01 \x01(\tR\tdevserver\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.devfleet.v1.DrainItemStateR\x05state\x12!\n" +
+	"\fmigration_id\x18\x03 \x01(\tR\vmigrationId\x12\x1b\n" +
+	"\tdest_host\x18\x04 \x01(\tR\bdestHost\x12\x18\n" +
+	"\ablocker\x18\x05 \x01(\tR\ablocker\x12\x1a\n" +
+	"\battempts\x18\x06 \x01(\rR\battempts\x12/\n" +
+	"\x04from\x18\a \x03(\x0e2\x1b.devfleet.v1.DrainItemStateR\x04from\x12\x14\n" +
+	"\x05event\x18\b \x01(\tR\x05event\x12\x16\n" +
+	"\x06detail\x18\t \x01(\tR\x06detail\"\x86\x01\n" +
+	"\vUpdateDrain\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
+	"\x05items\x18\x02 \x03(\v2 .devfleet.fsm.v1.DrainItemUpdateR\x05items\x12/\n" +
+	"\x06events\x18\x03 \x03(\v2\x17.devfleet.v1.DrainEventR\x06events\"\x80\x01\n" +
+	"\vFinishDrain\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.devfleet.v1.DrainStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1a\n" +
+	"\buncordon\x18\x04 \x01(\bR\buncordon\"h\n" +
+	"\x12RequestDrainCancel\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12&\n" +
+	"\x0fabort_in_flight\x18\x02 \x01(\bR\rabortInFlight\x12\x1a\n" +
+	"\buncordon\x18\x03 \x01(\bR\buncordon\"H\n" +
+	"\vExtendDrain\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
+	"\x02by\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x02by\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -3520,7 +4095,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xdc\x05\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xfd\x06\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -3536,7 +4111,12 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	" \x01(\v2\x1d.devfleet.v1.ContainerProfileH\x00R\x10containerProfile\x12C\n" +
 	"\x0econtainer_pool\x18\v \x01(\v2\x1a.devfleet.v1.ContainerPoolH\x00R\rcontainerPool\x126\n" +
 	"\tcontainer\x18\f \x01(\v2\x16.devfleet.v1.ContainerH\x00R\tcontainer\x126\n" +
-	"\tmigration\x18\r \x01(\v2\x16.devfleet.v1.MigrationH\x00R\tmigrationB\b\n" +
+	"\tmigration\x18\r \x01(\v2\x16.devfleet.v1.MigrationH\x00R\tmigration\x12*\n" +
+	"\x05drain\x18\x0e \x01(\v2\x12.devfleet.v1.DrainH\x00R\x05drain\x127\n" +
+	"\n" +
+	"drain_item\x18\x0f \x01(\v2\x16.devfleet.v1.DrainItemH\x00R\tdrainItem\x12:\n" +
+	"\vdrain_event\x18\x10 \x01(\v2\x17.devfleet.v1.DrainEventH\x00R\n" +
+	"drainEventB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -3551,7 +4131,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -3595,122 +4175,150 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*FinishMigration)(nil),       // 39: devfleet.fsm.v1.FinishMigration
 	(*RequestMigrationAbort)(nil), // 40: devfleet.fsm.v1.RequestMigrationAbort
 	(*RetargetMigration)(nil),     // 41: devfleet.fsm.v1.RetargetMigration
-	(*CreateNotice)(nil),          // 42: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 43: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 44: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 45: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 46: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 47: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 48: devfleet.v1.Site
-	(*v1.Host)(nil),               // 49: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 50: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 51: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 52: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 53: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 54: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 55: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 56: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 57: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 58: devfleet.v1.ContainerState
-	(*v1.Migration)(nil),          // 59: devfleet.v1.Migration
-	(v1.MigrationPhase)(0),        // 60: devfleet.v1.MigrationPhase
-	(*v1.MigrationProgress)(nil),  // 61: devfleet.v1.MigrationProgress
-	(v1.ColdStep)(0),              // 62: devfleet.v1.ColdStep
-	(*v1.Notice)(nil),             // 63: devfleet.v1.Notice
+	(*StartDrain)(nil),            // 42: devfleet.fsm.v1.StartDrain
+	(*DrainItemUpdate)(nil),       // 43: devfleet.fsm.v1.DrainItemUpdate
+	(*UpdateDrain)(nil),           // 44: devfleet.fsm.v1.UpdateDrain
+	(*FinishDrain)(nil),           // 45: devfleet.fsm.v1.FinishDrain
+	(*RequestDrainCancel)(nil),    // 46: devfleet.fsm.v1.RequestDrainCancel
+	(*ExtendDrain)(nil),           // 47: devfleet.fsm.v1.ExtendDrain
+	(*CreateNotice)(nil),          // 48: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 49: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 50: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 51: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 52: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 53: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 54: devfleet.v1.Site
+	(*v1.Host)(nil),               // 55: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 56: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 57: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 58: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 59: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 61: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 62: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 63: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 64: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 65: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 66: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 67: devfleet.v1.MigrationProgress
+	(v1.ColdStep)(0),              // 68: devfleet.v1.ColdStep
+	(*v1.Drain)(nil),              // 69: devfleet.v1.Drain
+	(*v1.DrainItem)(nil),          // 70: devfleet.v1.DrainItem
+	(v1.DrainItemState)(0),        // 71: devfleet.v1.DrainItemState
+	(*v1.DrainEvent)(nil),         // 72: devfleet.v1.DrainEvent
+	(v1.DrainState)(0),            // 73: devfleet.v1.DrainState
+	(*durationpb.Duration)(nil),   // 74: google.protobuf.Duration
+	(*v1.Notice)(nil),             // 75: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
-	1,  // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
-	2,  // 1: devfleet.fsm.v1.Command.noop:type_name -> devfleet.fsm.v1.Noop
-	4,  // 2: devfleet.fsm.v1.Command.register_node:type_name -> devfleet.fsm.v1.RegisterNode
-	5,  // 3: devfleet.fsm.v1.Command.deregister_node:type_name -> devfleet.fsm.v1.DeregisterNode
-	6,  // 4: devfleet.fsm.v1.Command.create_region:type_name -> devfleet.fsm.v1.CreateRegion
-	7,  // 5: devfleet.fsm.v1.Command.update_region:type_name -> devfleet.fsm.v1.UpdateRegion
-	8,  // 6: devfleet.fsm.v1.Command.delete_region:type_name -> devfleet.fsm.v1.DeleteRegion
-	9,  // 7: devfleet.fsm.v1.Command.create_site:type_name -> devfleet.fsm.v1.CreateSite
-	10, // 8: devfleet.fsm.v1.Command.update_site:type_name -> devfleet.fsm.v1.UpdateSite
-	11, // 9: devfleet.fsm.v1.Command.delete_site:type_name -> devfleet.fsm.v1.DeleteSite
-	12, // 10: devfleet.fsm.v1.Command.create_host:type_name -> devfleet.fsm.v1.CreateHost
-	13, // 11: devfleet.fsm.v1.Command.update_host:type_name -> devfleet.fsm.v1.UpdateHost
-	14, // 12: devfleet.fsm.v1.Command.delete_host:type_name -> devfleet.fsm.v1.DeleteHost
-	15, // 13: devfleet.fsm.v1.Command.cordon_host:type_name -> devfleet.fsm.v1.CordonHost
-	16, // 14: devfleet.fsm.v1.Command.uncordon_host:type_name -> devfleet.fsm.v1.UncordonHost
-	17, // 15: devfleet.fsm.v1.Command.create_flavor:type_name -> devfleet.fsm.v1.CreateFlavor
-	18, // 16: devfleet.fsm.v1.Command.update_flavor:type_name -> devfleet.fsm.v1.UpdateFlavor
-	19, // 17: devfleet.fsm.v1.Command.delete_flavor:type_name -> devfleet.fsm.v1.DeleteFlavor
-	20, // 18: devfleet.fsm.v1.Command.create_devserver:type_name -> devfleet.fsm.v1.CreateDevserver
-	21, // 19: devfleet.fsm.v1.Command.update_devserver:type_name -> devfleet.fsm.v1.UpdateDevserver
-	22, // 20: devfleet.fsm.v1.Command.delete_devserver:type_name -> devfleet.fsm.v1.DeleteDevserver
-	23, // 21: devfleet.fsm.v1.Command.set_devserver_state:type_name -> devfleet.fsm.v1.SetDevserverState
-	24, // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
-	25, // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
-	27, // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	42, // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
-	28, // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
-	29, // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
-	30, // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
-	31, // 29: devfleet.fsm.v1.Command.create_container:type_name -> devfleet.fsm.v1.CreateContainer
-	32, // 30: devfleet.fsm.v1.Command.claim_container:type_name -> devfleet.fsm.v1.ClaimContainer
-	33, // 31: devfleet.fsm.v1.Command.set_container_state:type_name -> devfleet.fsm.v1.SetContainerState
-	34, // 32: devfleet.fsm.v1.Command.release_container:type_name -> devfleet.fsm.v1.ReleaseContainer
-	35, // 33: devfleet.fsm.v1.Command.purge_container:type_name -> devfleet.fsm.v1.PurgeContainer
-	36, // 34: devfleet.fsm.v1.Command.create_migration:type_name -> devfleet.fsm.v1.CreateMigration
-	38, // 35: devfleet.fsm.v1.Command.update_migrations:type_name -> devfleet.fsm.v1.UpdateMigrations
-	39, // 36: devfleet.fsm.v1.Command.finish_migration:type_name -> devfleet.fsm.v1.FinishMigration
-	40, // 37: devfleet.fsm.v1.Command.request_migration_abort:type_name -> devfleet.fsm.v1.RequestMigrationAbort
-	41, // 38: devfleet.fsm.v1.Command.retarget_migration:type_name -> devfleet.fsm.v1.RetargetMigration
-	3,  // 39: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	46, // 40: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	46, // 41: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	47, // 42: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	48, // 43: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	48, // 44: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	47, // 45: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	49, // 46: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	49, // 47: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	47, // 48: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	50, // 49: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	50, // 50: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	47, // 51: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	51, // 52: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	51, // 53: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	47, // 54: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	52, // 55: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	52, // 56: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	53, // 57: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	54, // 58: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26, // 59: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	55, // 60: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	56, // 61: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	57, // 62: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	58, // 63: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	58, // 64: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	59, // 65: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
-	60, // 66: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
-	61, // 67: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
-	60, // 68: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	62, // 69: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
-	37, // 70: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	60, // 71: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	61, // 72: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	63, // 73: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	43, // 74: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	44, // 75: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,  // 76: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	46, // 77: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	48, // 78: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	49, // 79: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	50, // 80: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	51, // 81: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	63, // 82: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	55, // 83: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	56, // 84: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	57, // 85: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	59, // 86: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	87, // [87:87] is the sub-list for method output_type
-	87, // [87:87] is the sub-list for method input_type
-	87, // [87:87] is the sub-list for extension type_name
-	87, // [87:87] is the sub-list for extension extendee
-	0,  // [0:87] is the sub-list for field type_name
+	1,   // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
+	2,   // 1: devfleet.fsm.v1.Command.noop:type_name -> devfleet.fsm.v1.Noop
+	4,   // 2: devfleet.fsm.v1.Command.register_node:type_name -> devfleet.fsm.v1.RegisterNode
+	5,   // 3: devfleet.fsm.v1.Command.deregister_node:type_name -> devfleet.fsm.v1.DeregisterNode
+	6,   // 4: devfleet.fsm.v1.Command.create_region:type_name -> devfleet.fsm.v1.CreateRegion
+	7,   // 5: devfleet.fsm.v1.Command.update_region:type_name -> devfleet.fsm.v1.UpdateRegion
+	8,   // 6: devfleet.fsm.v1.Command.delete_region:type_name -> devfleet.fsm.v1.DeleteRegion
+	9,   // 7: devfleet.fsm.v1.Command.create_site:type_name -> devfleet.fsm.v1.CreateSite
+	10,  // 8: devfleet.fsm.v1.Command.update_site:type_name -> devfleet.fsm.v1.UpdateSite
+	11,  // 9: devfleet.fsm.v1.Command.delete_site:type_name -> devfleet.fsm.v1.DeleteSite
+	12,  // 10: devfleet.fsm.v1.Command.create_host:type_name -> devfleet.fsm.v1.CreateHost
+	13,  // 11: devfleet.fsm.v1.Command.update_host:type_name -> devfleet.fsm.v1.UpdateHost
+	14,  // 12: devfleet.fsm.v1.Command.delete_host:type_name -> devfleet.fsm.v1.DeleteHost
+	15,  // 13: devfleet.fsm.v1.Command.cordon_host:type_name -> devfleet.fsm.v1.CordonHost
+	16,  // 14: devfleet.fsm.v1.Command.uncordon_host:type_name -> devfleet.fsm.v1.UncordonHost
+	17,  // 15: devfleet.fsm.v1.Command.create_flavor:type_name -> devfleet.fsm.v1.CreateFlavor
+	18,  // 16: devfleet.fsm.v1.Command.update_flavor:type_name -> devfleet.fsm.v1.UpdateFlavor
+	19,  // 17: devfleet.fsm.v1.Command.delete_flavor:type_name -> devfleet.fsm.v1.DeleteFlavor
+	20,  // 18: devfleet.fsm.v1.Command.create_devserver:type_name -> devfleet.fsm.v1.CreateDevserver
+	21,  // 19: devfleet.fsm.v1.Command.update_devserver:type_name -> devfleet.fsm.v1.UpdateDevserver
+	22,  // 20: devfleet.fsm.v1.Command.delete_devserver:type_name -> devfleet.fsm.v1.DeleteDevserver
+	23,  // 21: devfleet.fsm.v1.Command.set_devserver_state:type_name -> devfleet.fsm.v1.SetDevserverState
+	24,  // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
+	25,  // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
+	27,  // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
+	48,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	28,  // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
+	29,  // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
+	30,  // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
+	31,  // 29: devfleet.fsm.v1.Command.create_container:type_name -> devfleet.fsm.v1.CreateContainer
+	32,  // 30: devfleet.fsm.v1.Command.claim_container:type_name -> devfleet.fsm.v1.ClaimContainer
+	33,  // 31: devfleet.fsm.v1.Command.set_container_state:type_name -> devfleet.fsm.v1.SetContainerState
+	34,  // 32: devfleet.fsm.v1.Command.release_container:type_name -> devfleet.fsm.v1.ReleaseContainer
+	35,  // 33: devfleet.fsm.v1.Command.purge_container:type_name -> devfleet.fsm.v1.PurgeContainer
+	36,  // 34: devfleet.fsm.v1.Command.create_migration:type_name -> devfleet.fsm.v1.CreateMigration
+	38,  // 35: devfleet.fsm.v1.Command.update_migrations:type_name -> devfleet.fsm.v1.UpdateMigrations
+	39,  // 36: devfleet.fsm.v1.Command.finish_migration:type_name -> devfleet.fsm.v1.FinishMigration
+	40,  // 37: devfleet.fsm.v1.Command.request_migration_abort:type_name -> devfleet.fsm.v1.RequestMigrationAbort
+	41,  // 38: devfleet.fsm.v1.Command.retarget_migration:type_name -> devfleet.fsm.v1.RetargetMigration
+	42,  // 39: devfleet.fsm.v1.Command.start_drain:type_name -> devfleet.fsm.v1.StartDrain
+	44,  // 40: devfleet.fsm.v1.Command.update_drain:type_name -> devfleet.fsm.v1.UpdateDrain
+	45,  // 41: devfleet.fsm.v1.Command.finish_drain:type_name -> devfleet.fsm.v1.FinishDrain
+	46,  // 42: devfleet.fsm.v1.Command.request_drain_cancel:type_name -> devfleet.fsm.v1.RequestDrainCancel
+	47,  // 43: devfleet.fsm.v1.Command.extend_drain:type_name -> devfleet.fsm.v1.ExtendDrain
+	3,   // 44: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	52,  // 45: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	52,  // 46: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	53,  // 47: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	54,  // 48: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	54,  // 49: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	53,  // 50: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	55,  // 51: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	55,  // 52: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	53,  // 53: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	56,  // 54: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	56,  // 55: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	53,  // 56: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	57,  // 57: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	57,  // 58: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	53,  // 59: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	58,  // 60: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	58,  // 61: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	59,  // 62: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	60,  // 63: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26,  // 64: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	61,  // 65: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	62,  // 66: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	63,  // 67: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	64,  // 68: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	64,  // 69: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	65,  // 70: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	66,  // 71: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	67,  // 72: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	66,  // 73: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	68,  // 74: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
+	37,  // 75: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	66,  // 76: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	67,  // 77: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	69,  // 78: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
+	70,  // 79: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
+	71,  // 80: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
+	71,  // 81: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
+	43,  // 82: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
+	72,  // 83: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
+	73,  // 84: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
+	74,  // 85: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
+	75,  // 86: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	49,  // 87: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	50,  // 88: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,   // 89: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	52,  // 90: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	54,  // 91: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	55,  // 92: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	56,  // 93: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	57,  // 94: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	75,  // 95: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	61,  // 96: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	62,  // 97: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	63,  // 98: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	65,  // 99: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	69,  // 100: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
+	70,  // 101: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
+	72,  // 102: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
+	103, // [103:103] is the sub-list for method output_type
+	103, // [103:103] is the sub-list for method input_type
+	103, // [103:103] is the sub-list for extension type_name
+	103, // [103:103] is the sub-list for extension extendee
+	0,   // [0:103] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -3757,8 +4365,13 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_FinishMigration)(nil),
 		(*Command_RequestMigrationAbort)(nil),
 		(*Command_RetargetMigration)(nil),
+		(*Command_StartDrain)(nil),
+		(*Command_UpdateDrain)(nil),
+		(*Command_FinishDrain)(nil),
+		(*Command_RequestDrainCancel)(nil),
+		(*Command_ExtendDrain)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[45].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[51].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -3772,6 +4385,9 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_ContainerPool)(nil),
 		(*SnapshotRecord_Container)(nil),
 		(*SnapshotRecord_Migration)(nil),
+		(*SnapshotRecord_Drain)(nil),
+		(*SnapshotRecord_DrainItem)(nil),
+		(*SnapshotRecord_DrainEvent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3779,7 +4395,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
