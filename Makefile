@@ -35,7 +35,7 @@ run: build
 	  if hosts=$$($(BIN)/hostsctl up --n 2 --dir $(RUN_HOSTS) 2>/tmp/devfleet-run-hosts.log); then :; else \
 	    echo "make run: no real libvirt hosts here (see /tmp/devfleet-run-hosts.log; needs root and the libvirt/QEMU packages)."; \
 	    echo "make run: continuing with the in-memory hypervisors only."; hosts=""; fi; \
-	  $(BIN)/devfleetd --dev --log-level warn --guest-shutdown-grace 2s & pid=$$!; `# test guests have no OS to power off: cut them after 2s` \
+	  $(BIN)/devfleetd --dev --log-level warn --guest-shutdown-grace 2s --operators ops & pid=$$!; `# test guests have no OS to power off: cut them after 2s` \
 	  trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; $(BIN)/hostsctl down --dir $(RUN_HOSTS) >/dev/null 2>&1 || true' EXIT INT TERM; \
 	  for i in $$(seq 150); do $$df --timeout 2s devserver show carol-ml >/dev/null 2>&1 && break; sleep 0.2; done; \
 	  set -x; \
@@ -67,6 +67,11 @@ run: build
 	    $$df --as demo devserver migrate demo-dev --to-host $$to --monitor; \
 	    $$df flavor add tiny-plus --cpus 1 --memory-mib 384 --disk-gib 0 --description "tiny, with more memory"; \
 	    $$df --as demo devserver migrate demo-dev --flavor tiny-plus --monitor; \
+	    on=$$($$df devserver show demo-dev -o json | sed -n 's/.*"host": "\([^"]*\)".*/\1/p'); \
+	    $$df --as ops drain start --hosts $$on --reason "make run: maintenance" --dry-run; \
+	    $$df --as ops drain start --hosts $$on --reason "make run: maintenance" --monitor; \
+	    $$df drain list; \
+	    $$df host uncordon $$on; \
 	    set +x; \
 	    while read -r name uri mig; do echo "+ virsh -c '$$uri' list"; virsh -c "$$uri" list; done <<<"$$hosts"; \
 	  fi; \

@@ -13,6 +13,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/benchmark"
 	"github.com/devfleet/devfleet/controlplane/state"
+	"github.com/devfleet/devfleet/drain"
 )
 
 // newBenchCmd measures devfleet on this machine. The benches start their own clusters in a
@@ -24,7 +25,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
 		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
-	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a), newBenchMigrateCmd(a))
+	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a), newBenchMigrateCmd(a), newBenchDrainCmd(a))
 	return cmd
 }
 
@@ -259,6 +260,50 @@ migration's call. Times come from the leader's stamps in the migration records.`
 	}
 	cmd.Flags().IntVar(&migrations, "migrations", 100, "devservers moved in each run")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir)")
+	return cmd
+}
+
+func newBenchDrainCmd(a *app) *cobra.Command {
+	var (
+		hosts, devservers, runs int
+		b                       drain.Budgets
+	)
+	cmd := &cobra.Command{
+		Use:   "drain",
+		Short: "Drain plan time and schedule quality on a generated fleet (in memory, no cluster)",
+		Long: `drain builds a fleet in memory: a region of --hosts hosts (4 sites) running --devservers
+devservers of a mix of flavors (4 to 128 GiB, a few GPU and whole-machine ones), and four other
+regions of half as many lightly loaded hosts. It plans the drain of one site (live moves within
+the region) and of the whole region (cold moves to the others) --runs times each and prints the
+plan time, the moves, the schedule's makespan against its lower bound (total bytes over the
+total budget: efficiency is bound/makespan) and against the tighter bound the per-host and
+per-site budgets give, and the most moves observed at once against each budget.`,
+		Example: `  devfleet bench drain
+  devfleet bench drain --hosts 200 --devservers 10000 --total 10 --per-site 8 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if hosts < 2 || devservers < 1 || runs < 1 {
+				return usagef("--hosts must be at least 2, --devservers and --runs positive")
+			}
+			if devservers > hosts*100 {
+				return usagef("--devservers %d: more than 100 a host on %d hosts do not fit; raise --hosts", devservers, hosts)
+			}
+			if b.PerSource < 0 || b.PerDest < 0 || b.PerSite < 0 || b.Total < 0 {
+				return usagef("--per-source, --per-dest, --per-site and --total must not be negative (0: the default)")
+			}
+			return a.runBench("", func(_ string, out io.Writer) (any, error) {
+				return benchmark.RunDrain(benchmark.DrainOptions{Hosts: hosts, Devservers: devservers, Runs: runs, Budgets: b}, out)
+			})
+		},
+	}
+	cmd.Flags().IntVar(&hosts, "hosts", 1000, "hosts in the drained region")
+	cmd.Flags().IntVar(&devservers, "devservers", 50000, "devservers in the drained region")
+	cmd.Flags().IntVar(&runs, "runs", 5, "plans timed per drain")
+	cmd.Flags().IntVar(&b.PerSource, "per-source", 0, "moves leaving one host at once (0: the default, 2)")
+	cmd.Flags().IntVar(&b.PerDest, "per-dest", 0, "moves arriving at one host at once (0: the default, 2)")
+	cmd.Flags().IntVar(&b.PerSite, "per-site", 0, "moves leaving or arriving at one site at once (0: the default, 4)")
+	cmd.Flags().IntVar(&b.Total, "total", 0, "moves of the drain at once (0: the default, 5)")
+	cmd.Flags().Uint64Var(&b.BandwidthMiBps, "bandwidth", 0, "each move's bandwidth in MiB/s (0: the default, 1024)")
 	return cmd
 }
 

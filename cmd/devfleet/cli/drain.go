@@ -106,7 +106,7 @@ Only operators drain (devfleetd --operators; name yourself with the global --as)
 		d := resp.GetDrain()
 		if _, err := fmt.Fprintf(a.stdout, "drain %s: draining %s (%d devservers, %d cannot move); planned %s (lower bound %s)\n",
 			d.GetId(), strings.Join(d.GetHosts(), ", "), d.GetItemsTotal(), d.GetItemsBlocked(),
-			resp.GetMakespan().AsDuration().Round(time.Second), resp.GetLowerBound().AsDuration().Round(time.Second)); err != nil {
+			seconds(resp.GetMakespan().AsDuration()), seconds(resp.GetLowerBound().AsDuration())); err != nil {
 			return err
 		}
 		if !monitor {
@@ -152,7 +152,7 @@ func printPlan(a *app, resp *v1.StartDrainResponse) error {
 		return err
 	}
 	line := fmt.Sprintf("plan: %d devservers in %d waves, about %s (no schedule beats %s)", len(items), waves,
-		resp.GetMakespan().AsDuration().Round(time.Second), resp.GetLowerBound().AsDuration().Round(time.Second))
+		seconds(resp.GetMakespan().AsDuration()), seconds(resp.GetLowerBound().AsDuration()))
 	for _, sh := range resp.GetShortfall() {
 		line += fmt.Sprintf("; no home for %d of flavor %s", sh.GetDevservers(), sh.GetFlavor())
 	}

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/devfleet/devfleet/e2e/libvirthost"
+)
+
+// TestLibvirtDrain drains a real libvirt host of six running devservers through the CLI,
+// followed with --monitor, and kills the devfleetd leader mid-way: every devserver ends running
+// on another host, exactly once, and the drain's timeline shows the new leader taking over.
+func TestLibvirtDrain(t *testing.T) {
+	t.Parallel()
+	began := time.Now()
+	lv := libvirthost.StartT(t, 3)
+	nodes := startCluster(t, 3, "--operators", "ops")
+	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}, diskless: map[string]bool{"mini": true}}
+	leader := leaderOf(t, nodes)
+	for _, n := range nodes {
+		if n != leader {
+			f.via = n
+			break
+		}
+	}
+	f.must("region", "add", "lab")
+	f.must("site", "add", "lab1", "--region", "lab")
+	for _, h := range lv {
+		f.hosts[h.Name] = h
+		f.must("host", "add", h.Name, "--site", "lab1", "--libvirt", h.URI, "--migration-uri", h.TCPURI, "--disk-gib", "20", "--cpu-overcommit", "4")
+	}
+	f.must("flavor", "add", "mini", "--cpus", "1", "--memory-mib", "128", "--disk-gib", "0")
+	var names []string
+	for i := range 6 {
+		name := fmt.Sprintf("dd%d", i)
+		names = append(names, name)
+		f.must("devserver", "create", name, "--owner", "erin", "--flavor", "mini", "--region", "lab", "--permanent", "--host", "h1")
+	}
+	f.waitAgree(60*time.Second, "six devservers running on h1")
+	t.Logf("3 hosts, 3 nodes, 6 devservers on h1 in %v", time.Since(began).Round(time.Millisecond))
+
+	// Not an operator: refused, and nothing is cordoned.
+	_, errOut, code := cli(t, f.via.grpc, "--as", "erin", "drain", "start", "--hosts", "h1", "--reason", "e2e")
+	if code != 1 || !strings.Contains(errOut, "not an operator") || !strings.Contains(errOut, "(PermissionDenied)") {
+		f.fatalf("drain by a non-operator: exit %d, %s", code, errOut)
+	}
+	if s := f.hostState("h1"); s != "HOST_STATE_ACTIVE" {
+		f.fatalf("h1 is %s after a refused drain", s)
+	}
+	out := f.must("--as", "ops", "drain", "start", "--hosts", "h1", "--reason", "e2e dry run", "--dry-run")
+	if !strings.Contains(out, "plan: 6 devservers in ") {
+		f.fatalf("dry run:\n%s", out)
+	}
+
+	step := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "devfleet"), "--addr", f.via.grpc, "--as", "ops",
+		"drain", "start", "--hosts", "h1", "--reason", "e2e: drain with a leader crash", "--per-source", "2", "--monitor")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Kill the leader once the first devserver moved.
+	f.waitFor(60*time.Second, "a devserver moved off h1", func() error {
+		for _, n := range names {
+			if d, err := f.devserver(n); err == nil && d.Host != "h1" {
+				return nil
+			}
+		}
+		return fmt.Errorf("all on h1")
+	})
+	leader = leaderOf(t, nodes)
+	if leader == f.via {
+		t.Fatalf("the CLI's node %s became the leader", f.via.id)
+	}
+	leader.kill9(t)
+	killed := time.Now()
+	leader.start(t)
+	if err := <-done; err != nil {
+		f.fatalf("drain start --monitor: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("drain with the leader %s killed %v in: %v; --monitor:\n%s%s", leader.id, killed.Sub(step).Round(time.Millisecond),
+		time.Since(step).Round(time.Millisecond), tail(stderr.String(), 12), stdout.String())
+	f.waitAgree(30*time.Second, "every devserver on another host, one guest each")
+	for _, n := range names {
+		if d, _ := f.devserver(n); d.Host == "h1" {
+			f.fatalf("%s is still on h1", n)
+		}
+	}
+	if names, err := f.allNames("h1"); err != nil || len(names) != 0 {
+		f.fatalf("h1 still has domains %v (%v)", names, err)
+	}
+	if s := f.hostState("h1"); s != "HOST_STATE_DRAINED" {
+		f.fatalf("h1 is %s after the drain", s)
+	}
+	id := strings.Fields(stdout.String())[1]
+	id = strings.TrimSuffix(id, ":")
+	timeline := f.must("drain", "timeline", id)
+	if n := strings.Count(timeline, " leader "); n < 2 {
+		f.fatalf("the timeline shows %d leaders, want the failover:\n%s", n, timeline)
+	}
+	if moved := strings.Count(timeline, " moved "); moved != 6 {
+		f.fatalf("the timeline shows %d moves, want 6:\n%s", moved, timeline)
+	}
+	t.Logf("drain timeline:\n%s", timeline)
+	if !slices.Contains(strings.Fields(timeline), "finished") {
+		f.fatalf("no end in the timeline:\n%s", timeline)
+	}
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n") + "\n"
+}
