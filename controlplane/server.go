@@ -26,6 +26,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane/leader"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
+	"github.com/devfleet/devfleet/decom"
 	"github.com/devfleet/devfleet/drain"
 	"github.com/devfleet/devfleet/migrate"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -154,6 +155,7 @@ func Start(cfg Config) (*Server, error) {
 	s.lifecycle.Register(provisioner.New(pc))
 	s.lifecycle.Register(migrate.New(migrate.Config{Store: f.Store(), Raft: s.node, Leader: s.node, Hypervisors: s.hv,
 		Limits: cfg.MigrationLimits, Placer: hosts, Logger: log, ShutdownGrace: pc.ShutdownGrace}))
+	s.lifecycle.Register(decom.New(decom.Config{Store: f.Store(), Raft: s.node, Hypervisors: s.hv, Logger: log}))
 	s.lifecycle.Register(drain.New(drain.Config{Store: f.Store(), Raft: s.node, Placer: hosts, Node: cfg.NodeID, Logger: log}))
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -117,6 +118,35 @@ func TestLibvirtDrain(t *testing.T) {
 	if !slices.Contains(strings.Fields(timeline), "finished") {
 		f.fatalf("no end in the timeline:\n%s", timeline)
 	}
+
+	// Decommission the host that now runs them all: its devservers move to the last host, a
+	// leftover domain is wiped, and the host is retired with no guest left.
+	step = time.Now()
+	xml := filepath.Join(t.TempDir(), "leftover.xml")
+	if err := os.WriteFile(xml, []byte(libvirthost.TinyDomainXML("leftover", 64)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.virsh("h2", "define", xml) // a leftover domain (shut off, not devfleet's)
+	out, errOut, code = cli(t, f.via.grpc, "--as", "ops", "decom", "start", "h2", "--reason", "e2e: end of life", "--now", "--wait")
+	if code != 0 {
+		f.fatalf("decom start --wait: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	t.Logf("decommission of h2 in %v:\n%s%s", time.Since(step).Round(time.Millisecond), errOut, out)
+	for _, want := range []string{"announce:", "cordon:", "drain:", "verify:", "wipe: removed 1 leftover domains and 0 volumes", "retire:"} {
+		if !strings.Contains(errOut, want) {
+			f.fatalf("decom steps lack %q:\n%s", want, errOut)
+		}
+	}
+	if s := f.hostState("h2"); s != "HOST_STATE_RETIRED" {
+		f.fatalf("h2 is %s after its decommission", s)
+	}
+	if names, err := f.allNames("h2"); err != nil || len(names) != 0 {
+		f.fatalf("h2 still has domains %v (%v)", names, err)
+	}
+	if vols, err := f.volumes("h2"); err != nil || len(vols) != 0 {
+		f.fatalf("h2 still has volumes %v (%v)", vols, err)
+	}
+	f.waitAgree(30*time.Second, "every devserver on h3 after the decommission")
 }
 
 // tail is the last n lines of s.

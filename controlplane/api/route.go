@@ -58,6 +58,7 @@ var methods = func() map[string]method {
 		v1.File_devfleet_v1_container_proto.Services().ByName("ContainerService"),
 		v1.File_devfleet_v1_migration_proto.Services().ByName("MigrationService"),
 		v1.File_devfleet_v1_drain_proto.Services().ByName("DrainService"),
+		v1.File_devfleet_v1_decom_proto.Services().ByName("DecomService"),
 	} {
 		for i := 0; i < sd.Methods().Len(); i++ {
 			md := sd.Methods().Get(i)

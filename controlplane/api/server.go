@@ -79,6 +79,7 @@ type Server struct {
 	v1.UnsafeContainerServiceServer
 	v1.UnsafeMigrationServiceServer
 	v1.UnsafeDrainServiceServer
+	v1.UnsafeDecomServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -145,6 +146,7 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterContainerServiceServer(g, s)
 	v1.RegisterMigrationServiceServer(g, s)
 	v1.RegisterDrainServiceServer(g, s)
+	v1.RegisterDecomServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

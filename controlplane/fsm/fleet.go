@@ -163,6 +163,26 @@ func registerDrains(r *registry) {
 	})
 }
 
+func registerDecoms(r *registry) {
+	r.register("start_decom", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.StartDecom(c.GetStartDecom().GetDecom())
+	})
+	r.register("advance_decom", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		a := c.GetAdvanceDecom()
+		return w.AdvanceDecom(a.GetId(), a.GetFrom(), a.GetTo(), a.GetDetail(), a.GetDrainId())
+	})
+	r.register("finish_decom", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		f := c.GetFinishDecom()
+		return w.FinishDecom(f.GetId(), f.GetState(), f.GetReason())
+	})
+	r.register("request_decom_abort", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.RequestDecomAbort(c.GetRequestDecomAbort().GetId())
+	})
+	r.register("retire_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.RetireHost(c.GetRetireHost().GetName(), c.GetRetireHost().GetReason())
+	})
+}
+
 func registerContainers(r *registry) {
 	r.register("create_profile", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.CreateProfile(c.GetCreateProfile().GetProfile())

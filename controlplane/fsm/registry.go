@@ -64,5 +64,6 @@ func newRegistry() *registry {
 	registerContainers(r)
 	registerMigrations(r)
 	registerDrains(r)
+	registerDecoms(r)
 	return r
 }

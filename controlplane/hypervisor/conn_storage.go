@@ -183,6 +183,37 @@ func (c *Conn) PrepareVolume(ctx context.Context, v Volume) error {
 	})
 }
 
+// PoolVolumes implements Hypervisor.
+func (c *Conn) PoolVolumes(ctx context.Context) ([]Volume, error) {
+	const op = OpPoolVolumes
+	p, err := c.pool(ctx, op, "", true)
+	if IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return call(ctx, c, op, "", func(l *libvirt.Libvirt) ([]Volume, error) {
+		if err := l.StoragePoolRefresh(p, 0); err != nil {
+			return nil, fmt.Errorf("refresh storage pool %s: %w", c.layout.pool, err)
+		}
+		vols, _, err := l.StoragePoolListAllVolumes(p, 1, 0)
+		if err != nil {
+			return nil, fmt.Errorf("list volumes of %s: %w", c.layout.pool, err)
+		}
+		out := make([]Volume, 0, len(vols))
+		for _, v := range vols {
+			vol, err := readVolume(l, p, v.Name)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, vol)
+		}
+		slices.SortFunc(out, func(a, b Volume) int { return strings.Compare(a.Name, b.Name) })
+		return out, nil
+	})
+}
+
 // RemoveVolume implements Hypervisor.
 func (c *Conn) RemoveVolume(ctx context.Context, name string) error {
 	const op = OpRemoveVolume

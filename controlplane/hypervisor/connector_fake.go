@@ -217,6 +217,16 @@ func (s *memSession) StartPostCopy(ctx context.Context, name string) error {
 	return sessionCall0(ctx, s, OpStartPostCopy, name, func(ctx context.Context) error { return s.m.StartPostCopy(ctx, name) })
 }
 
+func (s *memSession) PoolVolumes(ctx context.Context) ([]Volume, error) {
+	var out []Volume
+	err := sessionCall0(ctx, s, OpPoolVolumes, "", func(ctx context.Context) error {
+		var err error
+		out, err = s.m.PoolVolumes(ctx)
+		return err
+	})
+	return out, err
+}
+
 func (s *memSession) AbortJob(ctx context.Context, name string) error {
 	return sessionCall0(ctx, s, OpAbortJob, name, func(ctx context.Context) error { return s.m.AbortJob(ctx, name) })
 }

@@ -154,6 +154,10 @@ func (x *handle) PrepareVolume(ctx context.Context, v Volume) error {
 	return err
 }
 
+func (x *handle) PoolVolumes(ctx context.Context) ([]Volume, error) {
+	return use(ctx, x.h, OpPoolVolumes, "", func(s session) ([]Volume, error) { return s.PoolVolumes(ctx) })
+}
+
 func (x *handle) RemoveVolume(ctx context.Context, name string) error {
 	_, err := use(ctx, x.h, OpRemoveVolume, name, func(s session) (struct{}, error) { return struct{}{}, s.RemoveVolume(ctx, name) })
 	return err

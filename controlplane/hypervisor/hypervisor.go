@@ -102,6 +102,9 @@ type Hypervisor interface {
 	// of another size or format that no domain uses is replaced, and one that a domain of this
 	// host uses (defined, running, or arriving by migration) is KindFailedPrecondition.
 	PrepareVolume(ctx context.Context, v Volume) error
+	// PoolVolumes lists the volumes of the host's devfleet pool (none when it has no pool): what a
+	// decommission's wipe deletes.
+	PoolVolumes(ctx context.Context) ([]Volume, error)
 	// RemoveVolume deletes the volume name of the host's devfleet pool: what a migration that
 	// copied storage leaves on its source, or a destination's prepared volume after a failed
 	// attempt. A volume that a domain of this host uses (defined, running, or arriving by
@@ -158,6 +161,7 @@ const (
 	OpDomainVolumes  Op = "domain-volumes"
 	OpPrepareVolume  Op = "prepare-volume"
 	OpRemoveVolume   Op = "remove-volume"
+	OpPoolVolumes    Op = "pool-volumes"
 	OpDownloadVolume Op = "download-volume"
 	OpUploadVolume   Op = "upload-volume"
 	// OpMigrateIncoming is the destination's side of an in-memory migration: faults injected

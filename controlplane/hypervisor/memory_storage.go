@@ -114,6 +114,20 @@ func (m *Memory) PrepareVolume(ctx context.Context, v Volume) error {
 	return nil
 }
 
+// PoolVolumes implements Hypervisor.
+func (m *Memory) PoolVolumes(ctx context.Context) ([]Volume, error) {
+	if err := m.begin(ctx, OpPoolVolumes, ""); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := make([]Volume, 0, len(m.volumes))
+	for _, v := range m.volumes {
+		out = append(out, v.Volume)
+	}
+	slices.SortFunc(out, func(a, b Volume) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 // RemoveVolume implements Hypervisor.
 func (m *Memory) RemoveVolume(ctx context.Context, name string) error {
 	const op = OpRemoveVolume

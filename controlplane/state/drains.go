@@ -88,6 +88,9 @@ func (w *WriteTxn) StartDrain(in *v1.Drain, items []*v1.DrainItem) (*v1.Drain, e
 		if err != nil {
 			return nil, err
 		}
+		if dc := w.DecomOn(name); dc != nil && d.GetRequestedBy() != "decom:"+dc.GetId() {
+			return nil, apierror.Blocked("host %q is being decommissioned (%s): its decommission drains it", name, dc.GetId())
+		}
 		if other := w.DrainOn(name); other != nil {
 			return nil, apierror.Blocked("host %q is already being drained by drain %s (%s)", name, other.GetId(), other.GetReason())
 		}

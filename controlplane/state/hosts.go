@@ -242,6 +242,9 @@ func (w *WriteTxn) UncordonHost(name, reason string) (*v1.Host, error) {
 	if err := validate.Text("reason", reason, validate.MaxReasonLen); err != nil {
 		return nil, err
 	}
+	if dc := w.DecomOn(name); dc != nil {
+		return nil, apierror.Blocked("host %q is being decommissioned (%s): abort the decommission first", name, dc.GetId())
+	}
 	return w.setHostState(name, "", v1.HostState_HOST_STATE_ACTIVE,
 		v1.HostState_HOST_STATE_CORDONED, v1.HostState_HOST_STATE_DRAINED, v1.HostState_HOST_STATE_ACTIVE)
 }

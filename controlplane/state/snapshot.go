@@ -75,6 +75,8 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DrainItem{DrainItem: r}}
 	case *v1.DrainEvent:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DrainEvent{DrainEvent: r}}
+	case *v1.Decom:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Decom{Decom: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -139,6 +141,8 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TableDrainItems, x.DrainItem
 		case *fsmv1.SnapshotRecord_DrainEvent:
 			table, row = TableDrainEvents, x.DrainEvent
+		case *fsmv1.SnapshotRecord_Decom:
+			table, row = TableDecoms, x.Decom
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

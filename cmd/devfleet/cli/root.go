@@ -66,6 +66,7 @@ type client struct {
 	containers v1.ContainerServiceClient
 	migrations v1.MigrationServiceClient
 	drains     v1.DrainServiceClient
+	decoms     v1.DecomServiceClient
 }
 
 // newClient makes the API clients of a connection.
@@ -77,6 +78,7 @@ func newClient(conn *grpc.ClientConn) client {
 		containers: v1.NewContainerServiceClient(conn),
 		migrations: v1.NewMigrationServiceClient(conn),
 		drains:     v1.NewDrainServiceClient(conn),
+		decoms:     v1.NewDecomServiceClient(conn),
 	}
 }
 
@@ -165,6 +167,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newContainerCmd(a, getenv),
 		newMigrationCmd(a),
 		newDrainCmd(a),
+		newDecomCmd(a),
 		newBenchCmd(a),
 	)
 	return root

@@ -130,6 +130,11 @@ type Command struct {
 	//	*Command_FinishDrain
 	//	*Command_RequestDrainCancel
 	//	*Command_ExtendDrain
+	//	*Command_StartDecom
+	//	*Command_AdvanceDecom
+	//	*Command_FinishDecom
+	//	*Command_RequestDecomAbort
+	//	*Command_RetireHost
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -573,6 +578,51 @@ func (x *Command) GetExtendDrain() *ExtendDrain {
 	return nil
 }
 
+func (x *Command) GetStartDecom() *StartDecom {
+	if x != nil {
+		if x, ok := x.Op.(*Command_StartDecom); ok {
+			return x.StartDecom
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdvanceDecom() *AdvanceDecom {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AdvanceDecom); ok {
+			return x.AdvanceDecom
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFinishDecom() *FinishDecom {
+	if x != nil {
+		if x, ok := x.Op.(*Command_FinishDecom); ok {
+			return x.FinishDecom
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRequestDecomAbort() *RequestDecomAbort {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RequestDecomAbort); ok {
+			return x.RequestDecomAbort
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRetireHost() *RetireHost {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RetireHost); ok {
+			return x.RetireHost
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -750,6 +800,26 @@ type Command_ExtendDrain struct {
 	ExtendDrain *ExtendDrain `protobuf:"bytes,114,opt,name=extend_drain,json=extendDrain,proto3,oneof"`
 }
 
+type Command_StartDecom struct {
+	StartDecom *StartDecom `protobuf:"bytes,120,opt,name=start_decom,json=startDecom,proto3,oneof"`
+}
+
+type Command_AdvanceDecom struct {
+	AdvanceDecom *AdvanceDecom `protobuf:"bytes,121,opt,name=advance_decom,json=advanceDecom,proto3,oneof"`
+}
+
+type Command_FinishDecom struct {
+	FinishDecom *FinishDecom `protobuf:"bytes,122,opt,name=finish_decom,json=finishDecom,proto3,oneof"`
+}
+
+type Command_RequestDecomAbort struct {
+	RequestDecomAbort *RequestDecomAbort `protobuf:"bytes,123,opt,name=request_decom_abort,json=requestDecomAbort,proto3,oneof"`
+}
+
+type Command_RetireHost struct {
+	RetireHost *RetireHost `protobuf:"bytes,124,opt,name=retire_host,json=retireHost,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -835,6 +905,16 @@ func (*Command_FinishDrain) isCommand_Op() {}
 func (*Command_RequestDrainCancel) isCommand_Op() {}
 
 func (*Command_ExtendDrain) isCommand_Op() {}
+
+func (*Command_StartDecom) isCommand_Op() {}
+
+func (*Command_AdvanceDecom) isCommand_Op() {}
+
+func (*Command_FinishDecom) isCommand_Op() {}
+
+func (*Command_RequestDecomAbort) isCommand_Op() {}
+
+func (*Command_RetireHost) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -3398,6 +3478,287 @@ func (x *ExtendDrain) GetBy() *durationpb.Duration {
 	return nil
 }
 
+// StartDecom records a decommission the leader checked (its hosts exist, none is in a drain
+// or another decommission).
+type StartDecom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Decom         *v1.Decom              `protobuf:"bytes,1,opt,name=decom,proto3" json:"decom,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartDecom) Reset() {
+	*x = StartDecom{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartDecom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartDecom) ProtoMessage() {}
+
+func (x *StartDecom) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartDecom.ProtoReflect.Descriptor instead.
+func (*StartDecom) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *StartDecom) GetDecom() *v1.Decom {
+	if x != nil {
+		return x.Decom
+	}
+	return nil
+}
+
+// AdvanceDecom records the end of the decommission's current step (from must match it) and
+// starts the next; drain_id, when set, records the drain step's drain without advancing.
+type AdvanceDecom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	From          v1.DecomStep           `protobuf:"varint,2,opt,name=from,proto3,enum=devfleet.v1.DecomStep" json:"from,omitempty"`
+	To            v1.DecomStep           `protobuf:"varint,3,opt,name=to,proto3,enum=devfleet.v1.DecomStep" json:"to,omitempty"`
+	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	DrainId       string                 `protobuf:"bytes,5,opt,name=drain_id,json=drainId,proto3" json:"drain_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdvanceDecom) Reset() {
+	*x = AdvanceDecom{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdvanceDecom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdvanceDecom) ProtoMessage() {}
+
+func (x *AdvanceDecom) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdvanceDecom.ProtoReflect.Descriptor instead.
+func (*AdvanceDecom) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *AdvanceDecom) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AdvanceDecom) GetFrom() v1.DecomStep {
+	if x != nil {
+		return x.From
+	}
+	return v1.DecomStep(0)
+}
+
+func (x *AdvanceDecom) GetTo() v1.DecomStep {
+	if x != nil {
+		return x.To
+	}
+	return v1.DecomStep(0)
+}
+
+func (x *AdvanceDecom) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *AdvanceDecom) GetDrainId() string {
+	if x != nil {
+		return x.DrainId
+	}
+	return ""
+}
+
+type FinishDecom struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State         v1.DecomState          `protobuf:"varint,2,opt,name=state,proto3,enum=devfleet.v1.DecomState" json:"state,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishDecom) Reset() {
+	*x = FinishDecom{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishDecom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishDecom) ProtoMessage() {}
+
+func (x *FinishDecom) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishDecom.ProtoReflect.Descriptor instead.
+func (*FinishDecom) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *FinishDecom) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *FinishDecom) GetState() v1.DecomState {
+	if x != nil {
+		return x.State
+	}
+	return v1.DecomState(0)
+}
+
+func (x *FinishDecom) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RequestDecomAbort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestDecomAbort) Reset() {
+	*x = RequestDecomAbort{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestDecomAbort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestDecomAbort) ProtoMessage() {}
+
+func (x *RequestDecomAbort) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestDecomAbort.ProtoReflect.Descriptor instead.
+func (*RequestDecomAbort) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *RequestDecomAbort) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RetireHost takes a host that runs nothing out of the fleet for good.
+type RetireHost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireHost) Reset() {
+	*x = RetireHost{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireHost) ProtoMessage() {}
+
+func (x *RetireHost) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireHost.ProtoReflect.Descriptor instead.
+func (*RetireHost) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *RetireHost) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RetireHost) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3408,7 +3769,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[48]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3420,7 +3781,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[48]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3433,7 +3794,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{48}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -3456,7 +3817,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[49]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3468,7 +3829,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[49]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3481,7 +3842,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{49}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -3509,7 +3870,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[50]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3882,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[50]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3895,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{50}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -3572,6 +3933,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Drain
 	//	*SnapshotRecord_DrainItem
 	//	*SnapshotRecord_DrainEvent
+	//	*SnapshotRecord_Decom
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -3579,7 +3941,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[51]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3953,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[51]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3966,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{51}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -3758,6 +4120,15 @@ func (x *SnapshotRecord) GetDrainEvent() *v1.DrainEvent {
 	return nil
 }
 
+func (x *SnapshotRecord) GetDecom() *v1.Decom {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Decom); ok {
+			return x.Decom
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -3826,6 +4197,10 @@ type SnapshotRecord_DrainEvent struct {
 	DrainEvent *v1.DrainEvent `protobuf:"bytes,16,opt,name=drain_event,json=drainEvent,proto3,oneof"`
 }
 
+type SnapshotRecord_Decom struct {
+	Decom *v1.Decom `protobuf:"bytes,17,opt,name=decom,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -3858,13 +4233,15 @@ func (*SnapshotRecord_DrainItem) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_DrainEvent) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_Decom) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/decom.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xa2\x19\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\x81\x1c\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -3918,7 +4295,14 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\fupdate_drain\x18o \x01(\v2\x1c.devfleet.fsm.v1.UpdateDrainH\x00R\vupdateDrain\x12A\n" +
 	"\ffinish_drain\x18p \x01(\v2\x1c.devfleet.fsm.v1.FinishDrainH\x00R\vfinishDrain\x12W\n" +
 	"\x14request_drain_cancel\x18q \x01(\v2#.devfleet.fsm.v1.RequestDrainCancelH\x00R\x12requestDrainCancel\x12A\n" +
-	"\fextend_drain\x18r \x01(\v2\x1c.devfleet.fsm.v1.ExtendDrainH\x00R\vextendDrainB\x04\n" +
+	"\fextend_drain\x18r \x01(\v2\x1c.devfleet.fsm.v1.ExtendDrainH\x00R\vextendDrain\x12>\n" +
+	"\vstart_decom\x18x \x01(\v2\x1b.devfleet.fsm.v1.StartDecomH\x00R\n" +
+	"startDecom\x12D\n" +
+	"\radvance_decom\x18y \x01(\v2\x1d.devfleet.fsm.v1.AdvanceDecomH\x00R\fadvanceDecom\x12A\n" +
+	"\ffinish_decom\x18z \x01(\v2\x1c.devfleet.fsm.v1.FinishDecomH\x00R\vfinishDecom\x12T\n" +
+	"\x13request_decom_abort\x18{ \x01(\v2\".devfleet.fsm.v1.RequestDecomAbortH\x00R\x11requestDecomAbort\x12>\n" +
+	"\vretire_host\x18| \x01(\v2\x1b.devfleet.fsm.v1.RetireHostH\x00R\n" +
+	"retireHostB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -4086,7 +4470,26 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\buncordon\x18\x03 \x01(\bR\buncordon\"H\n" +
 	"\vExtendDrain\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
-	"\x02by\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x02by\";\n" +
+	"\x02by\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x02by\"6\n" +
+	"\n" +
+	"StartDecom\x12(\n" +
+	"\x05decom\x18\x01 \x01(\v2\x12.devfleet.v1.DecomR\x05decom\"\xa5\x01\n" +
+	"\fAdvanceDecom\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
+	"\x04from\x18\x02 \x01(\x0e2\x16.devfleet.v1.DecomStepR\x04from\x12&\n" +
+	"\x02to\x18\x03 \x01(\x0e2\x16.devfleet.v1.DecomStepR\x02to\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x19\n" +
+	"\bdrain_id\x18\x05 \x01(\tR\adrainId\"d\n" +
+	"\vFinishDecom\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.devfleet.v1.DecomStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"#\n" +
+	"\x11RequestDecomAbort\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"8\n" +
+	"\n" +
+	"RetireHost\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -4095,7 +4498,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xfd\x06\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa9\a\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -4116,7 +4519,8 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"drain_item\x18\x0f \x01(\v2\x16.devfleet.v1.DrainItemH\x00R\tdrainItem\x12:\n" +
 	"\vdrain_event\x18\x10 \x01(\v2\x17.devfleet.v1.DrainEventH\x00R\n" +
-	"drainEventB\b\n" +
+	"drainEvent\x12*\n" +
+	"\x05decom\x18\x11 \x01(\v2\x12.devfleet.v1.DecomH\x00R\x05decomB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -4131,7 +4535,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -4181,34 +4585,42 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*FinishDrain)(nil),           // 45: devfleet.fsm.v1.FinishDrain
 	(*RequestDrainCancel)(nil),    // 46: devfleet.fsm.v1.RequestDrainCancel
 	(*ExtendDrain)(nil),           // 47: devfleet.fsm.v1.ExtendDrain
-	(*CreateNotice)(nil),          // 48: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 49: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 50: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 51: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 52: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 53: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 54: devfleet.v1.Site
-	(*v1.Host)(nil),               // 55: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 56: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 57: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 58: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 59: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 60: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 61: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 62: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 63: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 64: devfleet.v1.ContainerState
-	(*v1.Migration)(nil),          // 65: devfleet.v1.Migration
-	(v1.MigrationPhase)(0),        // 66: devfleet.v1.MigrationPhase
-	(*v1.MigrationProgress)(nil),  // 67: devfleet.v1.MigrationProgress
-	(v1.ColdStep)(0),              // 68: devfleet.v1.ColdStep
-	(*v1.Drain)(nil),              // 69: devfleet.v1.Drain
-	(*v1.DrainItem)(nil),          // 70: devfleet.v1.DrainItem
-	(v1.DrainItemState)(0),        // 71: devfleet.v1.DrainItemState
-	(*v1.DrainEvent)(nil),         // 72: devfleet.v1.DrainEvent
-	(v1.DrainState)(0),            // 73: devfleet.v1.DrainState
-	(*durationpb.Duration)(nil),   // 74: google.protobuf.Duration
-	(*v1.Notice)(nil),             // 75: devfleet.v1.Notice
+	(*StartDecom)(nil),            // 48: devfleet.fsm.v1.StartDecom
+	(*AdvanceDecom)(nil),          // 49: devfleet.fsm.v1.AdvanceDecom
+	(*FinishDecom)(nil),           // 50: devfleet.fsm.v1.FinishDecom
+	(*RequestDecomAbort)(nil),     // 51: devfleet.fsm.v1.RequestDecomAbort
+	(*RetireHost)(nil),            // 52: devfleet.fsm.v1.RetireHost
+	(*CreateNotice)(nil),          // 53: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 54: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 55: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 56: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 57: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 58: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 59: devfleet.v1.Site
+	(*v1.Host)(nil),               // 60: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 61: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 62: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 63: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 64: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 66: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 67: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 68: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 69: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 70: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 71: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 72: devfleet.v1.MigrationProgress
+	(v1.ColdStep)(0),              // 73: devfleet.v1.ColdStep
+	(*v1.Drain)(nil),              // 74: devfleet.v1.Drain
+	(*v1.DrainItem)(nil),          // 75: devfleet.v1.DrainItem
+	(v1.DrainItemState)(0),        // 76: devfleet.v1.DrainItemState
+	(*v1.DrainEvent)(nil),         // 77: devfleet.v1.DrainEvent
+	(v1.DrainState)(0),            // 78: devfleet.v1.DrainState
+	(*durationpb.Duration)(nil),   // 79: google.protobuf.Duration
+	(*v1.Decom)(nil),              // 80: devfleet.v1.Decom
+	(v1.DecomStep)(0),             // 81: devfleet.v1.DecomStep
+	(v1.DecomState)(0),            // 82: devfleet.v1.DecomState
+	(*v1.Notice)(nil),             // 83: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,   // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -4236,7 +4648,7 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24,  // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25,  // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27,  // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	48,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	53,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
 	28,  // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
 	29,  // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
 	30,  // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
@@ -4255,70 +4667,80 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	45,  // 41: devfleet.fsm.v1.Command.finish_drain:type_name -> devfleet.fsm.v1.FinishDrain
 	46,  // 42: devfleet.fsm.v1.Command.request_drain_cancel:type_name -> devfleet.fsm.v1.RequestDrainCancel
 	47,  // 43: devfleet.fsm.v1.Command.extend_drain:type_name -> devfleet.fsm.v1.ExtendDrain
-	3,   // 44: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	52,  // 45: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	52,  // 46: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	53,  // 47: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	54,  // 48: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	54,  // 49: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	53,  // 50: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	55,  // 51: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	55,  // 52: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	53,  // 53: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	56,  // 54: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	56,  // 55: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	53,  // 56: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	57,  // 57: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	57,  // 58: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	53,  // 59: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	58,  // 60: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	58,  // 61: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	59,  // 62: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	60,  // 63: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26,  // 64: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	61,  // 65: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	62,  // 66: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	63,  // 67: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	64,  // 68: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	64,  // 69: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	65,  // 70: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
-	66,  // 71: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
-	67,  // 72: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
-	66,  // 73: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	68,  // 74: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
-	37,  // 75: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	66,  // 76: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	67,  // 77: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	69,  // 78: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
-	70,  // 79: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
-	71,  // 80: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
-	71,  // 81: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
-	43,  // 82: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
-	72,  // 83: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
-	73,  // 84: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
-	74,  // 85: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
-	75,  // 86: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	49,  // 87: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	50,  // 88: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,   // 89: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	52,  // 90: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	54,  // 91: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	55,  // 92: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	56,  // 93: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	57,  // 94: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	75,  // 95: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	61,  // 96: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	62,  // 97: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	63,  // 98: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	65,  // 99: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	69,  // 100: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
-	70,  // 101: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
-	72,  // 102: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
-	103, // [103:103] is the sub-list for method output_type
-	103, // [103:103] is the sub-list for method input_type
-	103, // [103:103] is the sub-list for extension type_name
-	103, // [103:103] is the sub-list for extension extendee
-	0,   // [0:103] is the sub-list for field type_name
+	48,  // 44: devfleet.fsm.v1.Command.start_decom:type_name -> devfleet.fsm.v1.StartDecom
+	49,  // 45: devfleet.fsm.v1.Command.advance_decom:type_name -> devfleet.fsm.v1.AdvanceDecom
+	50,  // 46: devfleet.fsm.v1.Command.finish_decom:type_name -> devfleet.fsm.v1.FinishDecom
+	51,  // 47: devfleet.fsm.v1.Command.request_decom_abort:type_name -> devfleet.fsm.v1.RequestDecomAbort
+	52,  // 48: devfleet.fsm.v1.Command.retire_host:type_name -> devfleet.fsm.v1.RetireHost
+	3,   // 49: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	57,  // 50: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	57,  // 51: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	58,  // 52: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	59,  // 53: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	59,  // 54: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	58,  // 55: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	60,  // 56: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	60,  // 57: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	58,  // 58: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	61,  // 59: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	61,  // 60: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	58,  // 61: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	62,  // 62: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	62,  // 63: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	58,  // 64: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	63,  // 65: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	63,  // 66: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	64,  // 67: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	65,  // 68: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26,  // 69: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	66,  // 70: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	67,  // 71: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	68,  // 72: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	69,  // 73: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	69,  // 74: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	70,  // 75: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	71,  // 76: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	72,  // 77: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	71,  // 78: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	73,  // 79: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
+	37,  // 80: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	71,  // 81: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	72,  // 82: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	74,  // 83: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
+	75,  // 84: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
+	76,  // 85: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
+	76,  // 86: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
+	43,  // 87: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
+	77,  // 88: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
+	78,  // 89: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
+	79,  // 90: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
+	80,  // 91: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
+	81,  // 92: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
+	81,  // 93: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
+	82,  // 94: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
+	83,  // 95: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	54,  // 96: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	55,  // 97: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,   // 98: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	57,  // 99: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	59,  // 100: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	60,  // 101: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	61,  // 102: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	62,  // 103: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	83,  // 104: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	66,  // 105: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	67,  // 106: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	68,  // 107: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	70,  // 108: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	74,  // 109: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
+	75,  // 110: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
+	77,  // 111: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
+	80,  // 112: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
+	113, // [113:113] is the sub-list for method output_type
+	113, // [113:113] is the sub-list for method input_type
+	113, // [113:113] is the sub-list for extension type_name
+	113, // [113:113] is the sub-list for extension extendee
+	0,   // [0:113] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -4370,8 +4792,13 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_FinishDrain)(nil),
 		(*Command_RequestDrainCancel)(nil),
 		(*Command_ExtendDrain)(nil),
+		(*Command_StartDecom)(nil),
+		(*Command_AdvanceDecom)(nil),
+		(*Command_FinishDecom)(nil),
+		(*Command_RequestDecomAbort)(nil),
+		(*Command_RetireHost)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[51].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[56].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -4388,6 +4815,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_Drain)(nil),
 		(*SnapshotRecord_DrainItem)(nil),
 		(*SnapshotRecord_DrainEvent)(nil),
+		(*SnapshotRecord_Decom)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4395,7 +4823,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
