@@ -392,4 +392,3 @@ func wipeHost(ctx context.Context, hv hypervisor.Hypervisor) (domains, volumes i
 	}
 	return domains, volumes, errors.Join(errs...)
 }
-

@@ -54,8 +54,12 @@ func fleet(t *testing.T) (*fsmtest.Applier, *state.Store, *hypervisor.Connector)
 	wg.Go(func() {
 		_ = migrate.New(migrate.Config{Store: st, Raft: raft, Leader: raft, Hypervisors: conn, Placer: idx, Sample: 20 * time.Millisecond}).Run(ctx)
 	})
-	wg.Go(func() { _ = drain.New(drain.Config{Store: st, Raft: raft, Placer: idx, Tick: 20 * time.Millisecond}).Run(ctx) })
-	wg.Go(func() { _ = New(Config{Store: st, Raft: raft, Hypervisors: conn, Tick: 20 * time.Millisecond}).Run(ctx) })
+	wg.Go(func() {
+		_ = drain.New(drain.Config{Store: st, Raft: raft, Placer: idx, Tick: 20 * time.Millisecond}).Run(ctx)
+	})
+	wg.Go(func() {
+		_ = New(Config{Store: st, Raft: raft, Hypervisors: conn, Tick: 20 * time.Millisecond}).Run(ctx)
+	})
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return raft, st, conn
 }
