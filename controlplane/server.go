@@ -24,11 +24,13 @@ import (
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
 	"github.com/devfleet/devfleet/controlplane/leader"
+	"github.com/devfleet/devfleet/controlplane/noticefeed"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/decom"
 	"github.com/devfleet/devfleet/drain"
 	"github.com/devfleet/devfleet/migrate"
+	"github.com/devfleet/devfleet/notify"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 	"github.com/devfleet/devfleet/provisioner"
 )
@@ -65,6 +67,8 @@ type Config struct {
 	// Provisioner tunes the provisioner; Store, Raft, Hypervisors, Placer, Logger and Registry
 	// are set by Start.
 	Provisioner provisioner.Config
+	// NotifySinks receive owners' notices and drain events from the leader (webhooks).
+	NotifySinks []notify.Sink
 	// Operators may move any devserver (callers name themselves until authentication lands).
 	Operators []string
 	// MigrationLimits bound the migrations that run at once (zero fields: defaults).
@@ -157,6 +161,17 @@ func Start(cfg Config) (*Server, error) {
 		Limits: cfg.MigrationLimits, Placer: hosts, Logger: log, ShutdownGrace: pc.ShutdownGrace}))
 	s.lifecycle.Register(decom.New(decom.Config{Store: f.Store(), Raft: s.node, Hypervisors: s.hv, Logger: log}))
 	s.lifecycle.Register(drain.New(drain.Config{Store: f.Store(), Raft: s.node, Placer: hosts, Node: cfg.NodeID, Logger: log}))
+	if len(cfg.NotifySinks) > 0 {
+		n, err := notify.New(notify.Config{Sinks: cfg.NotifySinks, Logger: log, Registry: s.registry,
+			OnDeadLetter: func(dl notify.DeadLetter) {
+				log.Error("notification not delivered; given up", "sink", dl.Sink, "message", dl.Message.ID, "attempts", dl.Attempts, "error", dl.LastError)
+			}})
+		if err != nil {
+			return nil, err
+		}
+		s.lifecycle.Register(n)
+		s.lifecycle.Register(&noticefeed.Feed{Store: f.Store(), Queue: n, Logger: log})
+	}
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)
 	}

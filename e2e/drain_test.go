@@ -3,16 +3,22 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/devfleet/devfleet/e2e/libvirthost"
+	"github.com/devfleet/devfleet/notify"
 )
 
 // TestLibvirtDrain drains a real libvirt host of six running devservers through the CLI,
@@ -22,7 +28,32 @@ func TestLibvirtDrain(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
 	lv := libvirthost.StartT(t, 3)
-	nodes := startCluster(t, 3, "--operators", "ops")
+	// A webhook receiver: every delivery's signature is checked, and deliveries are deduplicated
+	// on their ID (a new leader sends recent ones again).
+	secret := []byte("e2e-webhook-secret-0123456789")
+	var hookMu sync.Mutex
+	hooked := map[string]notify.Message{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := notify.Verify(secret, r.Header, body, 0); err != nil {
+			t.Errorf("webhook delivery with a bad signature: %v", err)
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var m notify.Message
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Errorf("webhook delivery: %v", err)
+		}
+		hookMu.Lock()
+		hooked[m.ID] = m
+		hookMu.Unlock()
+	}))
+	t.Cleanup(hook.Close)
+	secretFile := filepath.Join(t.TempDir(), "webhook-secret")
+	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nodes := startCluster(t, 3, "--operators", "ops", "--webhook-url", hook.URL, "--webhook-secret-file", secretFile)
 	f := &lvFleet{t: t, nodes: nodes, hosts: map[string]libvirthost.Host{}, diskless: map[string]bool{"mini": true}}
 	leader := leaderOf(t, nodes)
 	for _, n := range nodes {
@@ -147,6 +178,23 @@ func TestLibvirtDrain(t *testing.T) {
 		f.fatalf("h2 still has volumes %v (%v)", vols, err)
 	}
 	f.waitAgree(30*time.Second, "every devserver on h3 after the decommission")
+
+	// The webhook got the drain's start and end and the owners' notices of the decommission.
+	f.waitFor(30*time.Second, "the webhook deliveries", func() error {
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		kinds := map[string]int{}
+		for _, m := range hooked {
+			kinds[m.Kind]++
+		}
+		if kinds["drain.started"] < 2 || kinds["drain.finished"] < 2 || kinds["maintenance"] < 6 {
+			return fmt.Errorf("deliveries by kind: %v", kinds)
+		}
+		return nil
+	})
+	hookMu.Lock()
+	t.Logf("webhook: %d distinct deliveries, all signed", len(hooked))
+	hookMu.Unlock()
 }
 
 // tail is the last n lines of s.

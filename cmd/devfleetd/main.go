@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/validate"
 	"github.com/devfleet/devfleet/migrate"
+	"github.com/devfleet/devfleet/notify"
 	"github.com/devfleet/devfleet/provisioner"
 )
 
@@ -34,10 +36,12 @@ type options struct {
 	allowFake     bool
 	provisioner   provisioner.Config
 	operators     []string
-	migrations    migrate.Limits
-	logLevel      string
-	logFormat     string
-	raft          raftnode.Config
+	// webhookURL and webhookSecretFile configure the notification sink.
+	webhookURL, webhookSecretFile string
+	migrations                    migrate.Limits
+	logLevel                      string
+	logFormat                     string
+	raft                          raftnode.Config
 }
 
 func main() {
@@ -90,6 +94,8 @@ Precedence: flag, environment, file, default.
 	f.IntVar(&o.migrations.PerDest, "migrations-per-dest", migrate.DefaultPerDest, "live migrations arriving at one host at once")
 	f.IntVar(&o.migrations.PerSite, "migrations-per-site", migrate.DefaultPerSite, "live migrations leaving or arriving at one site at once")
 	f.IntVar(&o.migrations.Cluster, "migrations-cluster", migrate.DefaultCluster, "live migrations in the whole fleet at once")
+	f.StringVar(&o.webhookURL, "webhook-url", "", "POST owners' notices and drain events as signed JSON to this URL (see notify/DESIGN.md)")
+	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the webhook's HMAC secret (16 bytes or more); required with --webhook-url")
 	f.StringSliceVar(&o.operators, "operators", nil, "users who may move any devserver (callers name themselves with --as until authentication lands)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -160,6 +166,10 @@ func run(ctx context.Context, o *options) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	sinks, err := o.sinks()
+	if err != nil {
+		return err
+	}
 	srv, err := controlplane.Start(controlplane.Config{
 		NodeID:        o.nodeID,
 		DataDir:       o.dataDir,
@@ -176,6 +186,7 @@ func run(ctx context.Context, o *options) error {
 		Provisioner:          o.provisioner,
 		Operators:            o.operators,
 		MigrationLimits:      o.migrations,
+		NotifySinks:          sinks,
 	})
 	if err != nil {
 		return err
@@ -209,4 +220,26 @@ Try:  devfleet host list
       devfleet cluster status -o json
 Stop with Ctrl-C.
 `, dir, srv.GRPCAddr(), srv.HTTPAddr())
+}
+
+// sinks builds the notification sinks the flags ask for; a bad one is an error naming the flag.
+func (o *options) sinks() ([]notify.Sink, error) {
+	if o.webhookURL == "" {
+		if o.webhookSecretFile != "" {
+			return nil, errors.New("--webhook-secret-file: given without --webhook-url")
+		}
+		return nil, nil
+	}
+	if o.webhookSecretFile == "" {
+		return nil, errors.New("--webhook-secret-file: required with --webhook-url (the HMAC secret receivers verify)")
+	}
+	secret, err := os.ReadFile(o.webhookSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-secret-file: %w", err)
+	}
+	w, err := notify.NewWebhook(notify.WebhookConfig{URL: o.webhookURL, Secret: bytes.TrimSpace(secret)})
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-url: %w", err)
+	}
+	return []notify.Sink{w}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/apierror"
@@ -251,4 +252,53 @@ func (s *Server) ExtendDrain(ctx context.Context, req *v1.ExtendDrainRequest) (*
 		return nil, err
 	}
 	return proposeAs[*v1.Drain](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_ExtendDrain{ExtendDrain: &fsmv1.ExtendDrain{Id: req.GetId(), By: req.GetBy()}}})
+}
+
+// ListBanners derives the banners of a region from the drains and decommissions that have not
+// ended: what is under maintenance, why, since when and until when.
+func (s *Server) ListBanners(_ context.Context, req *v1.ListBannersRequest) (*v1.ListBannersResponse, error) {
+	if err := validate.OptionalName("region", req.GetRegion()); err != nil {
+		return nil, err
+	}
+	v := s.store.View()
+	if req.GetRegion() != "" {
+		if _, err := v.GetRegion(req.GetRegion()); err != nil {
+			return nil, err
+		}
+	}
+	regionsOf := func(hosts []string) []string {
+		var out []string
+		for _, name := range hosts {
+			if h, err := v.GetHost(name); err == nil && !slices.Contains(out, h.GetRegion()) {
+				out = append(out, h.GetRegion())
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	var out []*v1.Banner
+	add := func(kind, id string, hosts []string, text string, start, end *timestamppb.Timestamp) {
+		for _, r := range regionsOf(hosts) {
+			if req.GetRegion() == "" || r == req.GetRegion() {
+				out = append(out, &v1.Banner{Region: r, Kind: kind, Id: id, Hosts: hosts, Text: text, StartTime: start, EndTime: end})
+			}
+		}
+	}
+	for _, d := range v.Drains() {
+		if !state.DrainFinal(d.GetState()) {
+			add("drain", d.GetId(), d.GetHosts(), "maintenance on "+strings.Join(d.GetHosts(), ", ")+": "+d.GetReason()+
+				"; devservers there move to other hosts", d.GetCreateTime(), d.GetDeadline())
+		}
+	}
+	for _, d := range v.Decoms() {
+		if !state.DecomFinal(d.GetState()) {
+			start := d.GetCreateTime()
+			if d.GetAnnounceUntil() != nil {
+				start = d.GetAnnounceUntil()
+			}
+			add("decom", d.GetId(), d.GetHosts(), strings.Join(d.GetHosts(), ", ")+" leave the fleet: "+d.GetReason()+
+				"; devservers there move to other hosts", start, nil)
+		}
+	}
+	return &v1.ListBannersResponse{Banners: out}, nil
 }

@@ -169,6 +169,9 @@ func seedDrain(o DrainOptions, existing []*v1.Flavor, add func(*fsmv1.Command) e
 			Owner: fmt.Sprintf("user%d", devs%5000), Flavor: fl.GetName(), Region: region, Host: h.GetName(),
 			Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
 		}
+		if s := fit.Check(fl, h, fit.Free(h)); s != fit.None {
+			return fmt.Errorf("drain bench fleet: host %s cannot take devserver %s: it would %s; ask for fewer devservers a host", h.GetName(), d.GetName(), s.Describe(fl))
+		}
 		devs++
 		h.Allocated = fit.Of(h.GetAllocated()).Add(fit.Need(fl, h)).Proto()
 		return add(&fsmv1.Command{Op: &fsmv1.Command_CreateDevserver{CreateDevserver: &fsmv1.CreateDevserver{Devserver: d}}})

@@ -49,6 +49,9 @@ func (w *WriteTxn) CreateNotice(in *v1.Notice) (*v1.Notice, error) {
 	return n, nil
 }
 
+// Notices returns every notice, by ID.
+func (v *View) Notices() []*v1.Notice { return rows[*v1.Notice](v, TableNotices, "id") }
+
 // GetNotice returns a notice or NotFound.
 func (v *View) GetNotice(id string) (*v1.Notice, error) {
 	if raw := v.first(TableNotices, "id", id); raw != nil {

@@ -285,8 +285,8 @@ per-site budgets give, and the most moves observed at once against each budget.`
 			if hosts < 2 || devservers < 1 || runs < 1 {
 				return usagef("--hosts must be at least 2, --devservers and --runs positive")
 			}
-			if devservers > hosts*100 {
-				return usagef("--devservers %d: more than 100 a host on %d hosts do not fit; raise --hosts", devservers, hosts)
+			if devservers > hosts*60 {
+				return usagef("--devservers %d: more than 60 a host (22 GiB each on average, on 2 TiB hosts) do not fit on %d hosts; raise --hosts", devservers, hosts)
 			}
 			if b.PerSource < 0 || b.PerDest < 0 || b.PerSite < 0 || b.Total < 0 {
 				return usagef("--per-source, --per-dest, --per-site and --total must not be negative (0: the default)")

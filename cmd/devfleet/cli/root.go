@@ -168,6 +168,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newMigrationCmd(a),
 		newDrainCmd(a),
 		newDecomCmd(a),
+		newBannersCmd(a),
 		newBenchCmd(a),
 	)
 	return root

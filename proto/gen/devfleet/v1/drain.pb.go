@@ -1527,6 +1527,198 @@ func (x *ExtendDrainRequest) GetBy() *durationpb.Duration {
 	return nil
 }
 
+type ListBannersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this region's (all, when empty).
+	Region        string `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Stale         bool   `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBannersRequest) Reset() {
+	*x = ListBannersRequest{}
+	mi := &file_devfleet_v1_drain_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBannersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBannersRequest) ProtoMessage() {}
+
+func (x *ListBannersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_drain_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBannersRequest.ProtoReflect.Descriptor instead.
+func (*ListBannersRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_drain_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListBannersRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ListBannersRequest) GetStale() bool {
+	if x != nil {
+		return x.Stale
+	}
+	return false
+}
+
+// A banner is maintenance that developers of a region should know about.
+type Banner struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Region string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	// drain or decom, and its ID.
+	Kind      string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Id        string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	Hosts     []string               `protobuf:"bytes,4,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	Text      string                 `protobuf:"bytes,5,opt,name=text,proto3" json:"text,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// The deadline, when there is one.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Banner) Reset() {
+	*x = Banner{}
+	mi := &file_devfleet_v1_drain_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Banner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Banner) ProtoMessage() {}
+
+func (x *Banner) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_drain_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Banner.ProtoReflect.Descriptor instead.
+func (*Banner) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_drain_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Banner) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *Banner) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Banner) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Banner) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+func (x *Banner) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Banner) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Banner) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+type ListBannersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Banners       []*Banner              `protobuf:"bytes,1,rep,name=banners,proto3" json:"banners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBannersResponse) Reset() {
+	*x = ListBannersResponse{}
+	mi := &file_devfleet_v1_drain_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBannersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBannersResponse) ProtoMessage() {}
+
+func (x *ListBannersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_drain_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBannersResponse.ProtoReflect.Descriptor instead.
+func (*ListBannersResponse) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_drain_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListBannersResponse) GetBanners() []*Banner {
+	if x != nil {
+		return x.Banners
+	}
+	return nil
+}
+
 var File_devfleet_v1_drain_proto protoreflect.FileDescriptor
 
 const file_devfleet_v1_drain_proto_rawDesc = "" +
@@ -1644,7 +1836,21 @@ const file_devfleet_v1_drain_proto_rawDesc = "" +
 	"\buncordon\x18\x03 \x01(\bR\buncordon\"O\n" +
 	"\x12ExtendDrainRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12)\n" +
-	"\x02by\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x02by*\x94\x01\n" +
+	"\x02by\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x02by\"B\n" +
+	"\x12ListBannersRequest\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\"\xe0\x01\n" +
+	"\x06Banner\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12\x14\n" +
+	"\x05hosts\x18\x04 \x03(\tR\x05hosts\x12\x12\n" +
+	"\x04text\x18\x05 \x01(\tR\x04text\x129\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"D\n" +
+	"\x13ListBannersResponse\x12-\n" +
+	"\abanners\x18\x01 \x03(\v2\x13.devfleet.v1.BannerR\abanners*\x94\x01\n" +
 	"\n" +
 	"DrainState\x12\x1b\n" +
 	"\x17DRAIN_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1670,7 +1876,7 @@ const file_devfleet_v1_drain_proto_rawDesc = "" +
 	"\x15DRAIN_ITEM_STATE_DONE\x10\x03\x12\x1c\n" +
 	"\x18DRAIN_ITEM_STATE_BLOCKED\x10\x04\x12\x1d\n" +
 	"\x19DRAIN_ITEM_STATE_STRANDED\x10\x05\x12\x19\n" +
-	"\x15DRAIN_ITEM_STATE_LEFT\x10\x062\xf4\x05\n" +
+	"\x15DRAIN_ITEM_STATE_LEFT\x10\x062\xdb\x06\n" +
 	"\fDrainService\x12d\n" +
 	"\n" +
 	"StartDrain\x12\x1e.devfleet.v1.StartDrainRequest\x1a\x1f.devfleet.v1.StartDrainResponse\"\x15\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
@@ -1682,6 +1888,7 @@ const file_devfleet_v1_drain_proto_rawDesc = "" +
 	"\x0eListDrainItems\x12\".devfleet.v1.ListDrainItemsRequest\x1a#.devfleet.v1.ListDrainItemsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/drains/{id}/items\x12|\n" +
 	"\x0fListDrainEvents\x12#.devfleet.v1.ListDrainEventsRequest\x1a$.devfleet.v1.ListDrainEventsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/drains/{id}/events\x12e\n" +
 	"\vCancelDrain\x12\x1f.devfleet.v1.CancelDrainRequest\x1a\x12.devfleet.v1.Drain\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/drains/{id}:cancel\x12e\n" +
+	"\vListBanners\x12\x1f.devfleet.v1.ListBannersRequest\x1a .devfleet.v1.ListBannersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\v/v1/banners\x12e\n" +
 	"\vExtendDrain\x12\x1f.devfleet.v1.ExtendDrainRequest\x1a\x12.devfleet.v1.Drain\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/drains/{id}:extendB?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
 
 var (
@@ -1697,7 +1904,7 @@ func file_devfleet_v1_drain_proto_rawDescGZIP() []byte {
 }
 
 var file_devfleet_v1_drain_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_devfleet_v1_drain_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_devfleet_v1_drain_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_devfleet_v1_drain_proto_goTypes = []any{
 	(DrainState)(0),                 // 0: devfleet.v1.DrainState
 	(DeadlineAction)(0),             // 1: devfleet.v1.DeadlineAction
@@ -1718,59 +1925,67 @@ var file_devfleet_v1_drain_proto_goTypes = []any{
 	(*ListDrainEventsResponse)(nil), // 16: devfleet.v1.ListDrainEventsResponse
 	(*CancelDrainRequest)(nil),      // 17: devfleet.v1.CancelDrainRequest
 	(*ExtendDrainRequest)(nil),      // 18: devfleet.v1.ExtendDrainRequest
-	(*timestamppb.Timestamp)(nil),   // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 20: google.protobuf.Duration
-	(MigrationPhase)(0),             // 21: devfleet.v1.MigrationPhase
-	(*MigrationProgress)(nil),       // 22: devfleet.v1.MigrationProgress
-	(*FlavorShortfall)(nil),         // 23: devfleet.v1.FlavorShortfall
+	(*ListBannersRequest)(nil),      // 19: devfleet.v1.ListBannersRequest
+	(*Banner)(nil),                  // 20: devfleet.v1.Banner
+	(*ListBannersResponse)(nil),     // 21: devfleet.v1.ListBannersResponse
+	(*timestamppb.Timestamp)(nil),   // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
+	(MigrationPhase)(0),             // 24: devfleet.v1.MigrationPhase
+	(*MigrationProgress)(nil),       // 25: devfleet.v1.MigrationProgress
+	(*FlavorShortfall)(nil),         // 26: devfleet.v1.FlavorShortfall
 }
 var file_devfleet_v1_drain_proto_depIdxs = []int32{
-	19, // 0: devfleet.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	22, // 0: devfleet.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 1: devfleet.v1.Drain.deadline_action:type_name -> devfleet.v1.DeadlineAction
 	4,  // 2: devfleet.v1.Drain.budgets:type_name -> devfleet.v1.DrainBudgets
 	0,  // 3: devfleet.v1.Drain.state:type_name -> devfleet.v1.DrainState
-	19, // 4: devfleet.v1.Drain.create_time:type_name -> google.protobuf.Timestamp
-	19, // 5: devfleet.v1.Drain.end_time:type_name -> google.protobuf.Timestamp
-	19, // 6: devfleet.v1.Drain.update_time:type_name -> google.protobuf.Timestamp
+	22, // 4: devfleet.v1.Drain.create_time:type_name -> google.protobuf.Timestamp
+	22, // 5: devfleet.v1.Drain.end_time:type_name -> google.protobuf.Timestamp
+	22, // 6: devfleet.v1.Drain.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 7: devfleet.v1.DrainItem.kind:type_name -> devfleet.v1.DrainItemKind
 	3,  // 8: devfleet.v1.DrainItem.state:type_name -> devfleet.v1.DrainItemState
-	20, // 9: devfleet.v1.DrainItem.expected:type_name -> google.protobuf.Duration
-	19, // 10: devfleet.v1.DrainItem.update_time:type_name -> google.protobuf.Timestamp
-	21, // 11: devfleet.v1.DrainItem.migration_phase:type_name -> devfleet.v1.MigrationPhase
-	22, // 12: devfleet.v1.DrainItem.progress:type_name -> devfleet.v1.MigrationProgress
-	19, // 13: devfleet.v1.DrainEvent.time:type_name -> google.protobuf.Timestamp
-	19, // 14: devfleet.v1.StartDrainRequest.deadline:type_name -> google.protobuf.Timestamp
+	23, // 9: devfleet.v1.DrainItem.expected:type_name -> google.protobuf.Duration
+	22, // 10: devfleet.v1.DrainItem.update_time:type_name -> google.protobuf.Timestamp
+	24, // 11: devfleet.v1.DrainItem.migration_phase:type_name -> devfleet.v1.MigrationPhase
+	25, // 12: devfleet.v1.DrainItem.progress:type_name -> devfleet.v1.MigrationProgress
+	22, // 13: devfleet.v1.DrainEvent.time:type_name -> google.protobuf.Timestamp
+	22, // 14: devfleet.v1.StartDrainRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 15: devfleet.v1.StartDrainRequest.deadline_action:type_name -> devfleet.v1.DeadlineAction
 	4,  // 16: devfleet.v1.StartDrainRequest.budgets:type_name -> devfleet.v1.DrainBudgets
 	5,  // 17: devfleet.v1.StartDrainResponse.drain:type_name -> devfleet.v1.Drain
 	6,  // 18: devfleet.v1.StartDrainResponse.plan:type_name -> devfleet.v1.DrainItem
-	23, // 19: devfleet.v1.StartDrainResponse.shortfall:type_name -> devfleet.v1.FlavorShortfall
-	20, // 20: devfleet.v1.StartDrainResponse.makespan:type_name -> google.protobuf.Duration
-	20, // 21: devfleet.v1.StartDrainResponse.lower_bound:type_name -> google.protobuf.Duration
+	26, // 19: devfleet.v1.StartDrainResponse.shortfall:type_name -> devfleet.v1.FlavorShortfall
+	23, // 20: devfleet.v1.StartDrainResponse.makespan:type_name -> google.protobuf.Duration
+	23, // 21: devfleet.v1.StartDrainResponse.lower_bound:type_name -> google.protobuf.Duration
 	5,  // 22: devfleet.v1.ListDrainsResponse.drains:type_name -> devfleet.v1.Drain
 	3,  // 23: devfleet.v1.ListDrainItemsRequest.state:type_name -> devfleet.v1.DrainItemState
 	6,  // 24: devfleet.v1.ListDrainItemsResponse.items:type_name -> devfleet.v1.DrainItem
 	7,  // 25: devfleet.v1.ListDrainEventsResponse.events:type_name -> devfleet.v1.DrainEvent
-	20, // 26: devfleet.v1.ExtendDrainRequest.by:type_name -> google.protobuf.Duration
-	8,  // 27: devfleet.v1.DrainService.StartDrain:input_type -> devfleet.v1.StartDrainRequest
-	10, // 28: devfleet.v1.DrainService.GetDrain:input_type -> devfleet.v1.GetDrainRequest
-	11, // 29: devfleet.v1.DrainService.ListDrains:input_type -> devfleet.v1.ListDrainsRequest
-	13, // 30: devfleet.v1.DrainService.ListDrainItems:input_type -> devfleet.v1.ListDrainItemsRequest
-	15, // 31: devfleet.v1.DrainService.ListDrainEvents:input_type -> devfleet.v1.ListDrainEventsRequest
-	17, // 32: devfleet.v1.DrainService.CancelDrain:input_type -> devfleet.v1.CancelDrainRequest
-	18, // 33: devfleet.v1.DrainService.ExtendDrain:input_type -> devfleet.v1.ExtendDrainRequest
-	9,  // 34: devfleet.v1.DrainService.StartDrain:output_type -> devfleet.v1.StartDrainResponse
-	5,  // 35: devfleet.v1.DrainService.GetDrain:output_type -> devfleet.v1.Drain
-	12, // 36: devfleet.v1.DrainService.ListDrains:output_type -> devfleet.v1.ListDrainsResponse
-	14, // 37: devfleet.v1.DrainService.ListDrainItems:output_type -> devfleet.v1.ListDrainItemsResponse
-	16, // 38: devfleet.v1.DrainService.ListDrainEvents:output_type -> devfleet.v1.ListDrainEventsResponse
-	5,  // 39: devfleet.v1.DrainService.CancelDrain:output_type -> devfleet.v1.Drain
-	5,  // 40: devfleet.v1.DrainService.ExtendDrain:output_type -> devfleet.v1.Drain
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	23, // 26: devfleet.v1.ExtendDrainRequest.by:type_name -> google.protobuf.Duration
+	22, // 27: devfleet.v1.Banner.start_time:type_name -> google.protobuf.Timestamp
+	22, // 28: devfleet.v1.Banner.end_time:type_name -> google.protobuf.Timestamp
+	20, // 29: devfleet.v1.ListBannersResponse.banners:type_name -> devfleet.v1.Banner
+	8,  // 30: devfleet.v1.DrainService.StartDrain:input_type -> devfleet.v1.StartDrainRequest
+	10, // 31: devfleet.v1.DrainService.GetDrain:input_type -> devfleet.v1.GetDrainRequest
+	11, // 32: devfleet.v1.DrainService.ListDrains:input_type -> devfleet.v1.ListDrainsRequest
+	13, // 33: devfleet.v1.DrainService.ListDrainItems:input_type -> devfleet.v1.ListDrainItemsRequest
+	15, // 34: devfleet.v1.DrainService.ListDrainEvents:input_type -> devfleet.v1.ListDrainEventsRequest
+	17, // 35: devfleet.v1.DrainService.CancelDrain:input_type -> devfleet.v1.CancelDrainRequest
+	19, // 36: devfleet.v1.DrainService.ListBanners:input_type -> devfleet.v1.ListBannersRequest
+	18, // 37: devfleet.v1.DrainService.ExtendDrain:input_type -> devfleet.v1.ExtendDrainRequest
+	9,  // 38: devfleet.v1.DrainService.StartDrain:output_type -> devfleet.v1.StartDrainResponse
+	5,  // 39: devfleet.v1.DrainService.GetDrain:output_type -> devfleet.v1.Drain
+	12, // 40: devfleet.v1.DrainService.ListDrains:output_type -> devfleet.v1.ListDrainsResponse
+	14, // 41: devfleet.v1.DrainService.ListDrainItems:output_type -> devfleet.v1.ListDrainItemsResponse
+	16, // 42: devfleet.v1.DrainService.ListDrainEvents:output_type -> devfleet.v1.ListDrainEventsResponse
+	5,  // 43: devfleet.v1.DrainService.CancelDrain:output_type -> devfleet.v1.Drain
+	21, // 44: devfleet.v1.DrainService.ListBanners:output_type -> devfleet.v1.ListBannersResponse
+	5,  // 45: devfleet.v1.DrainService.ExtendDrain:output_type -> devfleet.v1.Drain
+	38, // [38:46] is the sub-list for method output_type
+	30, // [30:38] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_drain_proto_init() }
@@ -1786,7 +2001,7 @@ func file_devfleet_v1_drain_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_drain_proto_rawDesc), len(file_devfleet_v1_drain_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   15,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

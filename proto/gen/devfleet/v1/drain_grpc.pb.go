@@ -27,6 +27,7 @@ const (
 	DrainService_ListDrainItems_FullMethodName  = "/devfleet.v1.DrainService/ListDrainItems"
 	DrainService_ListDrainEvents_FullMethodName = "/devfleet.v1.DrainService/ListDrainEvents"
 	DrainService_CancelDrain_FullMethodName     = "/devfleet.v1.DrainService/CancelDrain"
+	DrainService_ListBanners_FullMethodName     = "/devfleet.v1.DrainService/ListBanners"
 	DrainService_ExtendDrain_FullMethodName     = "/devfleet.v1.DrainService/ExtendDrain"
 )
 
@@ -50,6 +51,9 @@ type DrainServiceClient interface {
 	// CancelDrain stops a running drain: no new moves; moves in flight finish, or are aborted
 	// with abort_in_flight. Its hosts stay cordoned unless uncordon.
 	CancelDrain(ctx context.Context, in *CancelDrainRequest, opts ...grpc.CallOption) (*Drain, error)
+	// ListBanners returns the maintenance under way or announced in a region (drains,
+	// decommissions), for the banners developers' tools show.
+	ListBanners(ctx context.Context, in *ListBannersRequest, opts ...grpc.CallOption) (*ListBannersResponse, error)
 	// ExtendDrain moves a running drain's deadline later.
 	ExtendDrain(ctx context.Context, in *ExtendDrainRequest, opts ...grpc.CallOption) (*Drain, error)
 }
@@ -122,6 +126,16 @@ func (c *drainServiceClient) CancelDrain(ctx context.Context, in *CancelDrainReq
 	return out, nil
 }
 
+func (c *drainServiceClient) ListBanners(ctx context.Context, in *ListBannersRequest, opts ...grpc.CallOption) (*ListBannersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBannersResponse)
+	err := c.cc.Invoke(ctx, DrainService_ListBanners_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *drainServiceClient) ExtendDrain(ctx context.Context, in *ExtendDrainRequest, opts ...grpc.CallOption) (*Drain, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Drain)
@@ -152,6 +166,9 @@ type DrainServiceServer interface {
 	// CancelDrain stops a running drain: no new moves; moves in flight finish, or are aborted
 	// with abort_in_flight. Its hosts stay cordoned unless uncordon.
 	CancelDrain(context.Context, *CancelDrainRequest) (*Drain, error)
+	// ListBanners returns the maintenance under way or announced in a region (drains,
+	// decommissions), for the banners developers' tools show.
+	ListBanners(context.Context, *ListBannersRequest) (*ListBannersResponse, error)
 	// ExtendDrain moves a running drain's deadline later.
 	ExtendDrain(context.Context, *ExtendDrainRequest) (*Drain, error)
 	mustEmbedUnimplementedDrainServiceServer()
@@ -181,6 +198,9 @@ func (UnimplementedDrainServiceServer) ListDrainEvents(context.Context, *ListDra
 }
 func (UnimplementedDrainServiceServer) CancelDrain(context.Context, *CancelDrainRequest) (*Drain, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelDrain not implemented")
+}
+func (UnimplementedDrainServiceServer) ListBanners(context.Context, *ListBannersRequest) (*ListBannersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBanners not implemented")
 }
 func (UnimplementedDrainServiceServer) ExtendDrain(context.Context, *ExtendDrainRequest) (*Drain, error) {
 	return nil, status.Error(codes.Unimplemented, "method ExtendDrain not implemented")
@@ -314,6 +334,24 @@ func _DrainService_CancelDrain_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DrainService_ListBanners_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBannersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DrainServiceServer).ListBanners(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DrainService_ListBanners_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DrainServiceServer).ListBanners(ctx, req.(*ListBannersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _DrainService_ExtendDrain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExtendDrainRequest)
 	if err := dec(in); err != nil {
@@ -362,6 +400,10 @@ var DrainService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelDrain",
 			Handler:    _DrainService_CancelDrain_Handler,
+		},
+		{
+			MethodName: "ListBanners",
+			Handler:    _DrainService_ListBanners_Handler,
 		},
 		{
 			MethodName: "ExtendDrain",
