@@ -49,6 +49,11 @@ type LossOptions struct {
 	KeepReserve bool
 	// Scorers rank the hosts; empty means DefaultScorers, as real placement.
 	Scorers []Weighted
+	// OwnRegionOnly places a devserver only in its own region when that survives: a drain's
+	// live moves, which cannot cross regions. Other regions are tried only for devservers whose
+	// region goes whole (cold moves). Without it, a devserver that finds no room at home goes
+	// to another region its flavor allows, as after a real loss.
+	OwnRegionOnly bool
 }
 
 // Move is one devserver's new home in a simulation.
@@ -81,7 +86,8 @@ func (l Loss) OK() bool { return len(l.Homeless) == 0 }
 
 // Lose simulates the loss of g: every devserver on a host that goes is placed again, largest
 // first, by the same filters and scorers as real placement (anti-affinity aside), in its own
-// region if that survives and otherwise in the regions its flavor allows, in name order.
+// region first if that survives, then in the other regions its flavor allows, in name order
+// (with OwnRegionOnly, those only when its own region goes).
 // Scores depend only on a host, so a heap per flavor and region gives exactly the placements a
 // host-by-host scan would.
 func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
@@ -128,7 +134,7 @@ func (f *Fleet) Lose(g Gone, o LossOptions) Loss {
 			curFlavor, heaps = d.GetFlavor(), map[string]*hostHeap{}
 		}
 		placed := false
-		for _, region := range f.targets(fl, d.GetRegion(), goneRegion) {
+		for _, region := range f.targetsFor(fl, d.GetRegion(), goneRegion, o) {
 			hp := heaps[region]
 			if hp == nil {
 				hp = f.heapFor(fl, region, sim, o.Scorers)
@@ -229,6 +235,23 @@ func (f *Fleet) targets(fl *v1.Flavor, own string, gone map[string]bool) []strin
 	}
 	return out
 }
+
+// targetsFor is targets under the options: with OwnRegionOnly, only the devserver's own region
+// while that survives.
+func (f *Fleet) targetsFor(fl *v1.Flavor, own string, gone map[string]bool, o LossOptions) []string {
+	out := f.targets(fl, own, gone)
+	if o.OwnRegionOnly && !gone[own] {
+		if len(out) > 0 && out[0] == own {
+			return out[:1]
+		}
+		return nil // its flavor is no longer allowed at home: a live move has nowhere to go
+	}
+	return out
+}
+
+// On returns the devservers on a host, as the state listed them (read-only): what a drain plan
+// needs to name the owner and ID of each devserver it moves, which Loss's moves do not carry.
+func (f *Fleet) On(host string) []*v1.Devserver { return f.onHost[host] }
 
 func (f *Fleet) heapFor(fl *v1.Flavor, region string, sim *simulation, scorers []Weighted) *hostHeap {
 	hp := &hostHeap{}

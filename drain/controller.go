@@ -217,6 +217,9 @@ func (c *Controller) step(ctx context.Context, v *state.View, d *v1.Drain) {
 			}
 		}
 	}
+	if !d.GetCancelRequested() {
+		c.containers(ctx, v, d, pastDeadline)
+	}
 	switch {
 	case d.GetCancelRequested(): // no new moves; what is pending is left where it is
 		if moving == 0 {
@@ -408,6 +411,33 @@ func (c *Controller) strand(ctx context.Context, d *v1.Drain, it *v1.DrainItem) 
 		d.GetReason()+"): the drain's deadline passed before it could move")
 	return &fsmv1.DrainItemUpdate{Devserver: it.GetDevserver(), State: v1.DrainItemState_DRAIN_ITEM_STATE_STRANDED,
 		From: []v1.DrainItemState{v1.DrainItemState_DRAIN_ITEM_STATE_PENDING}, Blocker: "stopped at the deadline", Event: "stranded", Detail: "stopped at the deadline; its owner was told"}
+}
+
+// containers handles the drained hosts' containers, which do not move: warm ones are released
+// (their pools refill on other hosts), claimed ones' owners are told, and at the deadline those
+// are released too.
+func (c *Controller) containers(ctx context.Context, v *state.View, d *v1.Drain, pastDeadline bool) {
+	for _, h := range d.GetHosts() {
+		for _, ct := range v.ContainersOn(h) {
+			if ct.GetState() != v1.ContainerState_CONTAINER_STATE_RUNNING && ct.GetState() != v1.ContainerState_CONTAINER_STATE_PROVISIONING {
+				continue
+			}
+			claimed := ct.GetClaimedBy() != ""
+			if claimed && !pastDeadline {
+				c.tellOwner(ctx, d, &v1.DrainItem{Devserver: ct.GetName(), Owner: ct.GetClaimedBy(), SourceHost: h}, v1.NoticeKind_NOTICE_KIND_MAINTENANCE,
+					"its host "+h+" goes into maintenance ("+d.GetReason()+"): the container ends at its expiry"+cmp.Or(deadlineText(d), "")+
+						"; claim another for new work")
+				continue
+			}
+			why := "its host " + h + " is drained (" + d.GetId() + ")"
+			if claimed {
+				why = "the deadline of drain " + d.GetId() + " of its host " + h + " passed"
+			}
+			if _, err := c.apply(ctx, &fsmv1.Command{Op: &fsmv1.Command_ReleaseContainer{ReleaseContainer: &fsmv1.ReleaseContainer{Name: ct.GetName(), Reason: why}}}); err != nil {
+				c.log.Warn("releasing a drained host's container failed", "drain", d.GetId(), "container", ct.GetName(), "error", err)
+			}
+		}
+	}
 }
 
 // tellOwner records a notice for an item's owner, once per drain and kind.

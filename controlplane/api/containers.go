@@ -100,9 +100,13 @@ func (s *Server) ClaimContainer(ctx context.Context, req *v1.ClaimContainerReque
 	return &v1.ClaimContainerResponse{Container: c}, nil
 }
 
-// pickWarm reserves the oldest warm container of a pool that no other claim is handing over.
+// pickWarm reserves the oldest warm container of a pool that no other claim is handing over, on
+// a host that takes work (one being drained hands out no containers).
 func (s *Server) pickWarm(v *state.View, region, profile string) string {
-	warm := slices.DeleteFunc(v.ContainersIn(region, profile), func(c *v1.Container) bool { return !state.Warm(c) })
+	warm := slices.DeleteFunc(v.ContainersIn(region, profile), func(c *v1.Container) bool {
+		h, err := v.GetHost(c.GetHost())
+		return !state.Warm(c) || err != nil || h.GetState() != v1.HostState_HOST_STATE_ACTIVE
+	})
 	slices.SortFunc(warm, func(a, b *v1.Container) int { return int(int64(a.GetCreateIndex()) - int64(b.GetCreateIndex())) })
 	s.claimingMu.Lock()
 	defer s.claimingMu.Unlock()
