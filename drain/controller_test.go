@@ -391,3 +391,32 @@ func TestDrainContinuesAfterFailover(t *testing.T) {
 		t.Fatalf("timeline shows %d leaders, want 2: %v", leaders, f.events("dr-1"))
 	}
 }
+
+// Containers do not move: a drained host's warm container is released (its pool refills
+// elsewhere) and a claimed one's owner is told; the drain does not wait for them.
+func TestDrainReleasesWarmContainersAndTellsClaimers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.must(&fsmv1.Command{Op: &fsmv1.Command_CreateProfile{CreateProfile: &fsmv1.CreateProfile{Profile: &v1.ContainerProfile{Name: "www", Vcpus: 1, MemoryMib: 256}}}})
+	for _, name := range []string{"c-warm", "c-mine"} {
+		f.must(&fsmv1.Command{Op: &fsmv1.Command_CreateContainer{CreateContainer: &fsmv1.CreateContainer{Container: &v1.Container{
+			Name: name, Id: "id-" + name, Profile: "www", Region: "eu", Host: "m1"}}}})
+		f.must(&fsmv1.Command{Op: &fsmv1.Command_SetContainerState{SetContainerState: &fsmv1.SetContainerState{
+			Name: name, Id: "id-" + name, State: v1.ContainerState_CONTAINER_STATE_RUNNING, Reason: "up"}}})
+	}
+	f.must(&fsmv1.Command{Op: &fsmv1.Command_ClaimContainer{ClaimContainer: &fsmv1.ClaimContainer{Name: "c-mine", Owner: "bob"}}})
+	f.devserver("d0", "m1", "small")
+	f.lead("n1")
+	f.start("dr-1", []string{"m1"}, nil, time.Time{}, 0)
+	f.waitDrain("dr-1", v1.DrainState_DRAIN_STATE_SUCCEEDED)
+	v := f.store.View()
+	if c, _ := v.GetContainer("c-warm"); c.GetState() != v1.ContainerState_CONTAINER_STATE_DELETED {
+		t.Fatalf("the warm container on the drained host: %v", c)
+	}
+	if c, _ := v.GetContainer("c-mine"); c.GetState() != v1.ContainerState_CONTAINER_STATE_RUNNING {
+		t.Fatalf("the claimed container: %v", c)
+	}
+	if _, err := v.GetNotice(fmt.Sprintf("drain-dr-1-c-mine-%d", v1.NoticeKind_NOTICE_KIND_MAINTENANCE)); err != nil {
+		t.Fatalf("the claimer was not told: %v", err)
+	}
+}
