@@ -67,6 +67,11 @@ type Config struct {
 	// Provisioner tunes the provisioner; Store, Raft, Hypervisors, Placer, Logger and Registry
 	// are set by Start.
 	Provisioner provisioner.Config
+	// EvacuateAfter is how long a host may be unreachable before it is fenced and evacuated
+	// (0: drain.DefaultEvacuateAfter; negative: never); EvacuateBrake the share of a site's hosts
+	// unhealthy at once above which evacuations there pause (0: drain.DefaultBrake).
+	EvacuateAfter time.Duration
+	EvacuateBrake float64
 	// NotifySinks receive owners' notices and drain events from the leader (webhooks).
 	NotifySinks []notify.Sink
 	// Operators may move any devserver (callers name themselves until authentication lands).
@@ -161,6 +166,10 @@ func Start(cfg Config) (*Server, error) {
 		Limits: cfg.MigrationLimits, Placer: hosts, Logger: log, ShutdownGrace: pc.ShutdownGrace}))
 	s.lifecycle.Register(decom.New(decom.Config{Store: f.Store(), Raft: s.node, Hypervisors: s.hv, Logger: log}))
 	s.lifecycle.Register(drain.New(drain.Config{Store: f.Store(), Raft: s.node, Placer: hosts, Node: cfg.NodeID, Logger: log}))
+	if cfg.EvacuateAfter >= 0 {
+		s.lifecycle.Register(drain.NewEvacuation(drain.EvacuatorConfig{Store: f.Store(), Raft: s.node, Hypervisors: s.hv, Logger: log,
+			After: cfg.EvacuateAfter, Brake: cfg.EvacuateBrake}))
+	}
 	if len(cfg.NotifySinks) > 0 {
 		n, err := notify.New(notify.Config{Sinks: cfg.NotifySinks, Logger: log, Registry: s.registry,
 			OnDeadLetter: func(dl notify.DeadLetter) {

@@ -182,6 +182,10 @@ func (c *Controller) step(ctx context.Context, v *state.View, d *v1.Drain) {
 		return ""
 	}
 	b := &budget{b: BudgetsOf(d.GetBudgets()), src: map[string]int{}, dst: map[string]int{}, site: map[string]int{}, siteOf: siteOf}
+	if d.GetEvacuation() {
+		c.evacuationStep(ctx, v, d)
+		return
+	}
 	pastDeadline := d.GetDeadline() != nil && now.After(d.GetDeadline().AsTime())
 	var pending []*v1.DrainItem
 	moving := 0

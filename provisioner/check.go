@@ -10,6 +10,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane/apierror"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
 	"github.com/devfleet/devfleet/controlplane/state"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -115,6 +116,9 @@ func (r *run) checkHost(ctx context.Context, h *v1.Host) error {
 	if err != nil {
 		return err
 	}
+	if cur, err := v.GetHost(h.GetName()); err == nil && cur.GetFencedTime() != nil {
+		return r.unfence(ctx, v, cur, hv, doms)
+	}
 	byName := map[string]hypervisor.Domain{}
 	for _, d := range doms {
 		byName[d.Name] = d
@@ -206,4 +210,33 @@ func knows(v *state.View, host string, dom hypervisor.Domain) bool {
 func refused(err error) bool {
 	k := apierror.KindOf(err)
 	return k == apierror.FailedPrecondition || k == apierror.NotFound
+}
+
+// unfence handles a host that devfleet evacuated while it was unreachable and that answers
+// again: before anything else, every running guest of a devserver or container that the state
+// does not record on this host is powered off (its devserver was recreated elsewhere: it must
+// not run twice). The definitions and volumes stay, for an operator to recover data from (a
+// decommission wipes them). Then the fence is lifted; the host stays cordoned.
+func (r *run) unfence(ctx context.Context, v *state.View, h *v1.Host, hv hypervisor.Hypervisor, doms []hypervisor.Domain) error {
+	for _, dom := range doms {
+		if !dom.Managed() || dom.State != hypervisor.StateRunning {
+			continue
+		}
+		if d, err := v.GetDevserver(dom.Name); err == nil && d.GetHost() == h.GetName() && d.GetId() == dom.Metadata.ID {
+			continue // recorded here: not a leftover
+		}
+		if c, err := v.GetContainer(dom.Name); err == nil && c.GetHost() == h.GetName() && c.GetId() == dom.Metadata.ID {
+			continue
+		}
+		if err := hv.Destroy(ctx, dom.Name); err != nil && !hypervisor.IsNotFound(err) {
+			return fmt.Errorf("powering off %s's leftover guest %s: %w", h.GetName(), dom.Name, err)
+		}
+		r.c.log.Warn("a fenced host answers again: its leftover guest is powered off so that it never runs twice",
+			"host", h.GetName(), "domain", dom.Name, "id", dom.Metadata.ID)
+	}
+	_, err := r.propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_UnfenceHost{UnfenceHost: &fsmv1.UnfenceHost{Name: h.GetName()}}})
+	if err == nil {
+		r.c.log.Info("fence lifted; the host stays cordoned", "host", h.GetName())
+	}
+	return err
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/validate"
+	"github.com/devfleet/devfleet/drain"
 	"github.com/devfleet/devfleet/migrate"
 	"github.com/devfleet/devfleet/notify"
 	"github.com/devfleet/devfleet/provisioner"
@@ -38,6 +39,8 @@ type options struct {
 	operators     []string
 	// webhookURL and webhookSecretFile configure the notification sink.
 	webhookURL, webhookSecretFile string
+	evacuateAfter                 time.Duration
+	evacuateBrake                 float64
 	migrations                    migrate.Limits
 	logLevel                      string
 	logFormat                     string
@@ -94,6 +97,8 @@ Precedence: flag, environment, file, default.
 	f.IntVar(&o.migrations.PerDest, "migrations-per-dest", migrate.DefaultPerDest, "live migrations arriving at one host at once")
 	f.IntVar(&o.migrations.PerSite, "migrations-per-site", migrate.DefaultPerSite, "live migrations leaving or arriving at one site at once")
 	f.IntVar(&o.migrations.Cluster, "migrations-cluster", migrate.DefaultCluster, "live migrations in the whole fleet at once")
+	f.DurationVar(&o.evacuateAfter, "evacuate-after", drain.DefaultEvacuateAfter, "fence and evacuate a host whose libvirt has been unreachable this long (0: never)")
+	f.Float64Var(&o.evacuateBrake, "evacuate-brake", drain.DefaultBrake, "pause automatic evacuations in a site when more than this share of its hosts are unhealthy at once")
 	f.StringVar(&o.webhookURL, "webhook-url", "", "POST owners' notices and drain events as signed JSON to this URL (see notify/DESIGN.md)")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the webhook's HMAC secret (16 bytes or more); required with --webhook-url")
 	f.StringSliceVar(&o.operators, "operators", nil, "users who may move any devserver (callers name themselves with --as until authentication lands)")
@@ -126,6 +131,9 @@ func newLogger(o *options) (*slog.Logger, error) {
 }
 
 func (o *options) check() error {
+	if o.evacuateBrake <= 0 || o.evacuateBrake > 1 {
+		return fmt.Errorf("--evacuate-brake: must be a share of a site's hosts, above 0 and at most 1, got %g", o.evacuateBrake)
+	}
 	if o.dev {
 		if o.bootstrap || len(o.join) > 0 {
 			return errors.New("--dev starts its own single-node cluster; drop --bootstrap and --join")
@@ -187,6 +195,8 @@ func run(ctx context.Context, o *options) error {
 		Operators:            o.operators,
 		MigrationLimits:      o.migrations,
 		NotifySinks:          sinks,
+		EvacuateAfter:        evacuateAfter(o.evacuateAfter),
+		EvacuateBrake:        o.evacuateBrake,
 	})
 	if err != nil {
 		return err
@@ -242,4 +252,12 @@ func (o *options) sinks() ([]notify.Sink, error) {
 		return nil, fmt.Errorf("--webhook-url: %w", err)
 	}
 	return []notify.Sink{w}, nil
+}
+
+// evacuateAfter maps the flag to the server's setting: 0 turns evacuations off.
+func evacuateAfter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

@@ -178,6 +178,12 @@ func registerDecoms(r *registry) {
 	r.register("request_decom_abort", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.RequestDecomAbort(c.GetRequestDecomAbort().GetId())
 	})
+	r.register("fence_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.FenceHost(c.GetFenceHost().GetName(), c.GetFenceHost().GetReason())
+	})
+	r.register("unfence_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.UnfenceHost(c.GetUnfenceHost().GetName())
+	})
 	r.register("retire_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.RetireHost(c.GetRetireHost().GetName(), c.GetRetireHost().GetReason())
 	})

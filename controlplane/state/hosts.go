@@ -359,3 +359,43 @@ func (w *WriteTxn) ReportHostHealth(reports []HostHealthReport) error {
 	}
 	return nil
 }
+
+// FenceHost marks an unreachable host as being evacuated: it is cordoned (unless retired or
+// already closed to work) and fenced, so that its leftover guests are powered off when it
+// answers again.
+func (w *WriteTxn) FenceHost(name, reason string) (*v1.Host, error) {
+	if err := validate.Reason("reason", reason); err != nil {
+		return nil, err
+	}
+	cur, err := w.GetHost(name)
+	if err != nil {
+		return nil, err
+	}
+	if cur.GetState() == v1.HostState_HOST_STATE_RETIRED {
+		return nil, apierror.Blocked("host %q is retired", name)
+	}
+	h := proto.Clone(cur).(*v1.Host)
+	if h.GetState() == v1.HostState_HOST_STATE_ACTIVE {
+		h.State, h.StateChangeTime = v1.HostState_HOST_STATE_CORDONED, w.now
+	}
+	h.StateReason = reason
+	if h.GetFencedTime() == nil {
+		h.FencedTime = w.now
+	}
+	h.UpdateTime, h.ModifyIndex = w.now, w.index
+	return h, w.insert(TableHosts, h)
+}
+
+// UnfenceHost records that a fenced host's leftover guests are off. It stays cordoned.
+func (w *WriteTxn) UnfenceHost(name string) (*v1.Host, error) {
+	cur, err := w.GetHost(name)
+	if err != nil {
+		return nil, err
+	}
+	if cur.GetFencedTime() == nil {
+		return cur, nil
+	}
+	h := proto.Clone(cur).(*v1.Host)
+	h.FencedTime, h.UpdateTime, h.ModifyIndex = nil, w.now, w.index
+	return h, w.insert(TableHosts, h)
+}

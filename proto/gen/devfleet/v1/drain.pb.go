@@ -383,7 +383,10 @@ type Drain struct {
 	CreateIndex      uint64                 `protobuf:"varint,23,opt,name=create_index,json=createIndex,proto3" json:"create_index,omitempty"`
 	ModifyIndex      uint64                 `protobuf:"varint,24,opt,name=modify_index,json=modifyIndex,proto3" json:"modify_index,omitempty"`
 	// The priority of the drain's migrations (default: maintenance's, 200).
-	Priority      int32 `protobuf:"varint,25,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,25,opt,name=priority,proto3" json:"priority,omitempty"`
+	// An automatic evacuation of an unreachable host: its devservers are recreated elsewhere by
+	// their flavor's repair policy (the host cannot be asked to migrate them), not migrated.
+	Evacuation    bool `protobuf:"varint,26,opt,name=evacuation,proto3" json:"evacuation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -591,6 +594,13 @@ func (x *Drain) GetPriority() int32 {
 		return x.Priority
 	}
 	return 0
+}
+
+func (x *Drain) GetEvacuation() bool {
+	if x != nil {
+		return x.Evacuation
+	}
+	return false
 }
 
 // A drain item is one devserver of a drained host.
@@ -1730,7 +1740,7 @@ const file_devfleet_v1_drain_proto_rawDesc = "" +
 	"\bper_dest\x18\x02 \x01(\rR\aperDest\x12\x19\n" +
 	"\bper_site\x18\x03 \x01(\rR\aperSite\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\rR\x05total\x12'\n" +
-	"\x0fbandwidth_mibps\x18\x05 \x01(\x04R\x0ebandwidthMibps\"\xcb\a\n" +
+	"\x0fbandwidth_mibps\x18\x05 \x01(\x04R\x0ebandwidthMibps\"\xeb\a\n" +
 	"\x05Drain\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05hosts\x18\x02 \x03(\tR\x05hosts\x12\x12\n" +
@@ -1761,7 +1771,10 @@ const file_devfleet_v1_drain_proto_rawDesc = "" +
 	"updateTime\x12!\n" +
 	"\fcreate_index\x18\x17 \x01(\x04R\vcreateIndex\x12!\n" +
 	"\fmodify_index\x18\x18 \x01(\x04R\vmodifyIndex\x12\x1a\n" +
-	"\bpriority\x18\x19 \x01(\x05R\bpriority\"\xdd\x05\n" +
+	"\bpriority\x18\x19 \x01(\x05R\bpriority\x12\x1e\n" +
+	"\n" +
+	"evacuation\x18\x1a \x01(\bR\n" +
+	"evacuation\"\xdd\x05\n" +
 	"\tDrainItem\x12\x19\n" +
 	"\bdrain_id\x18\x01 \x01(\tR\adrainId\x12\x1c\n" +
 	"\tdevserver\x18\x02 \x01(\tR\tdevserver\x12!\n" +

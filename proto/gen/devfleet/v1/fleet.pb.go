@@ -931,7 +931,11 @@ type Host struct {
 	LastSeenTime *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=last_seen_time,json=lastSeenTime,proto3" json:"last_seen_time,omitempty"`
 	// libvirt URI other hosts' daemons use to reach this one for peer-to-peer live migration
 	// (e.g. qemu+tcp://10.0.0.12/system); empty means libvirt_uri.
-	MigrationUri  string `protobuf:"bytes,20,opt,name=migration_uri,json=migrationUri,proto3" json:"migration_uri,omitempty"`
+	MigrationUri string `protobuf:"bytes,20,opt,name=migration_uri,json=migrationUri,proto3" json:"migration_uri,omitempty"`
+	// Output only: set when devfleet evacuated the host while its libvirt was unreachable. Until
+	// it is cleared, the provisioner powers off the host's leftover guests as soon as it answers
+	// again, before anything else, so that no devserver runs twice; the host stays cordoned.
+	FencedTime    *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=fenced_time,json=fencedTime,proto3" json:"fenced_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1104,6 +1108,13 @@ func (x *Host) GetMigrationUri() string {
 		return x.MigrationUri
 	}
 	return ""
+}
+
+func (x *Host) GetFencedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FencedTime
+	}
+	return nil
 }
 
 // A flavor is the size a developer picks for a devserver.
@@ -3563,7 +3574,7 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"Overcommit\x12\x10\n" +
 	"\x03cpu\x18\x01 \x01(\x01R\x03cpu\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\x01R\x06memory\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\xc6\a\n" +
+	"\x04disk\x18\x03 \x01(\x01R\x04disk\"\x83\b\n" +
 	"\x04Host\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x16\n" +
@@ -3590,7 +3601,9 @@ const file_devfleet_v1_fleet_proto_rawDesc = "" +
 	"\x06health\x18\x11 \x01(\x0e2\x17.devfleet.v1.HostHealthR\x06health\x12#\n" +
 	"\rhealth_reason\x18\x12 \x01(\tR\fhealthReason\x12@\n" +
 	"\x0elast_seen_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\flastSeenTime\x12#\n" +
-	"\rmigration_uri\x18\x14 \x01(\tR\fmigrationUri\x1a9\n" +
+	"\rmigration_uri\x18\x14 \x01(\tR\fmigrationUri\x12;\n" +
+	"\vfenced_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"fencedTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x03\n" +
@@ -3954,110 +3967,111 @@ var file_devfleet_v1_fleet_proto_depIdxs = []int32{
 	12, // 13: devfleet.v1.Host.allocated:type_name -> devfleet.v1.Resources
 	1,  // 14: devfleet.v1.Host.health:type_name -> devfleet.v1.HostHealth
 	56, // 15: devfleet.v1.Host.last_seen_time:type_name -> google.protobuf.Timestamp
-	12, // 16: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
-	2,  // 17: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
-	56, // 18: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
-	56, // 19: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
-	3,  // 20: devfleet.v1.Flavor.repair:type_name -> devfleet.v1.RepairPolicy
-	5,  // 21: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
-	56, // 22: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
-	6,  // 23: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
-	56, // 24: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
-	56, // 25: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 26: devfleet.v1.Devserver.power:type_name -> devfleet.v1.Power
-	56, // 27: devfleet.v1.Devserver.expiry_notice_time:type_name -> google.protobuf.Timestamp
-	56, // 28: devfleet.v1.Devserver.delete_time:type_name -> google.protobuf.Timestamp
-	7,  // 29: devfleet.v1.Notice.kind:type_name -> devfleet.v1.NoticeKind
-	56, // 30: devfleet.v1.Notice.create_time:type_name -> google.protobuf.Timestamp
-	17, // 31: devfleet.v1.ListNoticesResponse.notices:type_name -> devfleet.v1.Notice
-	9,  // 32: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
-	9,  // 33: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
-	9,  // 34: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
-	57, // 35: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	11, // 36: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
-	11, // 37: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
-	11, // 38: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
-	57, // 39: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
-	14, // 40: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
-	0,  // 41: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
-	14, // 42: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
-	14, // 43: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
-	57, // 44: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
-	15, // 45: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	15, // 46: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
-	15, // 47: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
-	57, // 48: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
-	16, // 49: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	58, // 50: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
-	8,  // 51: devfleet.v1.CreateDevserverRequest.spread:type_name -> devfleet.v1.Spread
-	16, // 52: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
-	16, // 53: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
-	57, // 54: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
-	23, // 55: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
-	24, // 56: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
-	25, // 57: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
-	27, // 58: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
-	28, // 59: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
-	29, // 60: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
-	30, // 61: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
-	31, // 62: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
-	33, // 63: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
-	34, // 64: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
-	35, // 65: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
-	36, // 66: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
-	37, // 67: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
-	39, // 68: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
-	40, // 69: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
-	41, // 70: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
-	42, // 71: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
-	43, // 72: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
-	44, // 73: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
-	45, // 74: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
-	47, // 75: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
-	48, // 76: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
-	49, // 77: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
-	50, // 78: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
-	51, // 79: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
-	53, // 80: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
-	54, // 81: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
-	18, // 82: devfleet.v1.FleetService.StopDevserver:input_type -> devfleet.v1.StopDevserverRequest
-	19, // 83: devfleet.v1.FleetService.StartDevserver:input_type -> devfleet.v1.StartDevserverRequest
-	20, // 84: devfleet.v1.FleetService.ListNotices:input_type -> devfleet.v1.ListNoticesRequest
-	9,  // 85: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
-	9,  // 86: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
-	26, // 87: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
-	9,  // 88: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
-	22, // 89: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
-	11, // 90: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
-	11, // 91: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
-	32, // 92: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
-	11, // 93: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
-	22, // 94: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
-	14, // 95: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
-	14, // 96: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
-	38, // 97: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
-	14, // 98: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
-	22, // 99: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
-	14, // 100: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
-	14, // 101: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
-	15, // 102: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
-	15, // 103: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
-	46, // 104: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
-	15, // 105: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
-	22, // 106: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
-	16, // 107: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
-	16, // 108: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
-	52, // 109: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
-	16, // 110: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
-	22, // 111: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
-	16, // 112: devfleet.v1.FleetService.StopDevserver:output_type -> devfleet.v1.Devserver
-	16, // 113: devfleet.v1.FleetService.StartDevserver:output_type -> devfleet.v1.Devserver
-	21, // 114: devfleet.v1.FleetService.ListNotices:output_type -> devfleet.v1.ListNoticesResponse
-	85, // [85:115] is the sub-list for method output_type
-	55, // [55:85] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	56, // 16: devfleet.v1.Host.fenced_time:type_name -> google.protobuf.Timestamp
+	12, // 17: devfleet.v1.Flavor.resources:type_name -> devfleet.v1.Resources
+	2,  // 18: devfleet.v1.Flavor.kind:type_name -> devfleet.v1.FlavorKind
+	56, // 19: devfleet.v1.Flavor.create_time:type_name -> google.protobuf.Timestamp
+	56, // 20: devfleet.v1.Flavor.update_time:type_name -> google.protobuf.Timestamp
+	3,  // 21: devfleet.v1.Flavor.repair:type_name -> devfleet.v1.RepairPolicy
+	5,  // 22: devfleet.v1.Devserver.lifespan:type_name -> devfleet.v1.Lifespan
+	56, // 23: devfleet.v1.Devserver.expire_time:type_name -> google.protobuf.Timestamp
+	6,  // 24: devfleet.v1.Devserver.state:type_name -> devfleet.v1.DevserverState
+	56, // 25: devfleet.v1.Devserver.create_time:type_name -> google.protobuf.Timestamp
+	56, // 26: devfleet.v1.Devserver.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 27: devfleet.v1.Devserver.power:type_name -> devfleet.v1.Power
+	56, // 28: devfleet.v1.Devserver.expiry_notice_time:type_name -> google.protobuf.Timestamp
+	56, // 29: devfleet.v1.Devserver.delete_time:type_name -> google.protobuf.Timestamp
+	7,  // 30: devfleet.v1.Notice.kind:type_name -> devfleet.v1.NoticeKind
+	56, // 31: devfleet.v1.Notice.create_time:type_name -> google.protobuf.Timestamp
+	17, // 32: devfleet.v1.ListNoticesResponse.notices:type_name -> devfleet.v1.Notice
+	9,  // 33: devfleet.v1.CreateRegionRequest.region:type_name -> devfleet.v1.Region
+	9,  // 34: devfleet.v1.ListRegionsResponse.regions:type_name -> devfleet.v1.Region
+	9,  // 35: devfleet.v1.UpdateRegionRequest.region:type_name -> devfleet.v1.Region
+	57, // 36: devfleet.v1.UpdateRegionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 37: devfleet.v1.CreateSiteRequest.site:type_name -> devfleet.v1.Site
+	11, // 38: devfleet.v1.ListSitesResponse.sites:type_name -> devfleet.v1.Site
+	11, // 39: devfleet.v1.UpdateSiteRequest.site:type_name -> devfleet.v1.Site
+	57, // 40: devfleet.v1.UpdateSiteRequest.update_mask:type_name -> google.protobuf.FieldMask
+	14, // 41: devfleet.v1.CreateHostRequest.host:type_name -> devfleet.v1.Host
+	0,  // 42: devfleet.v1.ListHostsRequest.state:type_name -> devfleet.v1.HostState
+	14, // 43: devfleet.v1.ListHostsResponse.hosts:type_name -> devfleet.v1.Host
+	14, // 44: devfleet.v1.UpdateHostRequest.host:type_name -> devfleet.v1.Host
+	57, // 45: devfleet.v1.UpdateHostRequest.update_mask:type_name -> google.protobuf.FieldMask
+	15, // 46: devfleet.v1.CreateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	15, // 47: devfleet.v1.ListFlavorsResponse.flavors:type_name -> devfleet.v1.Flavor
+	15, // 48: devfleet.v1.UpdateFlavorRequest.flavor:type_name -> devfleet.v1.Flavor
+	57, // 49: devfleet.v1.UpdateFlavorRequest.update_mask:type_name -> google.protobuf.FieldMask
+	16, // 50: devfleet.v1.CreateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	58, // 51: devfleet.v1.CreateDevserverRequest.expires_in:type_name -> google.protobuf.Duration
+	8,  // 52: devfleet.v1.CreateDevserverRequest.spread:type_name -> devfleet.v1.Spread
+	16, // 53: devfleet.v1.ListDevserversResponse.devservers:type_name -> devfleet.v1.Devserver
+	16, // 54: devfleet.v1.UpdateDevserverRequest.devserver:type_name -> devfleet.v1.Devserver
+	57, // 55: devfleet.v1.UpdateDevserverRequest.update_mask:type_name -> google.protobuf.FieldMask
+	23, // 56: devfleet.v1.FleetService.CreateRegion:input_type -> devfleet.v1.CreateRegionRequest
+	24, // 57: devfleet.v1.FleetService.GetRegion:input_type -> devfleet.v1.GetRegionRequest
+	25, // 58: devfleet.v1.FleetService.ListRegions:input_type -> devfleet.v1.ListRegionsRequest
+	27, // 59: devfleet.v1.FleetService.UpdateRegion:input_type -> devfleet.v1.UpdateRegionRequest
+	28, // 60: devfleet.v1.FleetService.DeleteRegion:input_type -> devfleet.v1.DeleteRegionRequest
+	29, // 61: devfleet.v1.FleetService.CreateSite:input_type -> devfleet.v1.CreateSiteRequest
+	30, // 62: devfleet.v1.FleetService.GetSite:input_type -> devfleet.v1.GetSiteRequest
+	31, // 63: devfleet.v1.FleetService.ListSites:input_type -> devfleet.v1.ListSitesRequest
+	33, // 64: devfleet.v1.FleetService.UpdateSite:input_type -> devfleet.v1.UpdateSiteRequest
+	34, // 65: devfleet.v1.FleetService.DeleteSite:input_type -> devfleet.v1.DeleteSiteRequest
+	35, // 66: devfleet.v1.FleetService.CreateHost:input_type -> devfleet.v1.CreateHostRequest
+	36, // 67: devfleet.v1.FleetService.GetHost:input_type -> devfleet.v1.GetHostRequest
+	37, // 68: devfleet.v1.FleetService.ListHosts:input_type -> devfleet.v1.ListHostsRequest
+	39, // 69: devfleet.v1.FleetService.UpdateHost:input_type -> devfleet.v1.UpdateHostRequest
+	40, // 70: devfleet.v1.FleetService.DeleteHost:input_type -> devfleet.v1.DeleteHostRequest
+	41, // 71: devfleet.v1.FleetService.CordonHost:input_type -> devfleet.v1.CordonHostRequest
+	42, // 72: devfleet.v1.FleetService.UncordonHost:input_type -> devfleet.v1.UncordonHostRequest
+	43, // 73: devfleet.v1.FleetService.CreateFlavor:input_type -> devfleet.v1.CreateFlavorRequest
+	44, // 74: devfleet.v1.FleetService.GetFlavor:input_type -> devfleet.v1.GetFlavorRequest
+	45, // 75: devfleet.v1.FleetService.ListFlavors:input_type -> devfleet.v1.ListFlavorsRequest
+	47, // 76: devfleet.v1.FleetService.UpdateFlavor:input_type -> devfleet.v1.UpdateFlavorRequest
+	48, // 77: devfleet.v1.FleetService.DeleteFlavor:input_type -> devfleet.v1.DeleteFlavorRequest
+	49, // 78: devfleet.v1.FleetService.CreateDevserver:input_type -> devfleet.v1.CreateDevserverRequest
+	50, // 79: devfleet.v1.FleetService.GetDevserver:input_type -> devfleet.v1.GetDevserverRequest
+	51, // 80: devfleet.v1.FleetService.ListDevservers:input_type -> devfleet.v1.ListDevserversRequest
+	53, // 81: devfleet.v1.FleetService.UpdateDevserver:input_type -> devfleet.v1.UpdateDevserverRequest
+	54, // 82: devfleet.v1.FleetService.DeleteDevserver:input_type -> devfleet.v1.DeleteDevserverRequest
+	18, // 83: devfleet.v1.FleetService.StopDevserver:input_type -> devfleet.v1.StopDevserverRequest
+	19, // 84: devfleet.v1.FleetService.StartDevserver:input_type -> devfleet.v1.StartDevserverRequest
+	20, // 85: devfleet.v1.FleetService.ListNotices:input_type -> devfleet.v1.ListNoticesRequest
+	9,  // 86: devfleet.v1.FleetService.CreateRegion:output_type -> devfleet.v1.Region
+	9,  // 87: devfleet.v1.FleetService.GetRegion:output_type -> devfleet.v1.Region
+	26, // 88: devfleet.v1.FleetService.ListRegions:output_type -> devfleet.v1.ListRegionsResponse
+	9,  // 89: devfleet.v1.FleetService.UpdateRegion:output_type -> devfleet.v1.Region
+	22, // 90: devfleet.v1.FleetService.DeleteRegion:output_type -> devfleet.v1.DeleteResponse
+	11, // 91: devfleet.v1.FleetService.CreateSite:output_type -> devfleet.v1.Site
+	11, // 92: devfleet.v1.FleetService.GetSite:output_type -> devfleet.v1.Site
+	32, // 93: devfleet.v1.FleetService.ListSites:output_type -> devfleet.v1.ListSitesResponse
+	11, // 94: devfleet.v1.FleetService.UpdateSite:output_type -> devfleet.v1.Site
+	22, // 95: devfleet.v1.FleetService.DeleteSite:output_type -> devfleet.v1.DeleteResponse
+	14, // 96: devfleet.v1.FleetService.CreateHost:output_type -> devfleet.v1.Host
+	14, // 97: devfleet.v1.FleetService.GetHost:output_type -> devfleet.v1.Host
+	38, // 98: devfleet.v1.FleetService.ListHosts:output_type -> devfleet.v1.ListHostsResponse
+	14, // 99: devfleet.v1.FleetService.UpdateHost:output_type -> devfleet.v1.Host
+	22, // 100: devfleet.v1.FleetService.DeleteHost:output_type -> devfleet.v1.DeleteResponse
+	14, // 101: devfleet.v1.FleetService.CordonHost:output_type -> devfleet.v1.Host
+	14, // 102: devfleet.v1.FleetService.UncordonHost:output_type -> devfleet.v1.Host
+	15, // 103: devfleet.v1.FleetService.CreateFlavor:output_type -> devfleet.v1.Flavor
+	15, // 104: devfleet.v1.FleetService.GetFlavor:output_type -> devfleet.v1.Flavor
+	46, // 105: devfleet.v1.FleetService.ListFlavors:output_type -> devfleet.v1.ListFlavorsResponse
+	15, // 106: devfleet.v1.FleetService.UpdateFlavor:output_type -> devfleet.v1.Flavor
+	22, // 107: devfleet.v1.FleetService.DeleteFlavor:output_type -> devfleet.v1.DeleteResponse
+	16, // 108: devfleet.v1.FleetService.CreateDevserver:output_type -> devfleet.v1.Devserver
+	16, // 109: devfleet.v1.FleetService.GetDevserver:output_type -> devfleet.v1.Devserver
+	52, // 110: devfleet.v1.FleetService.ListDevservers:output_type -> devfleet.v1.ListDevserversResponse
+	16, // 111: devfleet.v1.FleetService.UpdateDevserver:output_type -> devfleet.v1.Devserver
+	22, // 112: devfleet.v1.FleetService.DeleteDevserver:output_type -> devfleet.v1.DeleteResponse
+	16, // 113: devfleet.v1.FleetService.StopDevserver:output_type -> devfleet.v1.Devserver
+	16, // 114: devfleet.v1.FleetService.StartDevserver:output_type -> devfleet.v1.Devserver
+	21, // 115: devfleet.v1.FleetService.ListNotices:output_type -> devfleet.v1.ListNoticesResponse
+	86, // [86:116] is the sub-list for method output_type
+	56, // [56:86] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_fleet_proto_init() }

@@ -135,6 +135,8 @@ type Command struct {
 	//	*Command_FinishDecom
 	//	*Command_RequestDecomAbort
 	//	*Command_RetireHost
+	//	*Command_FenceHost
+	//	*Command_UnfenceHost
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -623,6 +625,24 @@ func (x *Command) GetRetireHost() *RetireHost {
 	return nil
 }
 
+func (x *Command) GetFenceHost() *FenceHost {
+	if x != nil {
+		if x, ok := x.Op.(*Command_FenceHost); ok {
+			return x.FenceHost
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUnfenceHost() *UnfenceHost {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UnfenceHost); ok {
+			return x.UnfenceHost
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -820,6 +840,14 @@ type Command_RetireHost struct {
 	RetireHost *RetireHost `protobuf:"bytes,124,opt,name=retire_host,json=retireHost,proto3,oneof"`
 }
 
+type Command_FenceHost struct {
+	FenceHost *FenceHost `protobuf:"bytes,125,opt,name=fence_host,json=fenceHost,proto3,oneof"`
+}
+
+type Command_UnfenceHost struct {
+	UnfenceHost *UnfenceHost `protobuf:"bytes,126,opt,name=unfence_host,json=unfenceHost,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -915,6 +943,10 @@ func (*Command_FinishDecom) isCommand_Op() {}
 func (*Command_RequestDecomAbort) isCommand_Op() {}
 
 func (*Command_RetireHost) isCommand_Op() {}
+
+func (*Command_FenceHost) isCommand_Op() {}
+
+func (*Command_UnfenceHost) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -3759,6 +3791,105 @@ func (x *RetireHost) GetReason() string {
 	return ""
 }
 
+// FenceHost records that an unreachable host is being evacuated: it is cordoned, and its
+// leftover guests are powered off when it answers again.
+type FenceHost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceHost) Reset() {
+	*x = FenceHost{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceHost) ProtoMessage() {}
+
+func (x *FenceHost) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceHost.ProtoReflect.Descriptor instead.
+func (*FenceHost) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *FenceHost) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FenceHost) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// UnfenceHost records that a fenced host's leftover guests are off; it stays cordoned.
+type UnfenceHost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnfenceHost) Reset() {
+	*x = UnfenceHost{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnfenceHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnfenceHost) ProtoMessage() {}
+
+func (x *UnfenceHost) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnfenceHost.ProtoReflect.Descriptor instead.
+func (*UnfenceHost) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *UnfenceHost) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3769,7 +3900,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[53]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3781,7 +3912,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[53]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3794,7 +3925,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{53}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -3817,7 +3948,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[54]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3829,7 +3960,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[54]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3842,7 +3973,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{54}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -3870,7 +4001,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +4013,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +4026,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{55}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -3941,7 +4072,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3953,7 +4084,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3966,7 +4097,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -4241,7 +4372,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/decom.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\x81\x1c\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\x81\x1d\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -4302,7 +4433,10 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\ffinish_decom\x18z \x01(\v2\x1c.devfleet.fsm.v1.FinishDecomH\x00R\vfinishDecom\x12T\n" +
 	"\x13request_decom_abort\x18{ \x01(\v2\".devfleet.fsm.v1.RequestDecomAbortH\x00R\x11requestDecomAbort\x12>\n" +
 	"\vretire_host\x18| \x01(\v2\x1b.devfleet.fsm.v1.RetireHostH\x00R\n" +
-	"retireHostB\x04\n" +
+	"retireHost\x12;\n" +
+	"\n" +
+	"fence_host\x18} \x01(\v2\x1a.devfleet.fsm.v1.FenceHostH\x00R\tfenceHost\x12A\n" +
+	"\funfence_host\x18~ \x01(\v2\x1c.devfleet.fsm.v1.UnfenceHostH\x00R\vunfenceHostB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -4489,7 +4623,12 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"RetireHost\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"7\n" +
+	"\tFenceHost\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"!\n" +
+	"\vUnfenceHost\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -4535,7 +4674,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -4590,37 +4729,39 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*FinishDecom)(nil),           // 50: devfleet.fsm.v1.FinishDecom
 	(*RequestDecomAbort)(nil),     // 51: devfleet.fsm.v1.RequestDecomAbort
 	(*RetireHost)(nil),            // 52: devfleet.fsm.v1.RetireHost
-	(*CreateNotice)(nil),          // 53: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 54: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 55: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 56: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 57: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 58: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 59: devfleet.v1.Site
-	(*v1.Host)(nil),               // 60: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 61: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 62: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 63: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 64: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 65: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 66: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 67: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 68: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 69: devfleet.v1.ContainerState
-	(*v1.Migration)(nil),          // 70: devfleet.v1.Migration
-	(v1.MigrationPhase)(0),        // 71: devfleet.v1.MigrationPhase
-	(*v1.MigrationProgress)(nil),  // 72: devfleet.v1.MigrationProgress
-	(v1.ColdStep)(0),              // 73: devfleet.v1.ColdStep
-	(*v1.Drain)(nil),              // 74: devfleet.v1.Drain
-	(*v1.DrainItem)(nil),          // 75: devfleet.v1.DrainItem
-	(v1.DrainItemState)(0),        // 76: devfleet.v1.DrainItemState
-	(*v1.DrainEvent)(nil),         // 77: devfleet.v1.DrainEvent
-	(v1.DrainState)(0),            // 78: devfleet.v1.DrainState
-	(*durationpb.Duration)(nil),   // 79: google.protobuf.Duration
-	(*v1.Decom)(nil),              // 80: devfleet.v1.Decom
-	(v1.DecomStep)(0),             // 81: devfleet.v1.DecomStep
-	(v1.DecomState)(0),            // 82: devfleet.v1.DecomState
-	(*v1.Notice)(nil),             // 83: devfleet.v1.Notice
+	(*FenceHost)(nil),             // 53: devfleet.fsm.v1.FenceHost
+	(*UnfenceHost)(nil),           // 54: devfleet.fsm.v1.UnfenceHost
+	(*CreateNotice)(nil),          // 55: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 56: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 57: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 58: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 59: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 60: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 61: devfleet.v1.Site
+	(*v1.Host)(nil),               // 62: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 63: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 64: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 65: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 66: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 68: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 69: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 70: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 71: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 72: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 73: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 74: devfleet.v1.MigrationProgress
+	(v1.ColdStep)(0),              // 75: devfleet.v1.ColdStep
+	(*v1.Drain)(nil),              // 76: devfleet.v1.Drain
+	(*v1.DrainItem)(nil),          // 77: devfleet.v1.DrainItem
+	(v1.DrainItemState)(0),        // 78: devfleet.v1.DrainItemState
+	(*v1.DrainEvent)(nil),         // 79: devfleet.v1.DrainEvent
+	(v1.DrainState)(0),            // 80: devfleet.v1.DrainState
+	(*durationpb.Duration)(nil),   // 81: google.protobuf.Duration
+	(*v1.Decom)(nil),              // 82: devfleet.v1.Decom
+	(v1.DecomStep)(0),             // 83: devfleet.v1.DecomStep
+	(v1.DecomState)(0),            // 84: devfleet.v1.DecomState
+	(*v1.Notice)(nil),             // 85: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,   // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -4648,7 +4789,7 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24,  // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25,  // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27,  // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	53,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	55,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
 	28,  // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
 	29,  // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
 	30,  // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
@@ -4672,75 +4813,77 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	50,  // 46: devfleet.fsm.v1.Command.finish_decom:type_name -> devfleet.fsm.v1.FinishDecom
 	51,  // 47: devfleet.fsm.v1.Command.request_decom_abort:type_name -> devfleet.fsm.v1.RequestDecomAbort
 	52,  // 48: devfleet.fsm.v1.Command.retire_host:type_name -> devfleet.fsm.v1.RetireHost
-	3,   // 49: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	57,  // 50: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	57,  // 51: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	58,  // 52: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	59,  // 53: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	59,  // 54: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	58,  // 55: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	60,  // 56: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	60,  // 57: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	58,  // 58: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	61,  // 59: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	61,  // 60: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	58,  // 61: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	62,  // 62: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	62,  // 63: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	58,  // 64: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	63,  // 65: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	63,  // 66: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	64,  // 67: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	65,  // 68: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26,  // 69: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	66,  // 70: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	67,  // 71: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	68,  // 72: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	69,  // 73: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	69,  // 74: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	70,  // 75: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
-	71,  // 76: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
-	72,  // 77: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
-	71,  // 78: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	73,  // 79: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
-	37,  // 80: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	71,  // 81: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	72,  // 82: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	74,  // 83: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
-	75,  // 84: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
-	76,  // 85: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
-	76,  // 86: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
-	43,  // 87: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
-	77,  // 88: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
-	78,  // 89: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
-	79,  // 90: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
-	80,  // 91: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
-	81,  // 92: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
-	81,  // 93: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
-	82,  // 94: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
-	83,  // 95: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	54,  // 96: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	55,  // 97: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,   // 98: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	57,  // 99: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	59,  // 100: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	60,  // 101: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	61,  // 102: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	62,  // 103: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	83,  // 104: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	66,  // 105: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	67,  // 106: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	68,  // 107: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	70,  // 108: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	74,  // 109: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
-	75,  // 110: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
-	77,  // 111: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
-	80,  // 112: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
-	113, // [113:113] is the sub-list for method output_type
-	113, // [113:113] is the sub-list for method input_type
-	113, // [113:113] is the sub-list for extension type_name
-	113, // [113:113] is the sub-list for extension extendee
-	0,   // [0:113] is the sub-list for field type_name
+	53,  // 49: devfleet.fsm.v1.Command.fence_host:type_name -> devfleet.fsm.v1.FenceHost
+	54,  // 50: devfleet.fsm.v1.Command.unfence_host:type_name -> devfleet.fsm.v1.UnfenceHost
+	3,   // 51: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	59,  // 52: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	59,  // 53: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	60,  // 54: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	61,  // 55: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	61,  // 56: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	60,  // 57: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	62,  // 58: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	62,  // 59: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	60,  // 60: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	63,  // 61: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	63,  // 62: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	60,  // 63: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	64,  // 64: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	64,  // 65: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	60,  // 66: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	65,  // 67: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	65,  // 68: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	66,  // 69: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	67,  // 70: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26,  // 71: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	68,  // 72: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	69,  // 73: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	70,  // 74: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	71,  // 75: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	71,  // 76: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	72,  // 77: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	73,  // 78: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	74,  // 79: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	73,  // 80: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	75,  // 81: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
+	37,  // 82: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	73,  // 83: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	74,  // 84: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	76,  // 85: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
+	77,  // 86: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
+	78,  // 87: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
+	78,  // 88: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
+	43,  // 89: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
+	79,  // 90: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
+	80,  // 91: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
+	81,  // 92: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
+	82,  // 93: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
+	83,  // 94: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
+	83,  // 95: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
+	84,  // 96: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
+	85,  // 97: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	56,  // 98: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	57,  // 99: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,   // 100: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	59,  // 101: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	61,  // 102: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	62,  // 103: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	63,  // 104: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	64,  // 105: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	85,  // 106: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	68,  // 107: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	69,  // 108: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	70,  // 109: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	72,  // 110: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	76,  // 111: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
+	77,  // 112: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
+	79,  // 113: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
+	82,  // 114: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
+	115, // [115:115] is the sub-list for method output_type
+	115, // [115:115] is the sub-list for method input_type
+	115, // [115:115] is the sub-list for extension type_name
+	115, // [115:115] is the sub-list for extension extendee
+	0,   // [0:115] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -4797,8 +4940,10 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_FinishDecom)(nil),
 		(*Command_RequestDecomAbort)(nil),
 		(*Command_RetireHost)(nil),
+		(*Command_FenceHost)(nil),
+		(*Command_UnfenceHost)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[56].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[58].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -4823,7 +4968,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
