@@ -131,8 +131,8 @@ func newLogger(o *options) (*slog.Logger, error) {
 }
 
 func (o *options) check() error {
-	if o.evacuateBrake <= 0 || o.evacuateBrake > 1 {
-		return fmt.Errorf("--evacuate-brake: must be a share of a site's hosts, above 0 and at most 1, got %g", o.evacuateBrake)
+	if o.evacuateBrake < 0 || o.evacuateBrake > 1 {
+		return fmt.Errorf("--evacuate-brake: must be a share of a site's hosts, from 0 to 1, got %g", o.evacuateBrake)
 	}
 	if o.dev {
 		if o.bootstrap || len(o.join) > 0 {
