@@ -420,3 +420,108 @@ func TestDrainReleasesWarmContainersAndTellsClaimers(t *testing.T) {
 		t.Fatalf("the claimer was not told: %v", err)
 	}
 }
+
+// startSlow starts a drain of three devservers on m1 whose first move runs while the deadline
+// passes (one move at a time); it returns once that move runs.
+func (f *fixture) startSlow(action v1.DeadlineAction) time.Time {
+	f.t.Helper()
+	for i := range 3 {
+		f.devserver(fmt.Sprintf("d%d", i), "m1", "small")
+	}
+	deadline := time.Now().Add(time.Hour)
+	f.lead("n1")
+	f.start("dr-1", []string{"m1"}, &v1.DrainBudgets{Total: 1, BandwidthMibps: 256}, deadline, action)
+	waitFor(f.t, "a move", func() bool { d, _ := f.store.View().GetDrain("dr-1"); return d.GetItemsMoving() == 1 })
+	return deadline
+}
+
+// At the deadline with action leave, no new move starts: what has not moved stays where it
+// runs, and the drain ends incomplete.
+func TestDrainDeadlineLeavesTheRest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.setClock(f.startSlow(v1.DeadlineAction_DEADLINE_ACTION_LEAVE).Add(time.Second))
+	d := f.waitDrain("dr-1", v1.DrainState_DRAIN_STATE_INCOMPLETE)
+	v := f.store.View()
+	left := 0
+	for _, it := range v.DrainItems("dr-1") {
+		if it.GetState() == v1.DrainItemState_DRAIN_ITEM_STATE_LEFT {
+			left++
+			if dev, _ := v.GetDevserver(it.GetDevserver()); dev.GetHost() != "m1" || dev.GetState() != v1.DevserverState_DEVSERVER_STATE_RUNNING {
+				t.Fatalf("left %s: %v", it.GetDevserver(), dev)
+			}
+		}
+	}
+	if left != 2 || d.GetItemsDone() != 1 {
+		t.Fatalf("%d left, %d done; want 2 and 1", left, d.GetItemsDone())
+	}
+}
+
+// At the deadline with action cold-migrate, what is left moves cold.
+func TestDrainDeadlineMovesTheRestCold(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.setClock(f.startSlow(v1.DeadlineAction_DEADLINE_ACTION_COLD_MIGRATE).Add(time.Second))
+	f.waitDrain("dr-1", v1.DrainState_DRAIN_STATE_SUCCEEDED)
+	cold := 0
+	for _, m := range drainMigrations(f.store.View(), "dr-1") {
+		if m.GetCold() {
+			cold++
+		}
+	}
+	if cold != 2 {
+		t.Fatalf("%d cold moves, want 2", cold)
+	}
+	f.runsOnly("d0", "d1", "d2")
+}
+
+// The drain controller restarted (a new leader) after each move it recorded ends the drain with
+// every devserver moved exactly once.
+func TestDrainSurvivesARestartAtEveryStep(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var names []string
+	for i := range 4 {
+		names = append(names, fmt.Sprintf("d%d", i))
+		f.devserver(names[i], "m1", "small")
+	}
+	f.lead("n0")
+	f.start("dr-1", []string{"m1"}, &v1.DrainBudgets{Total: 1, BandwidthMibps: 1024}, time.Time{}, 0)
+	for n := 1; ; n++ {
+		d, _ := f.store.View().GetDrain("dr-1")
+		if state.DrainFinal(d.GetState()) {
+			break
+		}
+		steps := func() int { // every event but the leaders' own
+			n := 0
+			for _, e := range f.store.View().DrainEvents("dr-1") {
+				if e.GetKind() != "leader" {
+					n++
+				}
+			}
+			return n
+		}
+		before := steps()
+		waitFor(t, "the next step", func() bool { return steps() > before })
+		f.stopAll()
+		f.lead(fmt.Sprintf("n%d", n))
+		if n > 50 {
+			t.Fatal("the drain does not end")
+		}
+	}
+	if d, _ := f.store.View().GetDrain("dr-1"); d.GetState() != v1.DrainState_DRAIN_STATE_SUCCEEDED {
+		t.Fatalf("drain ended %s: %s", d.GetState(), d.GetStateReason())
+	}
+	f.runsOnly(names...)
+	moved := map[string]int{}
+	for _, m := range drainMigrations(f.store.View(), "dr-1") {
+		if m.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED {
+			moved[m.GetDevserver()]++
+		}
+	}
+	for _, n := range names {
+		if moved[n] != 1 {
+			t.Fatalf("%s moved %d times", n, moved[n])
+		}
+	}
+}
