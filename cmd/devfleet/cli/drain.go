@@ -104,8 +104,8 @@ Only operators drain (devfleetd --operators; name yourself with the global --as)
 			return printPlan(a, resp)
 		}
 		d := resp.GetDrain()
-		if _, err := fmt.Fprintf(a.stdout, "drain %s: draining %s (%d devservers, %d cannot move); planned %s (lower bound %s)\n",
-			d.GetId(), strings.Join(d.GetHosts(), ", "), d.GetItemsTotal(), d.GetItemsBlocked(),
+		if _, err := fmt.Fprintf(a.stdout, "drain %s: draining %s (%s, %d cannot move); planned %s (lower bound %s)\n",
+			d.GetId(), strings.Join(d.GetHosts(), ", "), plural(int64(d.GetItemsTotal()), "devserver", "devservers"), d.GetItemsBlocked(),
 			seconds(resp.GetMakespan().AsDuration()), seconds(resp.GetLowerBound().AsDuration())); err != nil {
 			return err
 		}
@@ -249,7 +249,8 @@ func (a *app) monitorDrain(ctx context.Context, c client, id string) error {
 				if d.GetState() != v1.DrainState_DRAIN_STATE_SUCCEEDED {
 					return fmt.Errorf("drain %s ended %s: %s", d.GetId(), short(d.GetState()), d.GetStateReason())
 				}
-				_, err := fmt.Fprintf(a.stdout, "drain %s succeeded: %d devservers moved off %s\n", d.GetId(), d.GetItemsDone(), strings.Join(d.GetHosts(), ", "))
+				_, err := fmt.Fprintf(a.stdout, "drain %s succeeded: %s moved off %s\n", d.GetId(),
+					plural(int64(d.GetItemsDone()), "devserver", "devservers"), strings.Join(d.GetHosts(), ", "))
 				return err
 			}
 		case ctx.Err() != nil:
