@@ -35,6 +35,8 @@ var Timing = raftnode.Config{
 type Options struct {
 	// Controllers returns the leader controllers of node i.
 	Controllers func(i int) []leader.Controller
+	// Operators may drain, decommission and move any devserver.
+	Operators []string
 }
 
 // Node is one member of a test cluster.
@@ -110,6 +112,7 @@ func (c *Cluster) start(i int, bootstrap bool, join []string) {
 		// Tests register in-memory hosts (fake://); the provisioner drives them as it would
 		// libvirt.
 		AllowFakeHypervisors: true,
+		Operators:            c.opts.Operators,
 	})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", node.ID, err)
