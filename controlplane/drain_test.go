@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/clustertest"
+	"github.com/devfleet/devfleet/notify"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -22,7 +24,9 @@ import (
 // status and nothing cordoned), a dry run, a drain to its end, banners, and a host retired.
 func TestDrainAPI(t *testing.T) {
 	t.Parallel()
-	c := clustertest.New(t, 1, clustertest.Options{Operators: []string{"ops"}})
+	sink := notify.NewRecorder("rec")
+	sink.FailNext(1000, &notify.Error{Permanent: true, Err: errors.New("410 Gone")}) // every delivery a dead letter
+	c := clustertest.New(t, 1, clustertest.Options{Operators: []string{"ops"}, NotifySinks: []notify.Sink{sink}})
 	ctx := ctxT(t, 60*time.Second)
 	n := c.Nodes[0]
 	fleet, drains, decoms := n.Fleet(), v1.NewDrainServiceClient(n.Conn()), v1.NewDecomServiceClient(n.Conn())
@@ -100,6 +104,11 @@ func TestDrainAPI(t *testing.T) {
 		t.Fatalf("cancelling an unknown drain: %v", err)
 	}
 	restGet(t, "http://"+n.Server.HTTPAddr()+"/v1/drains/nope", http.StatusNotFound)
+	waitUntil(t, "the drain's events recorded as dead letters", func() bool {
+		body := restGet(t, "http://"+n.Server.HTTPAddr()+"/v1/dead-letters", http.StatusOK)
+		body = strings.ReplaceAll(body, `": "`, `":"`)
+		return strings.Contains(body, `"kind":"drain.started"`) && strings.Contains(body, `"kind":"drain.finished"`) && strings.Contains(body, "410 Gone")
+	})
 
 	// Decommission m1 (drained, empty now): every step, then retired.
 	if _, err := decoms.StartDecom(ops, &v1.StartDecomRequest{Host: "m1", Now: true}); status.Code(err) != codes.InvalidArgument {

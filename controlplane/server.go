@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/api"
@@ -31,6 +32,7 @@ import (
 	"github.com/devfleet/devfleet/drain"
 	"github.com/devfleet/devfleet/migrate"
 	"github.com/devfleet/devfleet/notify"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 	"github.com/devfleet/devfleet/provisioner"
 )
@@ -174,6 +176,17 @@ func Start(cfg Config) (*Server, error) {
 		n, err := notify.New(notify.Config{Sinks: cfg.NotifySinks, Logger: log, Registry: s.registry,
 			OnDeadLetter: func(dl notify.DeadLetter) {
 				log.Error("notification not delivered; given up", "sink", dl.Sink, "message", dl.Message.ID, "attempts", dl.Attempts, "error", dl.LastError)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				res, err := s.node.Propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_RecordDeadLetter{RecordDeadLetter: &fsmv1.RecordDeadLetter{DeadLetter: &v1.DeadLetter{
+					Sink: dl.Sink, MessageId: dl.Message.ID, Kind: dl.Message.Kind, Subject: dl.Message.Subject, Owner: dl.Message.Owner,
+					Text: dl.Message.Text, Attempts: uint32(dl.Attempts), LastError: dl.LastError, Time: timestamppb.New(dl.Time)}}}})
+				if err == nil {
+					err = res.Err
+				}
+				if err != nil {
+					log.Warn("recording a dead letter failed", "message", dl.Message.ID, "error", err)
+				}
 			}})
 		if err != nil {
 			return nil, err

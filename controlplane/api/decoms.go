@@ -100,3 +100,8 @@ func (s *Server) AbortDecom(ctx context.Context, req *v1.AbortDecomRequest) (*v1
 	}
 	return proposeAs[*v1.Decom](ctx, s, &fsmv1.Command{Op: &fsmv1.Command_RequestDecomAbort{RequestDecomAbort: &fsmv1.RequestDecomAbort{Id: req.GetId()}}})
 }
+
+// ListDeadLetters returns the notifications the leader could not deliver, oldest first.
+func (s *Server) ListDeadLetters(_ context.Context, _ *v1.ListDeadLettersRequest) (*v1.ListDeadLettersResponse, error) {
+	return &v1.ListDeadLettersResponse{DeadLetters: s.store.View().DeadLetters()}, nil
+}

@@ -80,6 +80,7 @@ type Server struct {
 	v1.UnsafeMigrationServiceServer
 	v1.UnsafeDrainServiceServer
 	v1.UnsafeDecomServiceServer
+	v1.UnsafeNotificationServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -147,6 +148,7 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterMigrationServiceServer(g, s)
 	v1.RegisterDrainServiceServer(g, s)
 	v1.RegisterDecomServiceServer(g, s)
+	v1.RegisterNotificationServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

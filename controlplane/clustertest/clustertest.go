@@ -19,6 +19,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane"
 	"github.com/devfleet/devfleet/controlplane/leader"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
+	"github.com/devfleet/devfleet/notify"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -37,6 +38,8 @@ type Options struct {
 	Controllers func(i int) []leader.Controller
 	// Operators may drain, decommission and move any devserver.
 	Operators []string
+	// NotifySinks receive the leader's notifications.
+	NotifySinks []notify.Sink
 }
 
 // Node is one member of a test cluster.
@@ -113,6 +116,7 @@ func (c *Cluster) start(i int, bootstrap bool, join []string) {
 		// libvirt.
 		AllowFakeHypervisors: true,
 		Operators:            c.opts.Operators,
+		NotifySinks:          c.opts.NotifySinks,
 	})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", node.ID, err)

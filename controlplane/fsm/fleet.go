@@ -184,6 +184,9 @@ func registerDecoms(r *registry) {
 	r.register("unfence_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.UnfenceHost(c.GetUnfenceHost().GetName())
 	})
+	r.register("record_dead_letter", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.RecordDeadLetter(c.GetRecordDeadLetter().GetDeadLetter())
+	})
 	r.register("retire_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.RetireHost(c.GetRetireHost().GetName(), c.GetRetireHost().GetReason())
 	})

@@ -148,7 +148,11 @@ func (w *WriteTxn) StartDrain(in *v1.Drain, items []*v1.DrainItem) (*v1.Drain, e
 	} else if d.GetRegion() != "" {
 		what = "region " + d.GetRegion() + " (" + what + ")"
 	}
-	detail := fmt.Sprintf("%s by %s: %s; %d devservers, %d cannot move", what, d.GetRequestedBy(), d.GetReason(), d.GetItemsTotal(), d.GetItemsBlocked())
+	devservers := "devservers"
+	if d.GetItemsTotal() == 1 {
+		devservers = "devserver"
+	}
+	detail := fmt.Sprintf("%s by %s: %s; %d %s, %d cannot move", what, d.GetRequestedBy(), d.GetReason(), d.GetItemsTotal(), devservers, d.GetItemsBlocked())
 	if d.GetForce() {
 		detail += " (forced)"
 	}

@@ -28,11 +28,12 @@ const (
 	TableDrainItems  = "drain_items"
 	TableDrainEvents = "drain_events"
 	TableDecoms      = "decoms"
+	TableDeadLetters = "dead_letters"
 )
 
 // Tables lists every table whose rows are fleet state, in snapshot order (parents first).
 var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices,
-	TableProfiles, TablePools, TableContainers, TableMigrations, TableDrains, TableDrainItems, TableDrainEvents, TableDecoms}
+	TableProfiles, TablePools, TableContainers, TableMigrations, TableDrains, TableDrainItems, TableDrainEvents, TableDecoms, TableDeadLetters}
 
 // stringIndex indexes a table by a string that a function computes from the row. It replaces
 // memdb's reflection-based field indexers: type-checked, and faster on the apply path.
@@ -121,6 +122,7 @@ func schema() *memdb.DBSchema {
 			index("drain", false, false, func(e *v1.DrainEvent) string { return e.GetDrainId() }),
 		),
 		table(TableDecoms, index("id", true, false, func(d *v1.Decom) string { return d.GetId() })),
+		table(TableDeadLetters, index("id", true, false, func(d *v1.DeadLetter) string { return deadLetterKey(d.GetSink(), d.GetMessageId()) })),
 		table(TableNotices,
 			index("id", true, false, func(n *v1.Notice) string { return n.GetId() }),
 			index("owner", false, false, func(n *v1.Notice) string { return n.GetOwner() }),

@@ -77,6 +77,8 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DrainEvent{DrainEvent: r}}
 	case *v1.Decom:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Decom{Decom: r}}
+	case *v1.DeadLetter:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DeadLetter{DeadLetter: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -143,6 +145,8 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TableDrainEvents, x.DrainEvent
 		case *fsmv1.SnapshotRecord_Decom:
 			table, row = TableDecoms, x.Decom
+		case *fsmv1.SnapshotRecord_DeadLetter:
+			table, row = TableDeadLetters, x.DeadLetter
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

@@ -40,3 +40,24 @@ func newBannersCmd(a *app) *cobra.Command {
 	addReadFlags(cmd, &rf, false)
 	return cmd
 }
+
+func newDeadLettersCmd(a *app) *cobra.Command {
+	var rf readFlags
+	cmd := &cobra.Command{
+		Use:   "dead-letters",
+		Short: "Show the notifications the webhooks did not take (after their retries), oldest first",
+		Args:  exactArgs(),
+		RunE: a.action(func(ctx context.Context, c client, _ []string) error {
+			resp, err := c.notifications.ListDeadLetters(ctx, &v1.ListDeadLettersRequest{Stale: rf.stale})
+			if err != nil {
+				return err
+			}
+			return printList(a, resp.GetDeadLetters(), []string{"TIME", "SINK", "KIND", "SUBJECT", "ATTEMPTS", "ERROR"}, func(d *v1.DeadLetter) []string {
+				return []string{d.GetTime().AsTime().UTC().Format(time.RFC3339), d.GetSink(), d.GetKind(), d.GetSubject(),
+					u64(uint64(d.GetAttempts())), d.GetLastError()}
+			})
+		}),
+	}
+	addReadFlags(cmd, &rf, false)
+	return cmd
+}

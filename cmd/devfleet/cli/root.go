@@ -67,18 +67,21 @@ type client struct {
 	migrations v1.MigrationServiceClient
 	drains     v1.DrainServiceClient
 	decoms     v1.DecomServiceClient
+	// notifications shows dead letters.
+	notifications v1.NotificationServiceClient
 }
 
 // newClient makes the API clients of a connection.
 func newClient(conn *grpc.ClientConn) client {
 	return client{
-		fleet:      v1.NewFleetServiceClient(conn),
-		cluster:    v1.NewClusterServiceClient(conn),
-		capacity:   v1.NewCapacityServiceClient(conn),
-		containers: v1.NewContainerServiceClient(conn),
-		migrations: v1.NewMigrationServiceClient(conn),
-		drains:     v1.NewDrainServiceClient(conn),
-		decoms:     v1.NewDecomServiceClient(conn),
+		fleet:         v1.NewFleetServiceClient(conn),
+		cluster:       v1.NewClusterServiceClient(conn),
+		capacity:      v1.NewCapacityServiceClient(conn),
+		containers:    v1.NewContainerServiceClient(conn),
+		migrations:    v1.NewMigrationServiceClient(conn),
+		drains:        v1.NewDrainServiceClient(conn),
+		decoms:        v1.NewDecomServiceClient(conn),
+		notifications: v1.NewNotificationServiceClient(conn),
 	}
 }
 
@@ -169,6 +172,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newDrainCmd(a),
 		newDecomCmd(a),
 		newBannersCmd(a),
+		newDeadLettersCmd(a),
 		newBenchCmd(a),
 	)
 	return root

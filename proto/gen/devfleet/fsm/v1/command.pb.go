@@ -137,6 +137,7 @@ type Command struct {
 	//	*Command_RetireHost
 	//	*Command_FenceHost
 	//	*Command_UnfenceHost
+	//	*Command_RecordDeadLetter
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -643,6 +644,15 @@ func (x *Command) GetUnfenceHost() *UnfenceHost {
 	return nil
 }
 
+func (x *Command) GetRecordDeadLetter() *RecordDeadLetter {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RecordDeadLetter); ok {
+			return x.RecordDeadLetter
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -848,6 +858,10 @@ type Command_UnfenceHost struct {
 	UnfenceHost *UnfenceHost `protobuf:"bytes,126,opt,name=unfence_host,json=unfenceHost,proto3,oneof"`
 }
 
+type Command_RecordDeadLetter struct {
+	RecordDeadLetter *RecordDeadLetter `protobuf:"bytes,127,opt,name=record_dead_letter,json=recordDeadLetter,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -947,6 +961,8 @@ func (*Command_RetireHost) isCommand_Op() {}
 func (*Command_FenceHost) isCommand_Op() {}
 
 func (*Command_UnfenceHost) isCommand_Op() {}
+
+func (*Command_RecordDeadLetter) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -3890,6 +3906,52 @@ func (x *UnfenceHost) GetName() string {
 	return ""
 }
 
+// RecordDeadLetter records a notification that could not be delivered; the oldest go beyond
+// the state's bound.
+type RecordDeadLetter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetter    *v1.DeadLetter         `protobuf:"bytes,1,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDeadLetter) Reset() {
+	*x = RecordDeadLetter{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDeadLetter) ProtoMessage() {}
+
+func (x *RecordDeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDeadLetter.ProtoReflect.Descriptor instead.
+func (*RecordDeadLetter) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *RecordDeadLetter) GetDeadLetter() *v1.DeadLetter {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return nil
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3900,7 +3962,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +3974,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[55]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +3987,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{55}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -3948,7 +4010,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3960,7 +4022,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3973,7 +4035,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -4001,7 +4063,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4075,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4088,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{57}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -4065,6 +4127,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_DrainItem
 	//	*SnapshotRecord_DrainEvent
 	//	*SnapshotRecord_Decom
+	//	*SnapshotRecord_DeadLetter
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4072,7 +4135,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4084,7 +4147,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4097,7 +4160,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{58}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -4260,6 +4323,15 @@ func (x *SnapshotRecord) GetDecom() *v1.Decom {
 	return nil
 }
 
+func (x *SnapshotRecord) GetDeadLetter() *v1.DeadLetter {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_DeadLetter); ok {
+			return x.DeadLetter
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -4332,6 +4404,10 @@ type SnapshotRecord_Decom struct {
 	Decom *v1.Decom `protobuf:"bytes,17,opt,name=decom,proto3,oneof"`
 }
 
+type SnapshotRecord_DeadLetter struct {
+	DeadLetter *v1.DeadLetter `protobuf:"bytes,18,opt,name=dead_letter,json=deadLetter,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -4366,13 +4442,15 @@ func (*SnapshotRecord_DrainEvent) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Decom) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_DeadLetter) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/decom.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/decom.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a\x18devfleet/v1/notify.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\x81\x1d\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xd4\x1d\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -4436,7 +4514,8 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"retireHost\x12;\n" +
 	"\n" +
 	"fence_host\x18} \x01(\v2\x1a.devfleet.fsm.v1.FenceHostH\x00R\tfenceHost\x12A\n" +
-	"\funfence_host\x18~ \x01(\v2\x1c.devfleet.fsm.v1.UnfenceHostH\x00R\vunfenceHostB\x04\n" +
+	"\funfence_host\x18~ \x01(\v2\x1c.devfleet.fsm.v1.UnfenceHostH\x00R\vunfenceHost\x12Q\n" +
+	"\x12record_dead_letter\x18\x7f \x01(\v2!.devfleet.fsm.v1.RecordDeadLetterH\x00R\x10recordDeadLetterB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -4628,7 +4707,10 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"!\n" +
 	"\vUnfenceHost\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\";\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
+	"\x10RecordDeadLetter\x128\n" +
+	"\vdead_letter\x18\x01 \x01(\v2\x17.devfleet.v1.DeadLetterR\n" +
+	"deadLetter\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -4637,7 +4719,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xa9\a\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xe5\a\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -4659,7 +4741,9 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"drain_item\x18\x0f \x01(\v2\x16.devfleet.v1.DrainItemH\x00R\tdrainItem\x12:\n" +
 	"\vdrain_event\x18\x10 \x01(\v2\x17.devfleet.v1.DrainEventH\x00R\n" +
 	"drainEvent\x12*\n" +
-	"\x05decom\x18\x11 \x01(\v2\x12.devfleet.v1.DecomH\x00R\x05decomB\b\n" +
+	"\x05decom\x18\x11 \x01(\v2\x12.devfleet.v1.DecomH\x00R\x05decom\x12:\n" +
+	"\vdead_letter\x18\x12 \x01(\v2\x17.devfleet.v1.DeadLetterH\x00R\n" +
+	"deadLetterB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -4674,7 +4758,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -4731,37 +4815,39 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*RetireHost)(nil),            // 52: devfleet.fsm.v1.RetireHost
 	(*FenceHost)(nil),             // 53: devfleet.fsm.v1.FenceHost
 	(*UnfenceHost)(nil),           // 54: devfleet.fsm.v1.UnfenceHost
-	(*CreateNotice)(nil),          // 55: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 56: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 57: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 58: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 59: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 60: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 61: devfleet.v1.Site
-	(*v1.Host)(nil),               // 62: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 63: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 64: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 65: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 66: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 67: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 68: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 69: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 70: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 71: devfleet.v1.ContainerState
-	(*v1.Migration)(nil),          // 72: devfleet.v1.Migration
-	(v1.MigrationPhase)(0),        // 73: devfleet.v1.MigrationPhase
-	(*v1.MigrationProgress)(nil),  // 74: devfleet.v1.MigrationProgress
-	(v1.ColdStep)(0),              // 75: devfleet.v1.ColdStep
-	(*v1.Drain)(nil),              // 76: devfleet.v1.Drain
-	(*v1.DrainItem)(nil),          // 77: devfleet.v1.DrainItem
-	(v1.DrainItemState)(0),        // 78: devfleet.v1.DrainItemState
-	(*v1.DrainEvent)(nil),         // 79: devfleet.v1.DrainEvent
-	(v1.DrainState)(0),            // 80: devfleet.v1.DrainState
-	(*durationpb.Duration)(nil),   // 81: google.protobuf.Duration
-	(*v1.Decom)(nil),              // 82: devfleet.v1.Decom
-	(v1.DecomStep)(0),             // 83: devfleet.v1.DecomStep
-	(v1.DecomState)(0),            // 84: devfleet.v1.DecomState
-	(*v1.Notice)(nil),             // 85: devfleet.v1.Notice
+	(*RecordDeadLetter)(nil),      // 55: devfleet.fsm.v1.RecordDeadLetter
+	(*CreateNotice)(nil),          // 56: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 57: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 58: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 59: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 60: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 61: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 62: devfleet.v1.Site
+	(*v1.Host)(nil),               // 63: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 64: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 65: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 66: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 67: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 69: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 70: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 71: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 72: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 73: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 74: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 75: devfleet.v1.MigrationProgress
+	(v1.ColdStep)(0),              // 76: devfleet.v1.ColdStep
+	(*v1.Drain)(nil),              // 77: devfleet.v1.Drain
+	(*v1.DrainItem)(nil),          // 78: devfleet.v1.DrainItem
+	(v1.DrainItemState)(0),        // 79: devfleet.v1.DrainItemState
+	(*v1.DrainEvent)(nil),         // 80: devfleet.v1.DrainEvent
+	(v1.DrainState)(0),            // 81: devfleet.v1.DrainState
+	(*durationpb.Duration)(nil),   // 82: google.protobuf.Duration
+	(*v1.Decom)(nil),              // 83: devfleet.v1.Decom
+	(v1.DecomStep)(0),             // 84: devfleet.v1.DecomStep
+	(v1.DecomState)(0),            // 85: devfleet.v1.DecomState
+	(*v1.DeadLetter)(nil),         // 86: devfleet.v1.DeadLetter
+	(*v1.Notice)(nil),             // 87: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,   // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -4789,7 +4875,7 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24,  // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25,  // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27,  // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	55,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	56,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
 	28,  // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
 	29,  // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
 	30,  // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
@@ -4815,75 +4901,78 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	52,  // 48: devfleet.fsm.v1.Command.retire_host:type_name -> devfleet.fsm.v1.RetireHost
 	53,  // 49: devfleet.fsm.v1.Command.fence_host:type_name -> devfleet.fsm.v1.FenceHost
 	54,  // 50: devfleet.fsm.v1.Command.unfence_host:type_name -> devfleet.fsm.v1.UnfenceHost
-	3,   // 51: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	59,  // 52: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	59,  // 53: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	60,  // 54: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	61,  // 55: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	61,  // 56: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	60,  // 57: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	62,  // 58: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	62,  // 59: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	60,  // 60: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	63,  // 61: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	63,  // 62: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	60,  // 63: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	64,  // 64: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	64,  // 65: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	60,  // 66: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	65,  // 67: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	65,  // 68: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	66,  // 69: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	67,  // 70: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26,  // 71: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	68,  // 72: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	69,  // 73: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	70,  // 74: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	71,  // 75: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	71,  // 76: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	72,  // 77: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
-	73,  // 78: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
-	74,  // 79: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
-	73,  // 80: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	75,  // 81: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
-	37,  // 82: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	73,  // 83: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	74,  // 84: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	76,  // 85: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
-	77,  // 86: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
-	78,  // 87: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
-	78,  // 88: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
-	43,  // 89: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
-	79,  // 90: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
-	80,  // 91: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
-	81,  // 92: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
-	82,  // 93: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
-	83,  // 94: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
-	83,  // 95: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
-	84,  // 96: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
-	85,  // 97: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	56,  // 98: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	57,  // 99: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,   // 100: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	59,  // 101: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	61,  // 102: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	62,  // 103: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	63,  // 104: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	64,  // 105: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	85,  // 106: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	68,  // 107: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	69,  // 108: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	70,  // 109: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	72,  // 110: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	76,  // 111: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
-	77,  // 112: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
-	79,  // 113: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
-	82,  // 114: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
-	115, // [115:115] is the sub-list for method output_type
-	115, // [115:115] is the sub-list for method input_type
-	115, // [115:115] is the sub-list for extension type_name
-	115, // [115:115] is the sub-list for extension extendee
-	0,   // [0:115] is the sub-list for field type_name
+	55,  // 51: devfleet.fsm.v1.Command.record_dead_letter:type_name -> devfleet.fsm.v1.RecordDeadLetter
+	3,   // 52: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	60,  // 53: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	60,  // 54: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	61,  // 55: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	62,  // 56: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	62,  // 57: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	61,  // 58: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	63,  // 59: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	63,  // 60: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	61,  // 61: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	64,  // 62: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	64,  // 63: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	61,  // 64: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	65,  // 65: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	65,  // 66: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	61,  // 67: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	66,  // 68: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	66,  // 69: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	67,  // 70: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	68,  // 71: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26,  // 72: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	69,  // 73: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	70,  // 74: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	71,  // 75: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	72,  // 76: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	72,  // 77: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	73,  // 78: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	74,  // 79: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	75,  // 80: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	74,  // 81: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	76,  // 82: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
+	37,  // 83: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	74,  // 84: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	75,  // 85: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	77,  // 86: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
+	78,  // 87: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
+	79,  // 88: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
+	79,  // 89: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
+	43,  // 90: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
+	80,  // 91: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
+	81,  // 92: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
+	82,  // 93: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
+	83,  // 94: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
+	84,  // 95: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
+	84,  // 96: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
+	85,  // 97: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
+	86,  // 98: devfleet.fsm.v1.RecordDeadLetter.dead_letter:type_name -> devfleet.v1.DeadLetter
+	87,  // 99: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	57,  // 100: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	58,  // 101: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,   // 102: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	60,  // 103: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	62,  // 104: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	63,  // 105: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	64,  // 106: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	65,  // 107: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	87,  // 108: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	69,  // 109: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	70,  // 110: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	71,  // 111: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	73,  // 112: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	77,  // 113: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
+	78,  // 114: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
+	80,  // 115: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
+	83,  // 116: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
+	86,  // 117: devfleet.fsm.v1.SnapshotRecord.dead_letter:type_name -> devfleet.v1.DeadLetter
+	118, // [118:118] is the sub-list for method output_type
+	118, // [118:118] is the sub-list for method input_type
+	118, // [118:118] is the sub-list for extension type_name
+	118, // [118:118] is the sub-list for extension extendee
+	0,   // [0:118] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -4942,8 +5031,9 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_RetireHost)(nil),
 		(*Command_FenceHost)(nil),
 		(*Command_UnfenceHost)(nil),
+		(*Command_RecordDeadLetter)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[58].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[59].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -4961,6 +5051,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_DrainItem)(nil),
 		(*SnapshotRecord_DrainEvent)(nil),
 		(*SnapshotRecord_Decom)(nil),
+		(*SnapshotRecord_DeadLetter)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4968,7 +5059,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
