@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/capacitywatch"
+	"github.com/devfleet/devfleet/controlplane/eventlog"
+	"github.com/devfleet/devfleet/controlplane/feed"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
 	"github.com/devfleet/devfleet/controlplane/leader"
@@ -74,6 +77,8 @@ type Config struct {
 	// unhealthy at once above which evacuations there pause (0: drain.DefaultBrake).
 	EvacuateAfter time.Duration
 	EvacuateBrake float64
+	// Events bounds the node's event history (eventlog defaults: 7 days, 1 GiB).
+	Events eventlog.Options
 	// NotifySinks receive owners' notices and drain events from the leader (webhooks).
 	NotifySinks []notify.Sink
 	// Operators may move any devserver (callers name themselves until authentication lands).
@@ -98,6 +103,22 @@ type Server struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
+	// events is the node's event history, which feed writes from the state's changes.
+	events *eventlog.Log
+	feed   *feed.Feed
+}
+
+// Events is the node's event history.
+func (s *Server) Events() *eventlog.Log { return s.events }
+
+// closeEvents stops the feed once the state no longer changes, then closes the history.
+func (s *Server) closeEvents() {
+	if s.feed != nil {
+		s.feed.Close()
+	}
+	if s.events != nil {
+		_ = s.events.Close()
+	}
 }
 
 // Start opens the node's state and starts serving. The node joins or bootstraps in the
@@ -125,6 +146,7 @@ func Start(cfg Config) (*Server, error) {
 			if s.node != nil {
 				_ = s.node.Shutdown()
 			}
+			s.closeEvents()
 		}
 	}()
 
@@ -139,7 +161,16 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read raft state in %s: %w", cfg.DataDir, err)
 	}
-	f := fsm.New(state.New(), log, fsm.NewMetrics(s.registry))
+	st := state.New()
+	ev := cfg.Events
+	ev.Logger, ev.Registry = log, s.registry
+	if s.events, err = eventlog.Open(filepath.Join(cfg.DataDir, "events.db"), ev); err != nil {
+		return nil, fmt.Errorf("open the event history in %s: %w", cfg.DataDir, err)
+	}
+	s.feed = feed.New(s.events, log)
+	s.feed.Start()
+	st.ObserveAll(s.feed) // before raft replays: every change of the replay reaches the feed
+	f := fsm.New(st, log, fsm.NewMetrics(s.registry))
 	if s.node, err = raftnode.Open(rc, f); err != nil {
 		return nil, err
 	}
@@ -379,6 +410,7 @@ func (s *Server) Stop() {
 		if err := s.node.Shutdown(); err != nil {
 			s.log.Warn("raft shutdown", "error", err)
 		}
+		s.closeEvents()
 		s.log.Info("devfleetd node stopped")
 	})
 }
@@ -394,6 +426,7 @@ func (s *Server) Kill() {
 		s.wg.Wait()
 		s.api.Close()
 		_ = s.hv.Close()
+		s.closeEvents()
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/devfleet/devfleet/controlplane"
+	"github.com/devfleet/devfleet/controlplane/eventlog"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/validate"
 	"github.com/devfleet/devfleet/drain"
@@ -40,6 +41,8 @@ type options struct {
 	// webhookURL and webhookSecretFile configure the notification sink.
 	webhookURL, webhookSecretFile string
 	evacuateAfter                 time.Duration
+	events                        eventlog.Options
+	eventsMaxMiB                  int64
 	evacuateBrake                 float64
 	migrations                    migrate.Limits
 	logLevel                      string
@@ -99,6 +102,8 @@ Precedence: flag, environment, file, default.
 	f.IntVar(&o.migrations.Cluster, "migrations-cluster", migrate.DefaultCluster, "live migrations in the whole fleet at once")
 	f.DurationVar(&o.evacuateAfter, "evacuate-after", drain.DefaultEvacuateAfter, "fence and evacuate a host whose libvirt has been unreachable this long (0: never)")
 	f.Float64Var(&o.evacuateBrake, "evacuate-brake", drain.DefaultBrake, "pause automatic evacuations in a site when more than this share of its hosts are unhealthy at once")
+	f.DurationVar(&o.events.MaxAge, "events-max-age", eventlog.DefaultMaxAge, "how long each node keeps the fleet's events")
+	f.Int64Var(&o.eventsMaxMiB, "events-max-mib", eventlog.DefaultMaxBytes>>20, "how much event history each node keeps, in MiB (the oldest go first)")
 	f.StringVar(&o.webhookURL, "webhook-url", "", "POST owners' notices and drain events as signed JSON to this URL (see notify/DESIGN.md)")
 	f.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "file holding the webhook's HMAC secret (16 bytes or more); required with --webhook-url")
 	f.StringSliceVar(&o.operators, "operators", nil, "users who may move any devserver (callers name themselves with --as until authentication lands)")
@@ -131,6 +136,12 @@ func newLogger(o *options) (*slog.Logger, error) {
 }
 
 func (o *options) check() error {
+	if o.events.MaxAge < 0 {
+		return fmt.Errorf("--events-max-age: must not be negative, got %s", o.events.MaxAge)
+	}
+	if o.eventsMaxMiB < 0 {
+		return fmt.Errorf("--events-max-mib: must not be negative, got %d", o.eventsMaxMiB)
+	}
 	if o.evacuateBrake < 0 || o.evacuateBrake > 1 {
 		return fmt.Errorf("--evacuate-brake: must be a share of a site's hosts, from 0 to 1, got %g", o.evacuateBrake)
 	}
@@ -197,6 +208,7 @@ func run(ctx context.Context, o *options) error {
 		NotifySinks:          sinks,
 		EvacuateAfter:        evacuateAfter(o.evacuateAfter),
 		EvacuateBrake:        o.evacuateBrake,
+		Events:               eventlog.Options{MaxAge: o.events.MaxAge, MaxBytes: o.eventsMaxMiB << 20},
 	})
 	if err != nil {
 		return err

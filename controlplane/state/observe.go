@@ -1,11 +1,15 @@
 package state
 
+import "time"
+
 // Change is one committed write to a row that observers follow: the row as it is now, or the
 // row as it was when it was deleted.
 type Change struct {
 	Table   string
 	Row     any
 	Deleted bool
+	// Time is the leader's time stamped into the command that made the change.
+	Time time.Time
 }
 
 // Observer keeps a derived index (placement's host table) in step with the state without
@@ -30,8 +34,15 @@ func (s *Store) Observe(o Observer) {
 	s.observers = append(s.observers, o)
 }
 
+// ObserveAll adds an observer that hears about the changes of every table (the event feed),
+// not only those placement needs. It costs a little on every write, so only a feed asks.
+func (s *Store) ObserveAll(o Observer) {
+	s.recordAll.Store(true)
+	s.Observe(o)
+}
+
 func (w *WriteTxn) record(table string, row any, deleted bool) {
-	if observed(table) {
-		w.changes = append(w.changes, Change{Table: table, Row: row, Deleted: deleted})
+	if observed(table) || (w.store.recordAll.Load() && table != TableIndex) {
+		w.changes = append(w.changes, Change{Table: table, Row: row, Deleted: deleted, Time: w.now.AsTime()})
 	}
 }

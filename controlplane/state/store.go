@@ -8,6 +8,7 @@ package state
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -26,6 +27,8 @@ type Store struct {
 	// once and in order.
 	commitMu  sync.Mutex
 	observers []Observer
+	// recordAll: an observer wants every table's changes (ObserveAll).
+	recordAll atomic.Bool
 }
 
 // New returns an empty store.

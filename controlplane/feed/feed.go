@@ -1,0 +1,167 @@
+// Package feed turns every committed change of the replicated state into events (topic, key,
+// raft index, time, the object's new state) in the node's event history (eventlog), in commit
+// order, so that consumers follow the fleet without reading back.
+package feed
+
+import (
+	"log/slog"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/devfleet/devfleet/controlplane/eventlog"
+	"github.com/devfleet/devfleet/controlplane/state"
+	fsmv1 "github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// Topics are the feed's topics, by the table their objects live in.
+var Topics = map[string]string{
+	state.TableRegions:     "region",
+	state.TableSites:       "site",
+	state.TableHosts:       "host",
+	state.TableFlavors:     "flavor",
+	state.TableDevservers:  "devserver",
+	state.TableNotices:     "notice",
+	state.TableProfiles:    "profile",
+	state.TablePools:       "pool",
+	state.TableContainers:  "container",
+	state.TableMigrations:  "migration",
+	state.TableDrains:      "drain",
+	state.TableDrainItems:  "drain-item",
+	state.TableDrainEvents: "drain-event",
+	state.TableDecoms:      "decom",
+	state.TableDeadLetters: "dead-letter",
+	state.TableNodes:       "node",
+}
+
+// KnownTopic reports whether topic is one of the feed's.
+func KnownTopic(topic string) bool {
+	for _, t := range Topics {
+		if t == topic {
+			return true
+		}
+	}
+	return false
+}
+
+// queue is how many committed transactions may wait for the writer before the FSM waits: the
+// feed never drops a change (a consumer must be able to trust it has no gap), so a writer that
+// cannot keep up slows the applies down rather than losing events.
+const queue = 4096
+
+type batch struct {
+	index    uint64
+	changes  []state.Change
+	restored bool
+}
+
+// Feed is a state observer (state.Store.ObserveAll) that writes events to an eventlog on a
+// goroutine of its own.
+type Feed struct {
+	log    *eventlog.Log
+	logger *slog.Logger
+	ch     chan batch
+	done   chan struct{}
+	once   sync.Once
+}
+
+// New returns a feed writing to l; Start it, and Close it after the store stops applying.
+func New(l *eventlog.Log, logger *slog.Logger) *Feed {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Feed{log: l, logger: logger.With("component", "feed"), ch: make(chan batch, queue), done: make(chan struct{})}
+}
+
+// Reset implements state.Observer: the whole state was replaced (a snapshot installed, or the
+// feed added). History before its index that the log does not hold is declared missing, so a
+// reader gets an error naming the oldest index rather than a silent gap.
+func (f *Feed) Reset(v *state.View) {
+	f.ch <- batch{index: v.LatestIndex(), restored: true}
+}
+
+// Changed implements state.Observer. It only queues: the events are built and written on the
+// feed's goroutine (the rows are immutable once committed).
+func (f *Feed) Changed(index uint64, changes []state.Change) {
+	f.ch <- batch{index: index, changes: changes}
+}
+
+// Start runs the writer until Close.
+func (f *Feed) Start() {
+	go func() {
+		defer close(f.done)
+		for b := range f.ch {
+			f.write(b)
+		}
+	}()
+}
+
+// Close stops the writer once every queued change is written.
+func (f *Feed) Close() {
+	f.once.Do(func() { close(f.ch) })
+	<-f.done
+}
+
+func (f *Feed) write(b batch) {
+	if b.restored {
+		if err := f.log.Restored(b.index); err != nil {
+			f.logger.Error("recording a restore in the event history failed", "index", b.index, "error", err)
+		}
+		return
+	}
+	last, lastN := f.log.Last()
+	var events []*v1.Event
+	n := uint32(0)
+	for _, c := range b.changes {
+		topic, ok := Topics[c.Table]
+		if !ok {
+			continue
+		}
+		m, ok := c.Row.(proto.Message)
+		if !ok {
+			continue
+		}
+		if b.index < last || (b.index == last && n <= lastN) {
+			n++ // written before a restart: raft re-applied the entry
+			continue
+		}
+		obj, err := anypb.New(m)
+		if err != nil {
+			f.logger.Error("an event's object cannot be encoded; skipped", "index", b.index, "table", c.Table, "error", err)
+			continue
+		}
+		events = append(events, &v1.Event{Index: b.index, N: n, Time: timestamppb.New(c.Time), Topic: topic, Key: keyOf(m), Deleted: c.Deleted, Object: obj})
+		n++
+	}
+	if len(events) == 0 {
+		return
+	}
+	if err := f.log.Append(events); err != nil {
+		f.logger.Error("writing events failed; readers from before them get an error, not a gap", "index", b.index, "error", err)
+	}
+}
+
+// keyOf is an object's key in its topic: its name, else its ID.
+func keyOf(m proto.Message) string {
+	switch r := m.(type) {
+	case *v1.DrainItem:
+		return r.GetDrainId() + "/" + r.GetDevserver()
+	case *v1.DrainEvent:
+		return r.GetDrainId()
+	case *v1.DeadLetter:
+		return r.GetSink() + "/" + r.GetMessageId()
+	case *fsmv1.Node:
+		return r.GetId()
+	case interface{ GetName() string }:
+		if name := r.GetName(); name != "" {
+			return name
+		}
+	}
+	if r, ok := m.(interface{ GetId() string }); ok {
+		return r.GetId()
+	}
+	return ""
+}
