@@ -1,8 +1,17 @@
 package controlplane_test
 
 import (
+	"bufio"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/controlplane/clustertest"
 	"github.com/devfleet/devfleet/controlplane/eventlog"
@@ -78,4 +87,81 @@ func TestFeedRecordsEveryChangeOnEveryNode(t *testing.T) {
 	c.Restart(idx)
 	time.Sleep(500 * time.Millisecond) // raft re-applies the log
 	check(c.Nodes[idx])
+}
+
+// TestWatch streams the feed over gRPC and REST: replay then live, resumption after the last
+// event seen without a duplicate, heartbeats, and the refusals.
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, 1, clustertest.Options{})
+	ctx := ctxT(t, 30*time.Second)
+	n := c.Nodes[0]
+	fleet, events := n.Fleet(), v1.NewEventServiceClient(n.Conn())
+	region := func(name string) {
+		t.Helper()
+		if _, err := fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	region("eu")
+	region("us")
+	next := func(s grpc.ServerStreamingClient[v1.WatchResponse]) *v1.Event {
+		t.Helper()
+		for {
+			r, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := r.GetEvent(); e != nil {
+				return e
+			}
+		}
+	}
+	keyOf := func(e *v1.Event) string { return e.GetTopic() + "/" + e.GetKey() }
+	s, err := events.Watch(ctx, &v1.WatchRequest{Since: timestamppb.New(time.Unix(0, 0)), Topics: []string{"region"}, Heartbeat: durationpb.New(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := next(s), next(s)
+	if keyOf(first) != "region/eu" || keyOf(second) != "region/us" {
+		t.Fatalf("replay: %s, %s", keyOf(first), keyOf(second))
+	}
+	region("ap")
+	if e := next(s); keyOf(e) != "region/ap" {
+		t.Fatalf("live: %s", keyOf(e))
+	}
+	// Resume after the first: the second comes next, not the first again.
+	r, err := events.Watch(ctx, &v1.WatchRequest{AfterIndex: first.GetIndex(), AfterN: first.GetN(), Topics: []string{"region"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := next(r); keyOf(e) != "region/us" {
+		t.Fatalf("resumed after %s: %s", keyOf(first), keyOf(e))
+	}
+	// A heartbeat comes when nothing else does.
+	hb, err := events.Watch(ctx, &v1.WatchRequest{Topics: []string{"drain"}, Heartbeat: durationpb.New(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := hb.Recv(); err != nil || resp.GetHeartbeat() == nil {
+		t.Fatalf("heartbeat: %v %v", resp, err)
+	}
+	bad, err := events.Watch(ctx, &v1.WatchRequest{Topics: []string{"weather"}})
+	if err == nil {
+		_, err = bad.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "topics[0]") {
+		t.Fatalf("an unknown topic: %v", err)
+	}
+	// REST: newline-delimited JSON through the gateway.
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.Server.HTTPAddr()+"/v1/events:watch?since=1970-01-01T00:00:00Z&topics=region", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"topic":"region"`) || !strings.Contains(line, `"key":"eu"`) {
+		t.Fatalf("REST watch: %d %q %v", resp.StatusCode, line, err)
+	}
 }

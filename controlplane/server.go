@@ -239,6 +239,7 @@ func Start(cfg Config) (*Server, error) {
 		AllowFakeHypervisors: cfg.AllowFakeHypervisors,
 		Hosts:                hosts,
 		Operators:            cfg.Operators,
+		Events:               s.events,
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
 	s.api.Register(s.grpc)

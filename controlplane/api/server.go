@@ -17,6 +17,7 @@ import (
 
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/capacity/fit"
+	"github.com/devfleet/devfleet/controlplane/eventlog"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/state"
@@ -69,6 +70,8 @@ type Config struct {
 	Hosts *capacity.Index
 	// Operators may move any devserver (until authentication lands, callers name themselves).
 	Operators []string
+	// Events is this node's event history, which Watch serves; nil serves none.
+	Events *eventlog.Log
 }
 
 // Server implements the gRPC services.
@@ -81,6 +84,7 @@ type Server struct {
 	v1.UnsafeDrainServiceServer
 	v1.UnsafeDecomServiceServer
 	v1.UnsafeNotificationServiceServer
+	v1.UnsafeEventServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -149,6 +153,7 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterDrainServiceServer(g, s)
 	v1.RegisterDecomServiceServer(g, s)
 	v1.RegisterNotificationServiceServer(g, s)
+	v1.RegisterEventServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

@@ -9,9 +9,11 @@
 package devfleetv1
 
 import (
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	anypb "google.golang.org/protobuf/types/known/anypb"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -125,11 +127,226 @@ func (x *Event) GetObject() *anypb.Any {
 	return nil
 }
 
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resume after this event (index and n of the last one seen). 0: see since.
+	AfterIndex uint64 `protobuf:"varint,1,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	AfterN     uint32 `protobuf:"varint,2,opt,name=after_n,json=afterN,proto3" json:"after_n,omitempty"`
+	// Start with the events stamped at or after this time. With neither, only new events.
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// Only these topics and keys (all, when empty).
+	Topics []string `protobuf:"bytes,4,rep,name=topics,proto3" json:"topics,omitempty"`
+	Keys   []string `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	// How often a heartbeat comes when no event does (default 10s, at least 1s).
+	Heartbeat     *durationpb.Duration `protobuf:"bytes,6,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchRequest) GetAfterIndex() uint64 {
+	if x != nil {
+		return x.AfterIndex
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetAfterN() uint32 {
+	if x != nil {
+		return x.AfterN
+	}
+	return 0
+}
+
+func (x *WatchRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetHeartbeat() *durationpb.Duration {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return nil
+}
+
+type WatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*WatchResponse_Event
+	//	*WatchResponse_Heartbeat
+	Kind          isWatchResponse_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WatchResponse) GetKind() isWatchResponse_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetEvent() *Event {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchResponse_Event); ok {
+			return x.Event
+		}
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isWatchResponse_Kind interface {
+	isWatchResponse_Kind()
+}
+
+type WatchResponse_Event struct {
+	Event *Event `protobuf:"bytes,1,opt,name=event,proto3,oneof"`
+}
+
+type WatchResponse_Heartbeat struct {
+	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*WatchResponse_Event) isWatchResponse_Kind() {}
+
+func (*WatchResponse_Heartbeat) isWatchResponse_Kind() {}
+
+// A heartbeat says the stream is alive when no event comes.
+type Heartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_devfleet_v1_events_proto protoreflect.FileDescriptor
 
 const file_devfleet_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x18devfleet/v1/events.proto\x12\vdevfleet.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n" +
+	"\x18devfleet/v1/events.proto\x12\vdevfleet.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x01\n" +
 	"\x05Event\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\f\n" +
 	"\x01n\x18\x02 \x01(\rR\x01n\x12.\n" +
@@ -137,7 +354,23 @@ const file_devfleet_v1_events_proto_rawDesc = "" +
 	"\x05topic\x18\x04 \x01(\tR\x05topic\x12\x10\n" +
 	"\x03key\x18\x05 \x01(\tR\x03key\x12\x18\n" +
 	"\adeleted\x18\x06 \x01(\bR\adeleted\x12,\n" +
-	"\x06object\x18\a \x01(\v2\x14.google.protobuf.AnyR\x06objectB?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
+	"\x06object\x18\a \x01(\v2\x14.google.protobuf.AnyR\x06object\"\xdf\x01\n" +
+	"\fWatchRequest\x12\x1f\n" +
+	"\vafter_index\x18\x01 \x01(\x04R\n" +
+	"afterIndex\x12\x17\n" +
+	"\aafter_n\x18\x02 \x01(\rR\x06afterN\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06topics\x18\x04 \x03(\tR\x06topics\x12\x12\n" +
+	"\x04keys\x18\x05 \x03(\tR\x04keys\x127\n" +
+	"\theartbeat\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\theartbeat\"{\n" +
+	"\rWatchResponse\x12*\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.devfleet.v1.EventH\x00R\x05event\x126\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x16.devfleet.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
+	"\x04kind\";\n" +
+	"\tHeartbeat\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2j\n" +
+	"\fEventService\x12Z\n" +
+	"\x05Watch\x12\x19.devfleet.v1.WatchRequest\x1a\x1a.devfleet.v1.WatchResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/events:watch0\x01B?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
 
 var (
 	file_devfleet_v1_events_proto_rawDescOnce sync.Once
@@ -151,20 +384,31 @@ func file_devfleet_v1_events_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_events_proto_rawDescData
 }
 
-var file_devfleet_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_devfleet_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_devfleet_v1_events_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: devfleet.v1.Event
-	(*timestamppb.Timestamp)(nil), // 1: google.protobuf.Timestamp
-	(*anypb.Any)(nil),             // 2: google.protobuf.Any
+	(*WatchRequest)(nil),          // 1: devfleet.v1.WatchRequest
+	(*WatchResponse)(nil),         // 2: devfleet.v1.WatchResponse
+	(*Heartbeat)(nil),             // 3: devfleet.v1.Heartbeat
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*anypb.Any)(nil),             // 5: google.protobuf.Any
+	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
 }
 var file_devfleet_v1_events_proto_depIdxs = []int32{
-	1, // 0: devfleet.v1.Event.time:type_name -> google.protobuf.Timestamp
-	2, // 1: devfleet.v1.Event.object:type_name -> google.protobuf.Any
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 0: devfleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	5, // 1: devfleet.v1.Event.object:type_name -> google.protobuf.Any
+	4, // 2: devfleet.v1.WatchRequest.since:type_name -> google.protobuf.Timestamp
+	6, // 3: devfleet.v1.WatchRequest.heartbeat:type_name -> google.protobuf.Duration
+	0, // 4: devfleet.v1.WatchResponse.event:type_name -> devfleet.v1.Event
+	3, // 5: devfleet.v1.WatchResponse.heartbeat:type_name -> devfleet.v1.Heartbeat
+	4, // 6: devfleet.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	1, // 7: devfleet.v1.EventService.Watch:input_type -> devfleet.v1.WatchRequest
+	2, // 8: devfleet.v1.EventService.Watch:output_type -> devfleet.v1.WatchResponse
+	8, // [8:9] is the sub-list for method output_type
+	7, // [7:8] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_events_proto_init() }
@@ -172,15 +416,19 @@ func file_devfleet_v1_events_proto_init() {
 	if File_devfleet_v1_events_proto != nil {
 		return
 	}
+	file_devfleet_v1_events_proto_msgTypes[2].OneofWrappers = []any{
+		(*WatchResponse_Event)(nil),
+		(*WatchResponse_Heartbeat)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_events_proto_rawDesc), len(file_devfleet_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   4,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_devfleet_v1_events_proto_goTypes,
 		DependencyIndexes: file_devfleet_v1_events_proto_depIdxs,

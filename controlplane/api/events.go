@@ -1,0 +1,106 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/devfleet/devfleet/controlplane/apierror"
+	"github.com/devfleet/devfleet/controlplane/eventlog"
+	"github.com/devfleet/devfleet/controlplane/feed"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// Watch defaults.
+const (
+	defaultHeartbeat = 10 * time.Second
+	minHeartbeat     = time.Second
+	// watchBuffer is how many events a live watcher may have unread before it is cut off.
+	watchBuffer = 1024
+)
+
+// Watch implements EventService: this node's history, replayed then followed.
+func (s *Server) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer[v1.WatchResponse]) error {
+	if s.cfg.Events == nil {
+		return status.Error(codes.Unavailable, "this node keeps no event history")
+	}
+	for i, t := range req.GetTopics() {
+		if !feed.KnownTopic(t) {
+			return apierror.Invalid(fmt.Sprintf("topics[%d]", i), "unknown topic %q", t)
+		}
+	}
+	heartbeat := defaultHeartbeat
+	if hb := req.GetHeartbeat(); hb != nil {
+		if err := hb.CheckValid(); err != nil || hb.AsDuration() < minHeartbeat {
+			return apierror.Invalid("heartbeat", "must be at least %s", minHeartbeat)
+		}
+		heartbeat = hb.AsDuration()
+	}
+	log := s.cfg.Events
+	var from eventlog.Position
+	switch {
+	case req.GetAfterIndex() > 0:
+		from = eventlog.Position{Index: req.GetAfterIndex(), N: req.GetAfterN()}
+	case req.GetSince() != nil:
+		if err := req.GetSince().CheckValid(); err != nil {
+			return apierror.Invalid("since", "%v", err)
+		}
+		p, err := log.FromTime(req.GetSince().AsTime())
+		if err != nil {
+			return watchError(err)
+		}
+		from = p
+	default:
+		idx, n := log.Last()
+		from = eventlog.Position{Index: idx, N: n}
+	}
+	filter := eventlog.Filter{Topics: req.GetTopics(), Keys: req.GetKeys()}
+	if _, err := log.Read(from, filter, 1); err != nil {
+		return watchError(err)
+	}
+	ctx := stream.Context()
+	sub := log.Subscribe(ctx, from, filter, watchBuffer)
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
+	last := from
+	for {
+		select {
+		case e, ok := <-sub.C():
+			if !ok {
+				if err := sub.Err(); errors.Is(err, eventlog.ErrSlowConsumer) {
+					return status.Errorf(codes.ResourceExhausted, "watch cut off: more than %d events unread; resume after index %d n %d", watchBuffer, last.Index, last.N)
+				} else if ctx.Err() == nil && err != nil {
+					return watchError(err)
+				}
+				return nil
+			}
+			if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: e}}); err != nil {
+				return err
+			}
+			last = eventlog.Position{Index: e.GetIndex(), N: e.GetN()}
+			tick.Reset(heartbeat)
+		case <-tick.C:
+			if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Heartbeat{Heartbeat: &v1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// watchError maps the history's errors to statuses: a position older than the history is
+// OutOfRange naming the oldest index kept.
+func watchError(err error) error {
+	var old *eventlog.TooOldError
+	if errors.As(err, &old) {
+		return status.Errorf(codes.OutOfRange, "the history starts after that position: the oldest index kept is %d", old.Oldest)
+	}
+	if errors.Is(err, eventlog.ErrClosed) {
+		return status.Error(codes.Unavailable, "this node is stopping")
+	}
+	return err
+}
