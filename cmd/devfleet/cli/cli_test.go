@@ -475,6 +475,8 @@ func TestUsageErrors(t *testing.T) {
 		{"extend without by", []string{"drain", "extend", "abc"}, []string{"drain extend: --by must be a positive duration, e.g. 2h, got 0s"}},
 		{"decom without a reason", []string{"decom", "start", "h1"}, []string{"decom start: --reason is required"}},
 		{"decom announce and now", []string{"decom", "start", "h1", "--reason", "x", "--announce", "1h", "--now"}, []string{"--announce and --now exclude each other"}},
+		{"watch since and after", []string{"events", "watch", "--since", "1h", "--after", "12/0"}, []string{"--since and --after exclude each other"}},
+		{"watch after garbage", []string{"events", "watch", "--after", "soon"}, []string{`--after: want INDEX/N as printed, e.g. 1042/0, got "soon"`}},
 		{"decom host and site", []string{"decom", "start", "h1", "--site", "s1", "--reason", "x"}, []string{"decom start: expects no arguments, got 1 argument (h1)"}},
 		{"migration show without an ID", []string{"migration", "show"}, []string{"migration show: expects ID, got 0 arguments"}},
 		{"abort two migrations", []string{"migration", "abort", "a", "b"}, []string{"migration abort: expects ID, got 2 arguments (a b)"}},
@@ -835,5 +837,27 @@ func TestShortEnumNames(t *testing.T) {
 		if got := short(tc.in); got != tc.want {
 			t.Errorf("short(%v) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// events watch replays the feed from --since, prints one line per event (JSON with -o json),
+// and ends cleanly at --timeout.
+func TestEventsWatch(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	f.seed("fra1-h1")
+	f.ok("host", "cordon", "fra1-h1", "--reason", "disk swap")
+	out := f.ok("events", "watch", "--since", "1h", "--topic", "host", "--timeout", "1s")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "host fra1-h1 changed") || !strings.Contains(lines[1], "host fra1-h1 changed") {
+		t.Fatalf("events watch printed:\n%s", out)
+	}
+	js := f.ok("-o", "json", "events", "watch", "--since", "1h", "--topic", "host", "--timeout", "1s")
+	var e map[string]any
+	if err := json.Unmarshal([]byte(strings.Split(strings.TrimSpace(js), "\n")[1]), &e); err != nil {
+		t.Fatalf("events watch -o json: %v\n%s", err, js)
+	}
+	if obj, _ := e["object"].(map[string]any); obj["state"] != "HOST_STATE_CORDONED" {
+		t.Fatalf("the cordon's event: %v", e)
 	}
 }

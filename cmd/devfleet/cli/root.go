@@ -69,6 +69,7 @@ type client struct {
 	decoms     v1.DecomServiceClient
 	// notifications shows dead letters.
 	notifications v1.NotificationServiceClient
+	events        v1.EventServiceClient
 }
 
 // newClient makes the API clients of a connection.
@@ -82,6 +83,7 @@ func newClient(conn *grpc.ClientConn) client {
 		drains:        v1.NewDrainServiceClient(conn),
 		decoms:        v1.NewDecomServiceClient(conn),
 		notifications: v1.NewNotificationServiceClient(conn),
+		events:        v1.NewEventServiceClient(conn),
 	}
 }
 
@@ -173,6 +175,7 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newDecomCmd(a),
 		newBannersCmd(a),
 		newDeadLettersCmd(a),
+		newEventsCmd(a),
 		newBenchCmd(a),
 	)
 	return root

@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+func newEventsCmd(a *app) *cobra.Command {
+	cmd := group(&cobra.Command{
+		Use:   "events",
+		Short: "Follow the fleet's event feed",
+	})
+	cmd.AddCommand(eventsWatchCmd(a))
+	return cmd
+}
+
+func eventsWatchCmd(a *app) *cobra.Command {
+	var (
+		req   v1.WatchRequest
+		since time.Duration
+		after string
+	)
+	cmd := &cobra.Command{
+		Use:   "watch [--topic T]... [--key K]... [--since 10m | --after INDEX/N] [-o json]",
+		Short: "Print the fleet's events as they are committed, until interrupted",
+		Long: `Print the fleet's events (one per object a command changed: host, devserver, migration,
+drain, ...) from the node the CLI talks to, as they are committed. --since starts that long ago,
+--after resumes after an event (INDEX/N, as printed); by default only new events come. When the
+connection drops, the watch reconnects and resumes after the last event it printed, with no gap
+and no duplicate. -o json prints each event as one line of JSON, its object included.`,
+		Example: `  devfleet events watch --topic drain --topic migration
+  devfleet events watch --topic devserver --key bob-dev --since 1h -o json`,
+		Args: exactArgs(),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := exclusive(cmd, "since", "after"); err != nil {
+				return err
+			}
+			if since < 0 {
+				return usagef("--since must not be negative, got %s", since)
+			}
+			if after != "" {
+				idx, n, err := parsePosition(after)
+				if err != nil {
+					return usagef("--after: %v", err)
+				}
+				req.AfterIndex, req.AfterN = idx, n
+			}
+			if !cmd.Flags().Changed("timeout") {
+				a.callTimeout, a.timeout = a.timeout, 0 // a watch lasts; --timeout bounds each connection attempt
+			}
+			return nil
+		},
+		RunE: a.action(func(ctx context.Context, c client, _ []string) error {
+			if since > 0 {
+				req.Since = timestamppb.New(time.Now().Add(-since))
+			}
+			var failingSince time.Time
+			for {
+				err := a.watchOnce(ctx, c, &req)
+				switch code := status.Code(err); {
+				case err == nil, ctx.Err() != nil:
+					return nil // the server ended the stream, or we were interrupted
+				case code == codes.DeadlineExceeded || code == codes.Canceled:
+					if _, bounded := ctx.Deadline(); bounded {
+						return nil // --timeout: the watch was asked to last that long
+					}
+					return err
+				case code == codes.Unavailable:
+					if failingSince.IsZero() {
+						failingSince = time.Now()
+					}
+					if time.Since(failingSince) > transientGrace {
+						return err
+					}
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(time.Second):
+					}
+				default:
+					return err
+				}
+			}
+		}),
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&req.Topics, "topic", nil, "only this topic (repeatable): host, devserver, container, migration, drain, decom, notice, ...")
+	f.StringSliceVar(&req.Keys, "key", nil, "only this object (repeatable), e.g. a devserver's name")
+	f.DurationVar(&since, "since", 0, "start this long ago, e.g. 10m")
+	f.StringVar(&after, "after", "", "resume after this event, INDEX/N as printed")
+	return cmd
+}
+
+// watchOnce follows one stream, printing events; req moves past each event printed, so that a
+// reconnection resumes after it.
+func (a *app) watchOnce(ctx context.Context, c client, req *v1.WatchRequest) error {
+	stream, err := c.events.Watch(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		e := resp.GetEvent()
+		if e == nil {
+			continue // a heartbeat
+		}
+		if err := printEvent(a, e); err != nil {
+			return err
+		}
+		req.AfterIndex, req.AfterN, req.Since = e.GetIndex(), e.GetN(), nil
+	}
+}
+
+func printEvent(a *app, e *v1.Event) error {
+	if a.jsonOutput() {
+		b, err := protojson.Marshal(e)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(a.stdout, string(b))
+		return err
+	}
+	what := "changed"
+	if e.GetDeleted() {
+		what = "deleted"
+	}
+	_, err := fmt.Fprintf(a.stdout, "%d/%d  %s  %s %s %s\n", e.GetIndex(), e.GetN(), e.GetTime().AsTime().UTC().Format("15:04:05.000"),
+		e.GetTopic(), e.GetKey(), what)
+	return err
+}
+
+// parsePosition reads --after: INDEX/N as printed (INDEX alone means INDEX/0).
+func parsePosition(s string) (uint64, uint32, error) {
+	idx, n, ok := strings.Cut(s, "/")
+	i, err := strconv.ParseUint(idx, 10, 64)
+	if err != nil || i == 0 {
+		return 0, 0, fmt.Errorf("want INDEX/N as printed, e.g. 1042/0, got %q", s)
+	}
+	if !ok {
+		return i, 0, nil
+	}
+	m, err := strconv.ParseUint(n, 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("want INDEX/N as printed, e.g. 1042/0, got %q", s)
+	}
+	return i, uint32(m), nil
+}
