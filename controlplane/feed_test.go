@@ -9,10 +9,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/clustertest"
 	"github.com/devfleet/devfleet/controlplane/eventlog"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -163,5 +165,90 @@ func TestWatch(t *testing.T) {
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
 	if err != nil || !strings.Contains(line, `"topic":"region"`) || !strings.Contains(line, `"key":"eu"`) {
 		t.Fatalf("REST watch: %d %q %v", resp.StatusCode, line, err)
+	}
+}
+
+// TestHistory answers point-in-time questions from the history: a host's state at an index and
+// at a time, its events over a window, and where a devserver ran.
+func TestHistory(t *testing.T) {
+	t.Parallel()
+	c := clustertest.New(t, 1, clustertest.Options{})
+	ctx := ctxT(t, 60*time.Second)
+	n := c.Nodes[0]
+	fleet, events := n.Fleet(), v1.NewEventServiceClient(n.Conn())
+	migrations := v1.NewMigrationServiceClient(n.Conn())
+	must := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "eu"}}))
+	must(fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "eu-1", Region: "eu"}}))
+	for _, h := range []string{"m1", "m2"} {
+		must(fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: h, Site: "eu-1", LibvirtUri: "fake://" + h,
+			Capacity: &v1.Resources{Vcpus: 16, MemoryMib: 65536, DiskGib: 100}}}))
+	}
+	before, err := fleet.GetHost(ctx, &v1.GetHostRequest{Name: "m1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	mid := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	must(fleet.CordonHost(ctx, &v1.CordonHostRequest{Name: "m2", Reason: "psu"}))
+	must(fleet.UncordonHost(ctx, &v1.UncordonHostRequest{Name: "m2"}))
+
+	state := func(req *v1.GetAtRequest) v1.HostState {
+		t.Helper()
+		resp, err := events.GetAt(ctx, req)
+		if err != nil || resp.GetEvent() == nil {
+			t.Fatalf("GetAt %v: %v %v", req, resp, err)
+		}
+		var h v1.Host
+		if err := resp.GetEvent().GetObject().UnmarshalTo(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h.GetState()
+	}
+	if s := state(&v1.GetAtRequest{Topic: "host", Key: "m2", Time: timestamppb.New(mid)}); s != v1.HostState_HOST_STATE_ACTIVE {
+		t.Fatalf("m2 before the cordon: %s", s)
+	}
+	list, err := events.ListKeyEvents(ctx, &v1.ListKeyEventsRequest{Topic: "host", Key: "m2", Since: timestamppb.New(mid)})
+	if err != nil || len(list.GetEvents()) != 2 {
+		t.Fatalf("m2's events since the middle: %v %v", list, err)
+	}
+	cordoned := list.GetEvents()[0]
+	if s := state(&v1.GetAtRequest{Topic: "host", Key: "m2", Index: cordoned.GetIndex()}); s != v1.HostState_HOST_STATE_CORDONED {
+		t.Fatalf("m2 at the cordon's index: %s", s)
+	}
+	if resp, err := events.GetAt(ctx, &v1.GetAtRequest{Topic: "host", Key: "m1", Index: before.GetCreateIndex() - 1}); err != nil || resp.GetEvent() != nil {
+		t.Fatalf("m1 before it existed: %v %v", resp, err)
+	}
+	if _, err := events.GetAt(ctx, &v1.GetAtRequest{Topic: "weather", Key: "x", Index: 1}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an unknown topic: %v", err)
+	}
+
+	// A devserver created on m1 and moved to m2: two stays, the second saying why.
+	must(fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 2, MemoryMib: 4096}}}))
+	must(fleet.CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{Name: "d1", Owner: "alice", Flavor: "small", Region: "eu", Host: "m1",
+		Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}}))
+	waitUntil(t, "d1 running", func() bool {
+		d, err := fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: "d1"})
+		return err == nil && d.GetState() == v1.DevserverState_DEVSERVER_STATE_RUNNING
+	})
+	must(migrations.MigrateDevserver(metadata.AppendToOutgoingContext(ctx, api.AsHeader, "alice"), &v1.MigrateDevserverRequest{Name: "d1", ToHost: "m2"}))
+	waitUntil(t, "d1 on m2", func() bool {
+		d, err := fleet.GetDevserver(ctx, &v1.GetDevserverRequest{Name: "d1"})
+		return err == nil && d.GetHost() == "m2" && d.GetState() == v1.DevserverState_DEVSERVER_STATE_RUNNING
+	})
+	var h *v1.PlacementHistory
+	waitUntil(t, "d1's history", func() bool {
+		h, err = events.GetPlacementHistory(ctx, &v1.GetPlacementHistoryRequest{Name: "d1"})
+		return err == nil && len(h.GetStays()) == 2
+	})
+	if s := h.GetStays(); s[0].GetHost() != "m1" || s[0].GetEndTime() == nil || s[1].GetHost() != "m2" || s[1].GetEndTime() != nil ||
+		!strings.Contains(s[1].GetReason(), "moved from m1") {
+		t.Fatalf("d1's stays: %v", s)
 	}
 }

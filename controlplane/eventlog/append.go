@@ -14,7 +14,9 @@ import (
 // ErrOutOfOrder wraps Append's refusal of an event that is not after the last one stored.
 var ErrOutOfOrder = errors.New("eventlog: event out of order")
 
-// fillPercent packs pages fuller than bbolt's default half: keys only ever grow at the end.
+// fillPercent packs pages fuller than bbolt's default half: keys only ever grow at the end (of
+// the feed, and in the key index of each object's run, where a split at 90% leaves the full
+// page behind).
 const fillPercent = 0.9
 
 // Append stores one raft batch's events in one transaction (one fsync) and wakes subscribers.
@@ -39,7 +41,7 @@ func (l *Log) Append(events []*devfleetv1.Event) error {
 		return ErrClosed
 	}
 
-	vals := make([][]byte, len(events))
+	vals, keys := make([][]byte, len(events)), make([][]byte, len(events))
 	for i, ev := range events {
 		if ev == nil {
 			return fmt.Errorf("events[%d]: nil", i)
@@ -55,7 +57,7 @@ func (l *Log) Append(events []*devfleetv1.Event) error {
 		if err != nil {
 			return fmt.Errorf("events[%d] at index %d: encode: %w", i, p.Index, err)
 		}
-		vals[i], next.last = b, p
+		vals[i], keys[i], next.last = b, indexKey(keyPrefix(ev.GetTopic(), ev.GetKey()), p), p
 	}
 
 	first := Position{events[0].GetIndex(), events[0].GetN()}
@@ -74,11 +76,14 @@ func (l *Log) Append(events []*devfleetv1.Event) error {
 				return err
 			}
 		}
-		eb, tb := tx.Bucket(bucketEvents), tx.Bucket(bucketTimes)
-		eb.FillPercent, tb.FillPercent = fillPercent, fillPercent
+		eb, tb, kb := tx.Bucket(bucketEvents), tx.Bucket(bucketTimes), tx.Bucket(bucketKeys)
+		eb.FillPercent, tb.FillPercent, kb.FillPercent = fillPercent, fillPercent, fillPercent
 		for i, ev := range events {
 			p := Position{ev.GetIndex(), ev.GetN()}
 			if err := eb.Put(posKey(p), vals[i]); err != nil {
+				return err
+			}
+			if err := kb.Put(keys[i], empty); err != nil {
 				return err
 			}
 			next.bytes += int64(len(vals[i]))

@@ -73,31 +73,9 @@ func (m matcher) matchRaw(b []byte) (bool, error) {
 	if m.all() {
 		return true, nil
 	}
-	var topic, key []byte
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false, fmt.Errorf("stored event: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		if (num == topicField || num == keyField) && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return false, fmt.Errorf("stored event: %w", protowire.ParseError(n))
-			}
-			if num == topicField {
-				topic = v
-			} else {
-				key = v
-			}
-			b = b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return false, fmt.Errorf("stored event: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
+	topic, key, err := rawTopicKey(b)
+	if err != nil {
+		return false, err
 	}
 	// The map lookups with string(bytes) do not allocate.
 	if m.topics != nil {
@@ -111,4 +89,35 @@ func (m matcher) matchRaw(b []byte) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// rawTopicKey reads a stored event's topic and key without decoding the rest (the last
+// occurrence of a field wins, as in a decode).
+func rawTopicKey(b []byte) (topic, key []byte, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, fmt.Errorf("stored event: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+		if (num == topicField || num == keyField) && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, nil, fmt.Errorf("stored event: %w", protowire.ParseError(n))
+			}
+			if num == topicField {
+				topic = v
+			} else {
+				key = v
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, nil, fmt.Errorf("stored event: %w", protowire.ParseError(n))
+		}
+		b = b[n:]
+	}
+	return topic, key, nil
 }

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,8 @@ type Options struct {
 	// tailEvents bounds the in-memory tail (default tailMaxEvents): tests shrink it so that
 	// lagging subscribers go back to the store.
 	tailEvents int
+	// indexChunk is buildChunk but in tests, which build the key index in many transactions.
+	indexChunk int
 	// noSync skips fsync: for tests that append thousands of batches. Never in production: the
 	// history of entries at or before a raft snapshot cannot be rebuilt.
 	noSync bool
@@ -141,6 +144,9 @@ func Open(path string, o Options) (*Log, error) {
 		l.oldest, l.hasOldest = firstAfter(tx, st.cut)
 		return nil
 	})
+	if err == nil {
+		err = l.openKeyIndex(path, cmp.Or(o.indexChunk, buildChunk))
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open event log %s: %w", path, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -11,7 +12,12 @@ import (
 
 // retainChunk bounds the events one retention transaction deletes, so that an Append waiting
 // for the write lock waits for one short transaction, never for a whole backlog.
-const retainChunk = 1024
+// retainObjects bounds the objects they are of: an object's key-index keys are together, but
+// those of different objects are on different pages, each of which the transaction rewrites.
+const (
+	retainChunk   = 1024
+	retainObjects = 128
+)
 
 // retainLoop deletes what retention (or Restored) lets go, in chunks, in the background: on
 // every Append and periodically, for age while the fleet is quiet.
@@ -46,13 +52,15 @@ func (l *Log) retainLoop() {
 	}
 }
 
-// plan is one chunk of retention: the oldest events (and their time-index keys) to delete.
+// plan is one chunk of retention: the oldest events (and their time-index and key-index keys)
+// to delete.
 type plan struct {
-	events, times [][]byte
-	freed         int64
-	through       Position // the newest event deleted
-	floor         int64    // the latest watermark among the time keys deleted
-	reasons       map[string]int
+	events, times, keys [][]byte
+	full                bool // bounded by retainChunk or retainObjects: more may be due
+	freed               int64
+	through             Position // the newest event deleted
+	floor               int64    // the latest watermark among the time keys deleted
+	reasons             map[string]int
 }
 
 // retainOnce deletes one chunk if there is anything to delete, and reports whether there may be
@@ -75,9 +83,14 @@ func (l *Log) retainOnce() (more bool, err error) {
 	var oldest Position
 	var hasOldest bool
 	err = l.db.Update(func(tx *bbolt.Tx) error {
-		eb, tb := tx.Bucket(bucketEvents), tx.Bucket(bucketTimes)
+		eb, tb, kb := tx.Bucket(bucketEvents), tx.Bucket(bucketTimes), tx.Bucket(bucketKeys)
 		for _, k := range p.events {
 			if err := eb.Delete(k); err != nil {
+				return err
+			}
+		}
+		for _, k := range p.keys {
+			if err := kb.Delete(k); err != nil {
 				return err
 			}
 		}
@@ -100,7 +113,7 @@ func (l *Log) retainOnce() (more bool, err error) {
 	l.mu.Unlock()
 	l.m.deleted(p.reasons)
 	l.log.Debug("event log retention", "index", p.through.Index, "deleted", len(p.events), "bytes", next.bytes)
-	return len(p.events) == retainChunk, nil
+	return p.full, nil
 }
 
 // plan picks the next chunk in a read transaction, outside the write lock: only retention
@@ -125,23 +138,41 @@ func (l *Log) plan() (plan, error) {
 			ageAll = st.mark < cutoff
 		}
 		excess := st.bytes - l.opts.MaxBytes
+		objects := map[string]struct{}{}
 		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.First(); k != nil && len(p.events) < retainChunk; k, v = c.Next() {
+		for k, v := c.First(); k != nil; k, v = c.Next() {
 			pos := keyPos(k)
+			var reason string
 			switch {
 			case !st.cut.Less(pos):
-				p.reasons["missing"]++
+				reason = "missing"
 			case ageAll || pos.Less(ageBound):
-				p.reasons["age"]++
+				reason = "age"
 			case excess > 0:
-				p.reasons["size"]++
+				reason = "size"
 			default:
 				return l.planTimes(tx, &p)
 			}
-			p.events = append(p.events, bytes.Clone(k))
+			prefix, err := rawKeyPrefix(pos, v)
+			if err != nil {
+				return err
+			}
+			if _, ok := objects[string(prefix)]; !ok {
+				if len(objects) == retainObjects {
+					p.full = true
+					break
+				}
+				objects[string(prefix)] = struct{}{}
+			}
+			p.reasons[reason]++
+			p.events, p.keys = append(p.events, bytes.Clone(k)), append(p.keys, indexKey(prefix, pos))
 			p.freed += int64(len(v))
 			excess -= int64(len(v))
 			p.through = pos
+			if len(p.events) == retainChunk {
+				p.full = true
+				break
+			}
 		}
 		return l.planTimes(tx, &p)
 	})
@@ -149,11 +180,13 @@ func (l *Log) plan() (plan, error) {
 }
 
 // planTimes adds the time keys of the events planned for deletion: the time index is in feed
-// order too, so they are its first keys.
+// order too, so they are its first keys. It also sorts their key-index keys: scattered over
+// the index (one run per object), they are deleted in its order.
 func (l *Log) planTimes(tx *bbolt.Tx, p *plan) error {
 	if len(p.events) == 0 {
 		return nil
 	}
+	slices.SortFunc(p.keys, bytes.Compare)
 	c := tx.Bucket(bucketTimes).Cursor()
 	for k, _ := c.First(); k != nil && !p.through.Less(timeKeyPos(k)); k, _ = c.Next() {
 		p.times = append(p.times, bytes.Clone(k))

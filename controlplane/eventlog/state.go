@@ -75,8 +75,13 @@ func loadState(tx *bbolt.Tx) (state, error) {
 	return decodeState(b)
 }
 
+// putState rewrites the state record, and the key index's marker with it: every write
+// transaction maintains the key index.
 func putState(tx *bbolt.Tx, s state) error {
-	return tx.Bucket(bucketMeta).Put(keyState, s.encode())
+	if err := tx.Bucket(bucketMeta).Put(keyState, s.encode()); err != nil {
+		return err
+	}
+	return putKeyMarker(tx)
 }
 
 // firstAfter is the oldest stored event after p (ok false: none).

@@ -475,6 +475,7 @@ func TestUsageErrors(t *testing.T) {
 		{"extend without by", []string{"drain", "extend", "abc"}, []string{"drain extend: --by must be a positive duration, e.g. 2h, got 0s"}},
 		{"decom without a reason", []string{"decom", "start", "h1"}, []string{"decom start: --reason is required"}},
 		{"decom announce and now", []string{"decom", "start", "h1", "--reason", "x", "--announce", "1h", "--now"}, []string{"--announce and --now exclude each other"}},
+		{"at without when", []string{"events", "at", "host", "h1"}, []string{"events at: say when: give --index or --time"}},
 		{"watch since and after", []string{"events", "watch", "--since", "1h", "--after", "12/0"}, []string{"--since and --after exclude each other"}},
 		{"watch after garbage", []string{"events", "watch", "--after", "soon"}, []string{`--after: want INDEX/N as printed, e.g. 1042/0, got "soon"`}},
 		{"decom host and site", []string{"decom", "start", "h1", "--site", "s1", "--reason", "x"}, []string{"decom start: expects no arguments, got 1 argument (h1)"}},
@@ -859,5 +860,11 @@ func TestEventsWatch(t *testing.T) {
 	}
 	if obj, _ := e["object"].(map[string]any); obj["state"] != "HOST_STATE_CORDONED" {
 		t.Fatalf("the cordon's event: %v", e)
+	}
+	if out := f.ok("events", "list", "host", "fra1-h1"); strings.Count(out, "host fra1-h1 changed") != 2 {
+		t.Fatalf("events list:\n%s", out)
+	}
+	if out := f.ok("events", "at", "host", "fra1-h1", "--time", "+1h"); !strings.Contains(out, "HOST_STATE_CORDONED") {
+		t.Fatalf("events at (now):\n%s", out)
 	}
 }

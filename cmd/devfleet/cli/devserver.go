@@ -35,6 +35,7 @@ func newDevserverCmd(a *app) *cobra.Command {
 		devserverStartCmd(a),
 		devserverDeleteCmd(a),
 		devserverMigrateCmd(a),
+		devserverHistoryCmd(a),
 	)
 	return cmd
 }

@@ -23,7 +23,7 @@ func newEventsCmd(a *app) *cobra.Command {
 		Use:   "events",
 		Short: "Follow the fleet's event feed",
 	})
-	cmd.AddCommand(eventsWatchCmd(a))
+	cmd.AddCommand(eventsWatchCmd(a), eventsAtCmd(a), eventsListCmd(a))
 	return cmd
 }
 
@@ -163,4 +163,118 @@ func parsePosition(s string) (uint64, uint32, error) {
 		return 0, 0, fmt.Errorf("want INDEX/N as printed, e.g. 1042/0, got %q", s)
 	}
 	return i, uint32(m), nil
+}
+
+func eventsAtCmd(a *app) *cobra.Command {
+	var (
+		index uint64
+		at    string
+	)
+	cmd := &cobra.Command{
+		Use:   "at TOPIC KEY (--index I | --time T)",
+		Short: "Show an object's state at a raft index or a time, from the history",
+		Example: `  devfleet events at host fra1-h3 --time 2026-11-23T02:00:00Z -o json
+  devfleet events at drain 3f2c... --index 1042`,
+		Args: exactArgs("TOPIC", "KEY"),
+		PreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := exclusive(cmd, "index", "time"); err != nil {
+				return err
+			}
+			if !anyChanged(cmd, "index", "time") {
+				return usagef("say when: give %s", flagList("index", "time"))
+			}
+			return nil
+		},
+		RunE: a.action(func(ctx context.Context, c client, args []string) error {
+			req := &v1.GetAtRequest{Topic: args[0], Key: args[1], Index: index}
+			if at != "" {
+				t, err := parseAt(at, time.Now())
+				if err != nil {
+					return usagef("--time: %v", err)
+				}
+				req.Time = timestamppb.New(t)
+			}
+			resp, err := c.events.GetAt(ctx, req)
+			if err != nil {
+				return err
+			}
+			e := resp.GetEvent()
+			if e == nil {
+				return status.Errorf(codes.NotFound, "%s %s has no state then in this node's history", args[0], args[1])
+			}
+			if a.jsonOutput() {
+				return printEvent(a, e)
+			}
+			if err := printEvent(a, e); err != nil {
+				return err
+			}
+			b, err := protojson.MarshalOptions{Multiline: true}.Marshal(e.GetObject())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.stdout, string(b))
+			return err
+		}),
+	}
+	cmd.Flags().Uint64Var(&index, "index", 0, "at this raft index")
+	cmd.Flags().StringVar(&at, "time", "", "at this time: RFC 3339, or -DURATION ago (e.g. -2h)")
+	return cmd
+}
+
+func eventsListCmd(a *app) *cobra.Command {
+	var (
+		since time.Duration
+		limit int32
+	)
+	cmd := &cobra.Command{
+		Use:   "list TOPIC KEY [--since 24h]",
+		Short: "List an object's events over a window, oldest first",
+		Args:  exactArgs("TOPIC", "KEY"),
+		RunE: a.action(func(ctx context.Context, c client, args []string) error {
+			req := &v1.ListKeyEventsRequest{Topic: args[0], Key: args[1], Limit: limit}
+			if since > 0 {
+				req.Since = timestamppb.New(time.Now().Add(-since))
+			}
+			resp, err := c.events.ListKeyEvents(ctx, req)
+			if err != nil {
+				return err
+			}
+			for _, e := range resp.GetEvents() {
+				if err := printEvent(a, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().DurationVar(&since, "since", 0, "only the events of this last while (default: all kept)")
+	cmd.Flags().Int32Var(&limit, "limit", 0, "at most this many (default and maximum 1000)")
+	return cmd
+}
+
+func devserverHistoryCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:               "history NAME",
+		Short:             "Show which hosts a devserver ran on, when, and why it moved",
+		Args:              exactArgs("NAME"),
+		ValidArgsFunction: firstArg(a.completeNames(devserverNames)),
+		RunE: a.action(func(ctx context.Context, c client, args []string) error {
+			h, err := c.events.GetPlacementHistory(ctx, &v1.GetPlacementHistoryRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			if a.jsonOutput() {
+				return printJSON(a.stdout, h)
+			}
+			rows := make([][]string, 0, len(h.GetStays()))
+			for _, st := range h.GetStays() {
+				end := "now"
+				if st.GetEndTime() != nil {
+					end = st.GetEndTime().AsTime().UTC().Format(time.RFC3339)
+				}
+				rows = append(rows, []string{st.GetHost(), st.GetStartTime().AsTime().UTC().Format(time.RFC3339), end, cell(st.GetReason())})
+			}
+			return printTable(a.stdout, []string{"HOST", "FROM", "TO", "WHY"}, rows)
+		}),
+	}
 }

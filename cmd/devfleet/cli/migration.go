@@ -173,7 +173,7 @@ as recorded, or as it ended with --wait and --monitor.`,
 	return cmd
 }
 
-// parseAt reads --at: an RFC 3339 time, or +DURATION from now.
+// parseAt reads a time: RFC 3339, or +DURATION from now, or -DURATION ago.
 func parseAt(s string, now time.Time) (time.Time, error) {
 	if rest, ok := strings.CutPrefix(s, "+"); ok {
 		d, err := time.ParseDuration(rest)
@@ -181,6 +181,13 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 			return time.Time{}, fmt.Errorf("want +DURATION such as +8h, got %q", s)
 		}
 		return now.Add(d), nil
+	}
+	if rest, ok := strings.CutPrefix(s, "-"); ok {
+		d, err := time.ParseDuration(rest)
+		if err != nil || d < 0 {
+			return time.Time{}, fmt.Errorf("want -DURATION such as -2h, got %q", s)
+		}
+		return now.Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {

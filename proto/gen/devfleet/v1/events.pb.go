@@ -127,6 +127,417 @@ func (x *Event) GetObject() *anypb.Any {
 	return nil
 }
 
+type GetAtRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// One of: a raft index, or a time.
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAtRequest) Reset() {
+	*x = GetAtRequest{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAtRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAtRequest) ProtoMessage() {}
+
+func (x *GetAtRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAtRequest.ProtoReflect.Descriptor instead.
+func (*GetAtRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetAtRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *GetAtRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GetAtRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetAtRequest) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+type GetAtResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAtResponse) Reset() {
+	*x = GetAtResponse{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAtResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAtResponse) ProtoMessage() {}
+
+func (x *GetAtResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAtResponse.ProtoReflect.Descriptor instead.
+func (*GetAtResponse) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetAtResponse) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+type ListKeyEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Topic string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// The window: events stamped from since (default: the oldest kept) to until (default: now).
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	Until *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	// At most this many (default and maximum 1000).
+	Limit         int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeyEventsRequest) Reset() {
+	*x = ListKeyEventsRequest{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeyEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeyEventsRequest) ProtoMessage() {}
+
+func (x *ListKeyEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeyEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListKeyEventsRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListKeyEventsRequest) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *ListKeyEventsRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ListKeyEventsRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListKeyEventsRequest) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *ListKeyEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListKeyEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeyEventsResponse) Reset() {
+	*x = ListKeyEventsResponse{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeyEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeyEventsResponse) ProtoMessage() {}
+
+func (x *ListKeyEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeyEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListKeyEventsResponse) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListKeyEventsResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type GetPlacementHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPlacementHistoryRequest) Reset() {
+	*x = GetPlacementHistoryRequest{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlacementHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlacementHistoryRequest) ProtoMessage() {}
+
+func (x *GetPlacementHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlacementHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetPlacementHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetPlacementHistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// A host stay is a stretch of time a devserver was recorded on one host.
+type HostStay struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Host      string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Absent for where it is now.
+	EndTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	StartIndex uint64                 `protobuf:"varint,4,opt,name=start_index,json=startIndex,proto3" json:"start_index,omitempty"`
+	// Why it came to that host (its state reason then: created, moved by a migration, recreated
+	// after a loss, ...).
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostStay) Reset() {
+	*x = HostStay{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostStay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostStay) ProtoMessage() {}
+
+func (x *HostStay) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostStay.ProtoReflect.Descriptor instead.
+func (*HostStay) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HostStay) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HostStay) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *HostStay) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *HostStay) GetStartIndex() uint64 {
+	if x != nil {
+		return x.StartIndex
+	}
+	return 0
+}
+
+func (x *HostStay) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PlacementHistory struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devserver     string                 `protobuf:"bytes,1,opt,name=devserver,proto3" json:"devserver,omitempty"`
+	Stays         []*HostStay            `protobuf:"bytes,2,rep,name=stays,proto3" json:"stays,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementHistory) Reset() {
+	*x = PlacementHistory{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementHistory) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementHistory) ProtoMessage() {}
+
+func (x *PlacementHistory) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementHistory.ProtoReflect.Descriptor instead.
+func (*PlacementHistory) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PlacementHistory) GetDevserver() string {
+	if x != nil {
+		return x.Devserver
+	}
+	return ""
+}
+
+func (x *PlacementHistory) GetStays() []*HostStay {
+	if x != nil {
+		return x.Stays
+	}
+	return nil
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resume after this event (index and n of the last one seen). 0: see since.
@@ -145,7 +556,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_devfleet_v1_events_proto_msgTypes[1]
+	mi := &file_devfleet_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +568,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_events_proto_msgTypes[1]
+	mi := &file_devfleet_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +581,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchRequest) GetAfterIndex() uint64 {
@@ -228,7 +639,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_devfleet_v1_events_proto_msgTypes[2]
+	mi := &file_devfleet_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +651,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_events_proto_msgTypes[2]
+	mi := &file_devfleet_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +664,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchResponse) GetKind() isWatchResponse_Kind {
@@ -307,7 +718,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_devfleet_v1_events_proto_msgTypes[3]
+	mi := &file_devfleet_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +730,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_events_proto_msgTypes[3]
+	mi := &file_devfleet_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +743,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -354,7 +765,35 @@ const file_devfleet_v1_events_proto_rawDesc = "" +
 	"\x05topic\x18\x04 \x01(\tR\x05topic\x12\x10\n" +
 	"\x03key\x18\x05 \x01(\tR\x03key\x12\x18\n" +
 	"\adeleted\x18\x06 \x01(\bR\adeleted\x12,\n" +
-	"\x06object\x18\a \x01(\v2\x14.google.protobuf.AnyR\x06object\"\xdf\x01\n" +
+	"\x06object\x18\a \x01(\v2\x14.google.protobuf.AnyR\x06object\"|\n" +
+	"\fGetAtRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"9\n" +
+	"\rGetAtResponse\x12(\n" +
+	"\x05event\x18\x01 \x01(\v2\x12.devfleet.v1.EventR\x05event\"\xb8\x01\n" +
+	"\x14ListKeyEventsRequest\x12\x14\n" +
+	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"C\n" +
+	"\x15ListKeyEventsResponse\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.devfleet.v1.EventR\x06events\"0\n" +
+	"\x1aGetPlacementHistoryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xc9\x01\n" +
+	"\bHostStay\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1f\n" +
+	"\vstart_index\x18\x04 \x01(\x04R\n" +
+	"startIndex\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"]\n" +
+	"\x10PlacementHistory\x12\x1c\n" +
+	"\tdevserver\x18\x01 \x01(\tR\tdevserver\x12+\n" +
+	"\x05stays\x18\x02 \x03(\v2\x15.devfleet.v1.HostStayR\x05stays\"\xdf\x01\n" +
 	"\fWatchRequest\x12\x1f\n" +
 	"\vafter_index\x18\x01 \x01(\x04R\n" +
 	"afterIndex\x12\x17\n" +
@@ -368,9 +807,12 @@ const file_devfleet_v1_events_proto_rawDesc = "" +
 	"\theartbeat\x18\x02 \x01(\v2\x16.devfleet.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
 	"\x04kind\";\n" +
 	"\tHeartbeat\x12.\n" +
-	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2j\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2\xd3\x03\n" +
 	"\fEventService\x12Z\n" +
-	"\x05Watch\x12\x19.devfleet.v1.WatchRequest\x1a\x1a.devfleet.v1.WatchResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/events:watch0\x01B?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
+	"\x05Watch\x12\x19.devfleet.v1.WatchRequest\x1a\x1a.devfleet.v1.WatchResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/events:watch0\x01\x12c\n" +
+	"\x05GetAt\x12\x19.devfleet.v1.GetAtRequest\x1a\x1a.devfleet.v1.GetAtResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/events/{topic}/{key}:at\x12x\n" +
+	"\rListKeyEvents\x12!.devfleet.v1.ListKeyEventsRequest\x1a\".devfleet.v1.ListKeyEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/events/{topic}/{key}\x12\x87\x01\n" +
+	"\x13GetPlacementHistory\x12'.devfleet.v1.GetPlacementHistoryRequest\x1a\x1d.devfleet.v1.PlacementHistory\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/devservers/{name}/placementsB?Z=github.com/devfleet/devfleet/proto/gen/devfleet/v1;devfleetv1b\x06proto3"
 
 var (
 	file_devfleet_v1_events_proto_rawDescOnce sync.Once
@@ -384,31 +826,52 @@ func file_devfleet_v1_events_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_events_proto_rawDescData
 }
 
-var file_devfleet_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_devfleet_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_devfleet_v1_events_proto_goTypes = []any{
-	(*Event)(nil),                 // 0: devfleet.v1.Event
-	(*WatchRequest)(nil),          // 1: devfleet.v1.WatchRequest
-	(*WatchResponse)(nil),         // 2: devfleet.v1.WatchResponse
-	(*Heartbeat)(nil),             // 3: devfleet.v1.Heartbeat
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*anypb.Any)(nil),             // 5: google.protobuf.Any
-	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
+	(*Event)(nil),                      // 0: devfleet.v1.Event
+	(*GetAtRequest)(nil),               // 1: devfleet.v1.GetAtRequest
+	(*GetAtResponse)(nil),              // 2: devfleet.v1.GetAtResponse
+	(*ListKeyEventsRequest)(nil),       // 3: devfleet.v1.ListKeyEventsRequest
+	(*ListKeyEventsResponse)(nil),      // 4: devfleet.v1.ListKeyEventsResponse
+	(*GetPlacementHistoryRequest)(nil), // 5: devfleet.v1.GetPlacementHistoryRequest
+	(*HostStay)(nil),                   // 6: devfleet.v1.HostStay
+	(*PlacementHistory)(nil),           // 7: devfleet.v1.PlacementHistory
+	(*WatchRequest)(nil),               // 8: devfleet.v1.WatchRequest
+	(*WatchResponse)(nil),              // 9: devfleet.v1.WatchResponse
+	(*Heartbeat)(nil),                  // 10: devfleet.v1.Heartbeat
+	(*timestamppb.Timestamp)(nil),      // 11: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                  // 12: google.protobuf.Any
+	(*durationpb.Duration)(nil),        // 13: google.protobuf.Duration
 }
 var file_devfleet_v1_events_proto_depIdxs = []int32{
-	4, // 0: devfleet.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5, // 1: devfleet.v1.Event.object:type_name -> google.protobuf.Any
-	4, // 2: devfleet.v1.WatchRequest.since:type_name -> google.protobuf.Timestamp
-	6, // 3: devfleet.v1.WatchRequest.heartbeat:type_name -> google.protobuf.Duration
-	0, // 4: devfleet.v1.WatchResponse.event:type_name -> devfleet.v1.Event
-	3, // 5: devfleet.v1.WatchResponse.heartbeat:type_name -> devfleet.v1.Heartbeat
-	4, // 6: devfleet.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	1, // 7: devfleet.v1.EventService.Watch:input_type -> devfleet.v1.WatchRequest
-	2, // 8: devfleet.v1.EventService.Watch:output_type -> devfleet.v1.WatchResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	11, // 0: devfleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	12, // 1: devfleet.v1.Event.object:type_name -> google.protobuf.Any
+	11, // 2: devfleet.v1.GetAtRequest.time:type_name -> google.protobuf.Timestamp
+	0,  // 3: devfleet.v1.GetAtResponse.event:type_name -> devfleet.v1.Event
+	11, // 4: devfleet.v1.ListKeyEventsRequest.since:type_name -> google.protobuf.Timestamp
+	11, // 5: devfleet.v1.ListKeyEventsRequest.until:type_name -> google.protobuf.Timestamp
+	0,  // 6: devfleet.v1.ListKeyEventsResponse.events:type_name -> devfleet.v1.Event
+	11, // 7: devfleet.v1.HostStay.start_time:type_name -> google.protobuf.Timestamp
+	11, // 8: devfleet.v1.HostStay.end_time:type_name -> google.protobuf.Timestamp
+	6,  // 9: devfleet.v1.PlacementHistory.stays:type_name -> devfleet.v1.HostStay
+	11, // 10: devfleet.v1.WatchRequest.since:type_name -> google.protobuf.Timestamp
+	13, // 11: devfleet.v1.WatchRequest.heartbeat:type_name -> google.protobuf.Duration
+	0,  // 12: devfleet.v1.WatchResponse.event:type_name -> devfleet.v1.Event
+	10, // 13: devfleet.v1.WatchResponse.heartbeat:type_name -> devfleet.v1.Heartbeat
+	11, // 14: devfleet.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	8,  // 15: devfleet.v1.EventService.Watch:input_type -> devfleet.v1.WatchRequest
+	1,  // 16: devfleet.v1.EventService.GetAt:input_type -> devfleet.v1.GetAtRequest
+	3,  // 17: devfleet.v1.EventService.ListKeyEvents:input_type -> devfleet.v1.ListKeyEventsRequest
+	5,  // 18: devfleet.v1.EventService.GetPlacementHistory:input_type -> devfleet.v1.GetPlacementHistoryRequest
+	9,  // 19: devfleet.v1.EventService.Watch:output_type -> devfleet.v1.WatchResponse
+	2,  // 20: devfleet.v1.EventService.GetAt:output_type -> devfleet.v1.GetAtResponse
+	4,  // 21: devfleet.v1.EventService.ListKeyEvents:output_type -> devfleet.v1.ListKeyEventsResponse
+	7,  // 22: devfleet.v1.EventService.GetPlacementHistory:output_type -> devfleet.v1.PlacementHistory
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_events_proto_init() }
@@ -416,7 +879,7 @@ func file_devfleet_v1_events_proto_init() {
 	if File_devfleet_v1_events_proto != nil {
 		return
 	}
-	file_devfleet_v1_events_proto_msgTypes[2].OneofWrappers = []any{
+	file_devfleet_v1_events_proto_msgTypes[9].OneofWrappers = []any{
 		(*WatchResponse_Event)(nil),
 		(*WatchResponse_Heartbeat)(nil),
 	}
@@ -426,7 +889,7 @@ func file_devfleet_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_events_proto_rawDesc), len(file_devfleet_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

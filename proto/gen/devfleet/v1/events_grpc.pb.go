@@ -21,7 +21,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	EventService_Watch_FullMethodName = "/devfleet.v1.EventService/Watch"
+	EventService_Watch_FullMethodName               = "/devfleet.v1.EventService/Watch"
+	EventService_GetAt_FullMethodName               = "/devfleet.v1.EventService/GetAt"
+	EventService_ListKeyEvents_FullMethodName       = "/devfleet.v1.EventService/ListKeyEvents"
+	EventService_GetPlacementHistory_FullMethodName = "/devfleet.v1.EventService/GetPlacementHistory"
 )
 
 // EventServiceClient is the client API for EventService service.
@@ -37,6 +40,14 @@ type EventServiceClient interface {
 	// (ResourceExhausted, naming where to resume) rather than slowing the cluster; a position
 	// older than the history is OutOfRange, naming the oldest index kept.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// GetAt returns an object's state at a raft index or a time, from this node's history: its
+	// last event then (absent when it had none).
+	GetAt(ctx context.Context, in *GetAtRequest, opts ...grpc.CallOption) (*GetAtResponse, error)
+	// ListKeyEvents returns an object's events over a window, oldest first.
+	ListKeyEvents(ctx context.Context, in *ListKeyEventsRequest, opts ...grpc.CallOption) (*ListKeyEventsResponse, error)
+	// GetPlacementHistory says which hosts a devserver ran on, from when to when, and why it
+	// moved.
+	GetPlacementHistory(ctx context.Context, in *GetPlacementHistoryRequest, opts ...grpc.CallOption) (*PlacementHistory, error)
 }
 
 type eventServiceClient struct {
@@ -66,6 +77,36 @@ func (c *eventServiceClient) Watch(ctx context.Context, in *WatchRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EventService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *eventServiceClient) GetAt(ctx context.Context, in *GetAtRequest, opts ...grpc.CallOption) (*GetAtResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAtResponse)
+	err := c.cc.Invoke(ctx, EventService_GetAt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventServiceClient) ListKeyEvents(ctx context.Context, in *ListKeyEventsRequest, opts ...grpc.CallOption) (*ListKeyEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeyEventsResponse)
+	err := c.cc.Invoke(ctx, EventService_ListKeyEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *eventServiceClient) GetPlacementHistory(ctx context.Context, in *GetPlacementHistoryRequest, opts ...grpc.CallOption) (*PlacementHistory, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlacementHistory)
+	err := c.cc.Invoke(ctx, EventService_GetPlacementHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EventServiceServer is the server API for EventService service.
 // All implementations must embed UnimplementedEventServiceServer
 // for forward compatibility.
@@ -79,6 +120,14 @@ type EventServiceServer interface {
 	// (ResourceExhausted, naming where to resume) rather than slowing the cluster; a position
 	// older than the history is OutOfRange, naming the oldest index kept.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// GetAt returns an object's state at a raft index or a time, from this node's history: its
+	// last event then (absent when it had none).
+	GetAt(context.Context, *GetAtRequest) (*GetAtResponse, error)
+	// ListKeyEvents returns an object's events over a window, oldest first.
+	ListKeyEvents(context.Context, *ListKeyEventsRequest) (*ListKeyEventsResponse, error)
+	// GetPlacementHistory says which hosts a devserver ran on, from when to when, and why it
+	// moved.
+	GetPlacementHistory(context.Context, *GetPlacementHistoryRequest) (*PlacementHistory, error)
 	mustEmbedUnimplementedEventServiceServer()
 }
 
@@ -91,6 +140,15 @@ type UnimplementedEventServiceServer struct{}
 
 func (UnimplementedEventServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedEventServiceServer) GetAt(context.Context, *GetAtRequest) (*GetAtResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAt not implemented")
+}
+func (UnimplementedEventServiceServer) ListKeyEvents(context.Context, *ListKeyEventsRequest) (*ListKeyEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeyEvents not implemented")
+}
+func (UnimplementedEventServiceServer) GetPlacementHistory(context.Context, *GetPlacementHistoryRequest) (*PlacementHistory, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPlacementHistory not implemented")
 }
 func (UnimplementedEventServiceServer) mustEmbedUnimplementedEventServiceServer() {}
 func (UnimplementedEventServiceServer) testEmbeddedByValue()                      {}
@@ -124,13 +182,80 @@ func _EventService_Watch_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EventService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _EventService_GetAt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAtRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventServiceServer).GetAt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventService_GetAt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventServiceServer).GetAt(ctx, req.(*GetAtRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventService_ListKeyEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeyEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventServiceServer).ListKeyEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventService_ListKeyEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventServiceServer).ListKeyEvents(ctx, req.(*ListKeyEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EventService_GetPlacementHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPlacementHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EventServiceServer).GetPlacementHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EventService_GetPlacementHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EventServiceServer).GetPlacementHistory(ctx, req.(*GetPlacementHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EventService_ServiceDesc is the grpc.ServiceDesc for EventService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var EventService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "devfleet.v1.EventService",
 	HandlerType: (*EventServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetAt",
+			Handler:    _EventService_GetAt_Handler,
+		},
+		{
+			MethodName: "ListKeyEvents",
+			Handler:    _EventService_ListKeyEvents_Handler,
+		},
+		{
+			MethodName: "GetPlacementHistory",
+			Handler:    _EventService_GetPlacementHistory_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Watch",
