@@ -120,7 +120,7 @@ func TestRetentionInChunksLetsAppendThrough(t *testing.T) {
 		mustAppend(t, l, batch(i, 32, clk.Now()))
 		worst = max(worst, time.Since(start))
 		if o, _ := l.Oldest(); o > 200 {
-			t.Logf("6400 expired events deleted in chunks of %d while %d batches were appended; slowest Append %v", retainChunk, i-200, worst)
+			t.Logf("6400 expired events deleted in chunks of at most %d while %d batches were appended; slowest Append %v", retainChunk, i-200, worst)
 			break
 		}
 		if i > 100000 {
