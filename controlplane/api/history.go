@@ -74,6 +74,9 @@ func (s *Server) ListKeyEvents(_ context.Context, req *v1.ListKeyEventsRequest) 
 	if err != nil {
 		return nil, err
 	}
+	if req.GetUntil() != nil && to.IsZero() {
+		return &v1.ListKeyEventsResponse{}, nil // until is before every event kept (a zero to would mean "up to the latest")
+	}
 	evs, err := log.KeyEvents(req.GetTopic(), req.GetKey(), from, to, limit)
 	if err != nil {
 		return nil, historyError(err)
