@@ -106,14 +106,14 @@ func announceText(d *v1.Decom) string {
 // waitDecom prints each step of a decommission as it ends, until the decommission ends.
 func (a *app) waitDecom(ctx context.Context, c client, id string) error {
 	printed := 0
-	var failingSince time.Time
+	var down outage
 	for {
 		callCtx, cancel := a.callContext(ctx)
 		d, err := c.decoms.GetDecom(callCtx, &v1.GetDecomRequest{Id: id})
 		cancel()
 		switch {
 		case err == nil:
-			failingSince = time.Time{}
+			down.over()
 			for _, st := range d.GetSteps()[printed:] {
 				if st.GetEndTime() == nil {
 					break
@@ -133,17 +133,11 @@ func (a *app) waitDecom(ctx context.Context, c client, id string) error {
 			}
 		case ctx.Err() != nil:
 			return fmt.Errorf("stopped following decommission %s; it goes on (devfleet decom abort %s stops it)", id, id)
-		default:
-			code := status.Code(err)
-			if code != codes.Unavailable && code != codes.DeadlineExceeded {
-				return err
-			}
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			if time.Since(failingSince) > transientGrace {
+		case !down.bearable(err):
+			if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded {
 				return status.Errorf(code, "lost track of decommission %s (it goes on): %s", id, status.Convert(err).Message())
 			}
+			return err
 		}
 		select {
 		case <-ctx.Done():

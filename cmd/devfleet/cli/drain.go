@@ -226,14 +226,14 @@ func (a *app) monitorDrain(ctx context.Context, c client, id string) error {
 	tty := isTerminal(a.stderr)
 	var last string
 	lines := 0
-	var failingSince time.Time
+	var down outage
 	for {
 		callCtx, cancel := a.callContext(ctx)
 		d, items, err := readDrain(callCtx, c, id, false)
 		cancel()
 		switch {
 		case err == nil:
-			failingSince = time.Time{}
+			down.over()
 			text := drainText(d, items, time.Now())
 			if text != last {
 				if tty && lines > 0 {
@@ -255,17 +255,11 @@ func (a *app) monitorDrain(ctx context.Context, c client, id string) error {
 			}
 		case ctx.Err() != nil:
 			return fmt.Errorf("stopped following drain %s; it goes on (devfleet drain cancel %s stops it)", id, id)
-		default:
-			code := status.Code(err)
-			if code != codes.Unavailable && code != codes.DeadlineExceeded {
-				return err
-			}
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			if time.Since(failingSince) > transientGrace {
+		case !down.bearable(err):
+			if code := status.Code(err); code == codes.Unavailable || code == codes.DeadlineExceeded {
 				return status.Errorf(code, "lost track of drain %s (it goes on): %s", id, status.Convert(err).Message())
 			}
+			return err
 		}
 		select {
 		case <-ctx.Done():

@@ -302,6 +302,24 @@ func (e *stoppedWaiting) Error() string {
 
 func (e *stoppedWaiting) Unwrap() error { return e.err }
 
+// outage measures how long a waiting command's calls have failed with the codes that a leader
+// election or a restart gives, so that it rides them out for up to transientGrace.
+type outage struct{ since time.Time }
+
+// over records a call that answered.
+func (o *outage) over() { o.since = time.Time{} }
+
+// bearable reports whether err is such a failure and the grace is not used up yet.
+func (o *outage) bearable(err error) bool {
+	if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+		return false
+	}
+	if o.since.IsZero() {
+		o.since = time.Now()
+	}
+	return time.Since(o.since) < transientGrace
+}
+
 // waitMigration reads a migration every pollInterval until it ends, and returns it as it
 // ended. It rides out a node that cannot answer for up to transientGrace. line, when not nil,
 // shows each change.
@@ -309,7 +327,7 @@ func (a *app) waitMigration(ctx context.Context, c client, m *v1.Migration, line
 	defer line.end()
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
-	var failingSince time.Time
+	var down outage
 	for {
 		line.show(m)
 		if state.Final(m.GetPhase()) {
@@ -325,21 +343,15 @@ func (a *app) waitMigration(ctx context.Context, c client, m *v1.Migration, line
 		cancel()
 		switch {
 		case err == nil:
-			m, failingSince = next, time.Time{}
+			m = next
+			down.over()
 			continue
 		case ctx.Err() != nil:
 			return nil, &stoppedWaiting{m: m, err: ctx.Err()}
+		case down.bearable(err):
+			continue
 		}
-		code := status.Code(err)
-		if code == codes.Unavailable || code == codes.DeadlineExceeded {
-			if failingSince.IsZero() {
-				failingSince = time.Now()
-			}
-			if time.Since(failingSince) < transientGrace {
-				continue
-			}
-		}
-		return nil, status.Errorf(code, "lost track of migration %s of %s (it goes on): %s", m.GetId(), m.GetDevserver(), status.Convert(err).Message())
+		return nil, status.Errorf(status.Code(err), "lost track of migration %s of %s (it goes on): %s", m.GetId(), m.GetDevserver(), status.Convert(err).Message())
 	}
 }
 
