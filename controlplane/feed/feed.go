@@ -34,6 +34,7 @@ var Topics = map[string]string{
 	state.TableDrainEvents: "drain-event",
 	state.TableDecoms:      "decom",
 	state.TableDeadLetters: "dead-letter",
+	state.TableAlerts:      "alert",
 	state.TableNodes:       "node",
 }
 

@@ -187,6 +187,16 @@ func registerDecoms(r *registry) {
 	r.register("record_dead_letter", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.RecordDeadLetter(c.GetRecordDeadLetter().GetDeadLetter())
 	})
+	r.register("open_alert", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.OpenAlert(c.GetOpenAlert().GetAlert())
+	})
+	r.register("set_alert_findings", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		x := c.GetSetAlertFindings()
+		return w.SetAlertFindings(x.GetId(), x.GetFindings(), x.GetChain(), x.GetAnalysisError())
+	})
+	r.register("close_alert", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
+		return w.CloseAlert(c.GetCloseAlert().GetId(), c.GetCloseAlert().GetReason())
+	})
 	r.register("retire_host", func(w *state.WriteTxn, c *fsmv1.Command) (any, error) {
 		return w.RetireHost(c.GetRetireHost().GetName(), c.GetRetireHost().GetReason())
 	})

@@ -29,11 +29,12 @@ const (
 	TableDrainEvents = "drain_events"
 	TableDecoms      = "decoms"
 	TableDeadLetters = "dead_letters"
+	TableAlerts      = "alerts"
 )
 
 // Tables lists every table whose rows are fleet state, in snapshot order (parents first).
 var Tables = []string{TableNodes, TableRegions, TableSites, TableHosts, TableFlavors, TableDevservers, TableNotices,
-	TableProfiles, TablePools, TableContainers, TableMigrations, TableDrains, TableDrainItems, TableDrainEvents, TableDecoms, TableDeadLetters}
+	TableProfiles, TablePools, TableContainers, TableMigrations, TableDrains, TableDrainItems, TableDrainEvents, TableDecoms, TableDeadLetters, TableAlerts}
 
 // stringIndex indexes a table by a string that a function computes from the row. It replaces
 // memdb's reflection-based field indexers: type-checked, and faster on the apply path.
@@ -123,6 +124,16 @@ func schema() *memdb.DBSchema {
 		),
 		table(TableDecoms, index("id", true, false, func(d *v1.Decom) string { return d.GetId() })),
 		table(TableDeadLetters, index("id", true, false, func(d *v1.DeadLetter) string { return deadLetterKey(d.GetSink(), d.GetMessageId()) })),
+		table(TableAlerts,
+			index("id", true, false, func(a *v1.Alert) string { return a.GetId() }),
+			// Only open alerts are in this index: at most one per condition and subject.
+			index("open", true, true, func(a *v1.Alert) string {
+				if a.GetState() != v1.AlertState_ALERT_STATE_OPEN {
+					return ""
+				}
+				return a.GetCondition() + "/" + a.GetSubject()
+			}),
+		),
 		table(TableNotices,
 			index("id", true, false, func(n *v1.Notice) string { return n.GetId() }),
 			index("owner", false, false, func(n *v1.Notice) string { return n.GetOwner() }),

@@ -79,6 +79,8 @@ func record(raw any) *fsmv1.SnapshotRecord {
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Decom{Decom: r}}
 	case *v1.DeadLetter:
 		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_DeadLetter{DeadLetter: r}}
+	case *v1.Alert:
+		return &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Alert{Alert: r}}
 	}
 	panic(fmt.Sprintf("state: no snapshot record for %T", raw))
 }
@@ -147,6 +149,8 @@ func Restore(r io.Reader) (*Store, error) {
 			table, row = TableDecoms, x.Decom
 		case *fsmv1.SnapshotRecord_DeadLetter:
 			table, row = TableDeadLetters, x.DeadLetter
+		case *fsmv1.SnapshotRecord_Alert:
+			table, row = TableAlerts, x.Alert
 		default:
 			return nil, fmt.Errorf("restore: record %d has a type this build does not know", n)
 		}

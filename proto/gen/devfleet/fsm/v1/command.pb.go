@@ -138,6 +138,9 @@ type Command struct {
 	//	*Command_FenceHost
 	//	*Command_UnfenceHost
 	//	*Command_RecordDeadLetter
+	//	*Command_OpenAlert
+	//	*Command_SetAlertFindings
+	//	*Command_CloseAlert
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -653,6 +656,33 @@ func (x *Command) GetRecordDeadLetter() *RecordDeadLetter {
 	return nil
 }
 
+func (x *Command) GetOpenAlert() *OpenAlert {
+	if x != nil {
+		if x, ok := x.Op.(*Command_OpenAlert); ok {
+			return x.OpenAlert
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetAlertFindings() *SetAlertFindings {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetAlertFindings); ok {
+			return x.SetAlertFindings
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCloseAlert() *CloseAlert {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CloseAlert); ok {
+			return x.CloseAlert
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -862,6 +892,18 @@ type Command_RecordDeadLetter struct {
 	RecordDeadLetter *RecordDeadLetter `protobuf:"bytes,127,opt,name=record_dead_letter,json=recordDeadLetter,proto3,oneof"`
 }
 
+type Command_OpenAlert struct {
+	OpenAlert *OpenAlert `protobuf:"bytes,128,opt,name=open_alert,json=openAlert,proto3,oneof"`
+}
+
+type Command_SetAlertFindings struct {
+	SetAlertFindings *SetAlertFindings `protobuf:"bytes,129,opt,name=set_alert_findings,json=setAlertFindings,proto3,oneof"`
+}
+
+type Command_CloseAlert struct {
+	CloseAlert *CloseAlert `protobuf:"bytes,130,opt,name=close_alert,json=closeAlert,proto3,oneof"`
+}
+
 func (*Command_Noop) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -963,6 +1005,12 @@ func (*Command_FenceHost) isCommand_Op() {}
 func (*Command_UnfenceHost) isCommand_Op() {}
 
 func (*Command_RecordDeadLetter) isCommand_Op() {}
+
+func (*Command_OpenAlert) isCommand_Op() {}
+
+func (*Command_SetAlertFindings) isCommand_Op() {}
+
+func (*Command_CloseAlert) isCommand_Op() {}
 
 // Noop changes nothing; the leader uses it as a write barrier and tests use it as a probe.
 type Noop struct {
@@ -3952,6 +4000,174 @@ func (x *RecordDeadLetter) GetDeadLetter() *v1.DeadLetter {
 	return nil
 }
 
+// OpenAlert opens an alert for a condition the leader saw hold. An alert already open for the
+// same condition and subject makes it a no-op that returns that alert.
+type OpenAlert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *v1.Alert              `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenAlert) Reset() {
+	*x = OpenAlert{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenAlert) ProtoMessage() {}
+
+func (x *OpenAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenAlert.ProtoReflect.Descriptor instead.
+func (*OpenAlert) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *OpenAlert) GetAlert() *v1.Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+// SetAlertFindings records what the analyzers an alert ran found.
+type SetAlertFindings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Findings      []*v1.Finding          `protobuf:"bytes,2,rep,name=findings,proto3" json:"findings,omitempty"`
+	Chain         []string               `protobuf:"bytes,3,rep,name=chain,proto3" json:"chain,omitempty"`
+	AnalysisError string                 `protobuf:"bytes,4,opt,name=analysis_error,json=analysisError,proto3" json:"analysis_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlertFindings) Reset() {
+	*x = SetAlertFindings{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlertFindings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlertFindings) ProtoMessage() {}
+
+func (x *SetAlertFindings) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlertFindings.ProtoReflect.Descriptor instead.
+func (*SetAlertFindings) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *SetAlertFindings) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SetAlertFindings) GetFindings() []*v1.Finding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *SetAlertFindings) GetChain() []string {
+	if x != nil {
+		return x.Chain
+	}
+	return nil
+}
+
+func (x *SetAlertFindings) GetAnalysisError() string {
+	if x != nil {
+		return x.AnalysisError
+	}
+	return ""
+}
+
+// CloseAlert closes an alert whose condition cleared.
+type CloseAlert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseAlert) Reset() {
+	*x = CloseAlert{}
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseAlert) ProtoMessage() {}
+
+func (x *CloseAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseAlert.ProtoReflect.Descriptor instead.
+func (*CloseAlert) Descriptor() ([]byte, []int) {
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CloseAlert) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CloseAlert) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // CreateNotice records something devfleet tells an owner.
 type CreateNotice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3962,7 +4178,7 @@ type CreateNotice struct {
 
 func (x *CreateNotice) Reset() {
 	*x = CreateNotice{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3974,7 +4190,7 @@ func (x *CreateNotice) String() string {
 func (*CreateNotice) ProtoMessage() {}
 
 func (x *CreateNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[56]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3987,7 +4203,7 @@ func (x *CreateNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNotice.ProtoReflect.Descriptor instead.
 func (*CreateNotice) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{56}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateNotice) GetNotice() *v1.Notice {
@@ -4010,7 +4226,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4022,7 +4238,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[57]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4035,7 +4251,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{57}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -4063,7 +4279,7 @@ type TableIndex struct {
 
 func (x *TableIndex) Reset() {
 	*x = TableIndex{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4075,7 +4291,7 @@ func (x *TableIndex) String() string {
 func (*TableIndex) ProtoMessage() {}
 
 func (x *TableIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[58]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4088,7 +4304,7 @@ func (x *TableIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableIndex.ProtoReflect.Descriptor instead.
 func (*TableIndex) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{58}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *TableIndex) GetTable() string {
@@ -4128,6 +4344,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_DrainEvent
 	//	*SnapshotRecord_Decom
 	//	*SnapshotRecord_DeadLetter
+	//	*SnapshotRecord_Alert
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4135,7 +4352,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[59]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4147,7 +4364,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[59]
+	mi := &file_devfleet_fsm_v1_command_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4160,7 +4377,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{59}
+	return file_devfleet_fsm_v1_command_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -4332,6 +4549,15 @@ func (x *SnapshotRecord) GetDeadLetter() *v1.DeadLetter {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAlert() *v1.Alert {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Alert); ok {
+			return x.Alert
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -4408,6 +4634,10 @@ type SnapshotRecord_DeadLetter struct {
 	DeadLetter *v1.DeadLetter `protobuf:"bytes,18,opt,name=dead_letter,json=deadLetter,proto3,oneof"`
 }
 
+type SnapshotRecord_Alert struct {
+	Alert *v1.Alert `protobuf:"bytes,19,opt,name=alert,proto3,oneof"`
+}
+
 func (*SnapshotRecord_Header) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_TableIndex) isSnapshotRecord_Record() {}
@@ -4444,13 +4674,15 @@ func (*SnapshotRecord_Decom) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_DeadLetter) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_Alert) isSnapshotRecord_Record() {}
+
 var File_devfleet_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/decom.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a\x18devfleet/v1/notify.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x1ddevfleet/fsm/v1/command.proto\x12\x0fdevfleet.fsm.v1\x1a\x1adevfleet/v1/analyzer.proto\x1a\x1bdevfleet/v1/container.proto\x1a\x17devfleet/v1/fleet.proto\x1a\x17devfleet/v1/decom.proto\x1a\x17devfleet/v1/drain.proto\x1a\x1bdevfleet/v1/migration.proto\x1a\x18devfleet/v1/notify.proto\x1a google/protobuf/field_mask.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x05Batch\x124\n" +
-	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xd4\x1d\n" +
+	"\bcommands\x18\x01 \x03(\v2\x18.devfleet.fsm.v1.CommandR\bcommands\"\xa7\x1f\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12+\n" +
@@ -4515,7 +4747,12 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"fence_host\x18} \x01(\v2\x1a.devfleet.fsm.v1.FenceHostH\x00R\tfenceHost\x12A\n" +
 	"\funfence_host\x18~ \x01(\v2\x1c.devfleet.fsm.v1.UnfenceHostH\x00R\vunfenceHost\x12Q\n" +
-	"\x12record_dead_letter\x18\x7f \x01(\v2!.devfleet.fsm.v1.RecordDeadLetterH\x00R\x10recordDeadLetterB\x04\n" +
+	"\x12record_dead_letter\x18\x7f \x01(\v2!.devfleet.fsm.v1.RecordDeadLetterH\x00R\x10recordDeadLetter\x12<\n" +
+	"\n" +
+	"open_alert\x18\x80\x01 \x01(\v2\x1a.devfleet.fsm.v1.OpenAlertH\x00R\topenAlert\x12R\n" +
+	"\x12set_alert_findings\x18\x81\x01 \x01(\v2!.devfleet.fsm.v1.SetAlertFindingsH\x00R\x10setAlertFindings\x12?\n" +
+	"\vclose_alert\x18\x82\x01 \x01(\v2\x1b.devfleet.fsm.v1.CloseAlertH\x00R\n" +
+	"closeAlertB\x04\n" +
 	"\x02op\"\x06\n" +
 	"\x04Noop\"\xc5\x01\n" +
 	"\x04Node\x12\x0e\n" +
@@ -4710,7 +4947,18 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"L\n" +
 	"\x10RecordDeadLetter\x128\n" +
 	"\vdead_letter\x18\x01 \x01(\v2\x17.devfleet.v1.DeadLetterR\n" +
-	"deadLetter\";\n" +
+	"deadLetter\"5\n" +
+	"\tOpenAlert\x12(\n" +
+	"\x05alert\x18\x01 \x01(\v2\x12.devfleet.v1.AlertR\x05alert\"\x91\x01\n" +
+	"\x10SetAlertFindings\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
+	"\bfindings\x18\x02 \x03(\v2\x14.devfleet.v1.FindingR\bfindings\x12\x14\n" +
+	"\x05chain\x18\x03 \x03(\tR\x05chain\x12%\n" +
+	"\x0eanalysis_error\x18\x04 \x01(\tR\ranalysisError\"4\n" +
+	"\n" +
+	"CloseAlert\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\fCreateNotice\x12+\n" +
 	"\x06notice\x18\x01 \x01(\v2\x13.devfleet.v1.NoticeR\x06notice\"@\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
@@ -4719,7 +4967,7 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"TableIndex\x12\x14\n" +
 	"\x05table\x18\x01 \x01(\tR\x05table\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\xe5\a\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x91\b\n" +
 	"\x0eSnapshotRecord\x129\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.devfleet.fsm.v1.SnapshotHeaderH\x00R\x06header\x12>\n" +
 	"\vtable_index\x18\x02 \x01(\v2\x1b.devfleet.fsm.v1.TableIndexH\x00R\n" +
@@ -4743,7 +4991,8 @@ const file_devfleet_fsm_v1_command_proto_rawDesc = "" +
 	"drainEvent\x12*\n" +
 	"\x05decom\x18\x11 \x01(\v2\x12.devfleet.v1.DecomH\x00R\x05decom\x12:\n" +
 	"\vdead_letter\x18\x12 \x01(\v2\x17.devfleet.v1.DeadLetterH\x00R\n" +
-	"deadLetterB\b\n" +
+	"deadLetter\x12*\n" +
+	"\x05alert\x18\x13 \x01(\v2\x12.devfleet.v1.AlertH\x00R\x05alertB\b\n" +
 	"\x06recordB>Z<github.com/devfleet/devfleet/proto/gen/devfleet/fsm/v1;fsmv1b\x06proto3"
 
 var (
@@ -4758,7 +5007,7 @@ func file_devfleet_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_devfleet_fsm_v1_command_proto_rawDescData
 }
 
-var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_devfleet_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*Batch)(nil),                 // 0: devfleet.fsm.v1.Batch
 	(*Command)(nil),               // 1: devfleet.fsm.v1.Command
@@ -4816,38 +5065,43 @@ var file_devfleet_fsm_v1_command_proto_goTypes = []any{
 	(*FenceHost)(nil),             // 53: devfleet.fsm.v1.FenceHost
 	(*UnfenceHost)(nil),           // 54: devfleet.fsm.v1.UnfenceHost
 	(*RecordDeadLetter)(nil),      // 55: devfleet.fsm.v1.RecordDeadLetter
-	(*CreateNotice)(nil),          // 56: devfleet.fsm.v1.CreateNotice
-	(*SnapshotHeader)(nil),        // 57: devfleet.fsm.v1.SnapshotHeader
-	(*TableIndex)(nil),            // 58: devfleet.fsm.v1.TableIndex
-	(*SnapshotRecord)(nil),        // 59: devfleet.fsm.v1.SnapshotRecord
-	(*v1.Region)(nil),             // 60: devfleet.v1.Region
-	(*fieldmaskpb.FieldMask)(nil), // 61: google.protobuf.FieldMask
-	(*v1.Site)(nil),               // 62: devfleet.v1.Site
-	(*v1.Host)(nil),               // 63: devfleet.v1.Host
-	(*v1.Flavor)(nil),             // 64: devfleet.v1.Flavor
-	(*v1.Devserver)(nil),          // 65: devfleet.v1.Devserver
-	(v1.DevserverState)(0),        // 66: devfleet.v1.DevserverState
-	(v1.HostHealth)(0),            // 67: devfleet.v1.HostHealth
-	(*timestamppb.Timestamp)(nil), // 68: google.protobuf.Timestamp
-	(*v1.ContainerProfile)(nil),   // 69: devfleet.v1.ContainerProfile
-	(*v1.ContainerPool)(nil),      // 70: devfleet.v1.ContainerPool
-	(*v1.Container)(nil),          // 71: devfleet.v1.Container
-	(v1.ContainerState)(0),        // 72: devfleet.v1.ContainerState
-	(*v1.Migration)(nil),          // 73: devfleet.v1.Migration
-	(v1.MigrationPhase)(0),        // 74: devfleet.v1.MigrationPhase
-	(*v1.MigrationProgress)(nil),  // 75: devfleet.v1.MigrationProgress
-	(v1.ColdStep)(0),              // 76: devfleet.v1.ColdStep
-	(*v1.Drain)(nil),              // 77: devfleet.v1.Drain
-	(*v1.DrainItem)(nil),          // 78: devfleet.v1.DrainItem
-	(v1.DrainItemState)(0),        // 79: devfleet.v1.DrainItemState
-	(*v1.DrainEvent)(nil),         // 80: devfleet.v1.DrainEvent
-	(v1.DrainState)(0),            // 81: devfleet.v1.DrainState
-	(*durationpb.Duration)(nil),   // 82: google.protobuf.Duration
-	(*v1.Decom)(nil),              // 83: devfleet.v1.Decom
-	(v1.DecomStep)(0),             // 84: devfleet.v1.DecomStep
-	(v1.DecomState)(0),            // 85: devfleet.v1.DecomState
-	(*v1.DeadLetter)(nil),         // 86: devfleet.v1.DeadLetter
-	(*v1.Notice)(nil),             // 87: devfleet.v1.Notice
+	(*OpenAlert)(nil),             // 56: devfleet.fsm.v1.OpenAlert
+	(*SetAlertFindings)(nil),      // 57: devfleet.fsm.v1.SetAlertFindings
+	(*CloseAlert)(nil),            // 58: devfleet.fsm.v1.CloseAlert
+	(*CreateNotice)(nil),          // 59: devfleet.fsm.v1.CreateNotice
+	(*SnapshotHeader)(nil),        // 60: devfleet.fsm.v1.SnapshotHeader
+	(*TableIndex)(nil),            // 61: devfleet.fsm.v1.TableIndex
+	(*SnapshotRecord)(nil),        // 62: devfleet.fsm.v1.SnapshotRecord
+	(*v1.Region)(nil),             // 63: devfleet.v1.Region
+	(*fieldmaskpb.FieldMask)(nil), // 64: google.protobuf.FieldMask
+	(*v1.Site)(nil),               // 65: devfleet.v1.Site
+	(*v1.Host)(nil),               // 66: devfleet.v1.Host
+	(*v1.Flavor)(nil),             // 67: devfleet.v1.Flavor
+	(*v1.Devserver)(nil),          // 68: devfleet.v1.Devserver
+	(v1.DevserverState)(0),        // 69: devfleet.v1.DevserverState
+	(v1.HostHealth)(0),            // 70: devfleet.v1.HostHealth
+	(*timestamppb.Timestamp)(nil), // 71: google.protobuf.Timestamp
+	(*v1.ContainerProfile)(nil),   // 72: devfleet.v1.ContainerProfile
+	(*v1.ContainerPool)(nil),      // 73: devfleet.v1.ContainerPool
+	(*v1.Container)(nil),          // 74: devfleet.v1.Container
+	(v1.ContainerState)(0),        // 75: devfleet.v1.ContainerState
+	(*v1.Migration)(nil),          // 76: devfleet.v1.Migration
+	(v1.MigrationPhase)(0),        // 77: devfleet.v1.MigrationPhase
+	(*v1.MigrationProgress)(nil),  // 78: devfleet.v1.MigrationProgress
+	(v1.ColdStep)(0),              // 79: devfleet.v1.ColdStep
+	(*v1.Drain)(nil),              // 80: devfleet.v1.Drain
+	(*v1.DrainItem)(nil),          // 81: devfleet.v1.DrainItem
+	(v1.DrainItemState)(0),        // 82: devfleet.v1.DrainItemState
+	(*v1.DrainEvent)(nil),         // 83: devfleet.v1.DrainEvent
+	(v1.DrainState)(0),            // 84: devfleet.v1.DrainState
+	(*durationpb.Duration)(nil),   // 85: google.protobuf.Duration
+	(*v1.Decom)(nil),              // 86: devfleet.v1.Decom
+	(v1.DecomStep)(0),             // 87: devfleet.v1.DecomStep
+	(v1.DecomState)(0),            // 88: devfleet.v1.DecomState
+	(*v1.DeadLetter)(nil),         // 89: devfleet.v1.DeadLetter
+	(*v1.Alert)(nil),              // 90: devfleet.v1.Alert
+	(*v1.Finding)(nil),            // 91: devfleet.v1.Finding
+	(*v1.Notice)(nil),             // 92: devfleet.v1.Notice
 }
 var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	1,   // 0: devfleet.fsm.v1.Batch.commands:type_name -> devfleet.fsm.v1.Command
@@ -4875,7 +5129,7 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	24,  // 22: devfleet.fsm.v1.Command.purge_devserver:type_name -> devfleet.fsm.v1.PurgeDevserver
 	25,  // 23: devfleet.fsm.v1.Command.rehome_devserver:type_name -> devfleet.fsm.v1.RehomeDevserver
 	27,  // 24: devfleet.fsm.v1.Command.report_host_health:type_name -> devfleet.fsm.v1.ReportHostHealth
-	56,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
+	59,  // 25: devfleet.fsm.v1.Command.create_notice:type_name -> devfleet.fsm.v1.CreateNotice
 	28,  // 26: devfleet.fsm.v1.Command.create_profile:type_name -> devfleet.fsm.v1.CreateProfile
 	29,  // 27: devfleet.fsm.v1.Command.delete_profile:type_name -> devfleet.fsm.v1.DeleteProfile
 	30,  // 28: devfleet.fsm.v1.Command.set_pool:type_name -> devfleet.fsm.v1.SetPool
@@ -4902,77 +5156,83 @@ var file_devfleet_fsm_v1_command_proto_depIdxs = []int32{
 	53,  // 49: devfleet.fsm.v1.Command.fence_host:type_name -> devfleet.fsm.v1.FenceHost
 	54,  // 50: devfleet.fsm.v1.Command.unfence_host:type_name -> devfleet.fsm.v1.UnfenceHost
 	55,  // 51: devfleet.fsm.v1.Command.record_dead_letter:type_name -> devfleet.fsm.v1.RecordDeadLetter
-	3,   // 52: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
-	60,  // 53: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
-	60,  // 54: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
-	61,  // 55: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
-	62,  // 56: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
-	62,  // 57: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
-	61,  // 58: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
-	63,  // 59: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
-	63,  // 60: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
-	61,  // 61: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
-	64,  // 62: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	64,  // 63: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
-	61,  // 64: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
-	65,  // 65: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	65,  // 66: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
-	61,  // 67: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
-	66,  // 68: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
-	66,  // 69: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
-	67,  // 70: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
-	68,  // 71: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
-	26,  // 72: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
-	69,  // 73: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
-	70,  // 74: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
-	71,  // 75: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
-	72,  // 76: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
-	72,  // 77: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
-	73,  // 78: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
-	74,  // 79: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
-	75,  // 80: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
-	74,  // 81: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
-	76,  // 82: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
-	37,  // 83: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
-	74,  // 84: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
-	75,  // 85: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
-	77,  // 86: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
-	78,  // 87: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
-	79,  // 88: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
-	79,  // 89: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
-	43,  // 90: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
-	80,  // 91: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
-	81,  // 92: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
-	82,  // 93: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
-	83,  // 94: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
-	84,  // 95: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
-	84,  // 96: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
-	85,  // 97: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
-	86,  // 98: devfleet.fsm.v1.RecordDeadLetter.dead_letter:type_name -> devfleet.v1.DeadLetter
-	87,  // 99: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
-	57,  // 100: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
-	58,  // 101: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
-	3,   // 102: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
-	60,  // 103: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
-	62,  // 104: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
-	63,  // 105: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
-	64,  // 106: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
-	65,  // 107: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
-	87,  // 108: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
-	69,  // 109: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
-	70,  // 110: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
-	71,  // 111: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
-	73,  // 112: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
-	77,  // 113: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
-	78,  // 114: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
-	80,  // 115: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
-	83,  // 116: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
-	86,  // 117: devfleet.fsm.v1.SnapshotRecord.dead_letter:type_name -> devfleet.v1.DeadLetter
-	118, // [118:118] is the sub-list for method output_type
-	118, // [118:118] is the sub-list for method input_type
-	118, // [118:118] is the sub-list for extension type_name
-	118, // [118:118] is the sub-list for extension extendee
-	0,   // [0:118] is the sub-list for field type_name
+	56,  // 52: devfleet.fsm.v1.Command.open_alert:type_name -> devfleet.fsm.v1.OpenAlert
+	57,  // 53: devfleet.fsm.v1.Command.set_alert_findings:type_name -> devfleet.fsm.v1.SetAlertFindings
+	58,  // 54: devfleet.fsm.v1.Command.close_alert:type_name -> devfleet.fsm.v1.CloseAlert
+	3,   // 55: devfleet.fsm.v1.RegisterNode.node:type_name -> devfleet.fsm.v1.Node
+	63,  // 56: devfleet.fsm.v1.CreateRegion.region:type_name -> devfleet.v1.Region
+	63,  // 57: devfleet.fsm.v1.UpdateRegion.region:type_name -> devfleet.v1.Region
+	64,  // 58: devfleet.fsm.v1.UpdateRegion.update_mask:type_name -> google.protobuf.FieldMask
+	65,  // 59: devfleet.fsm.v1.CreateSite.site:type_name -> devfleet.v1.Site
+	65,  // 60: devfleet.fsm.v1.UpdateSite.site:type_name -> devfleet.v1.Site
+	64,  // 61: devfleet.fsm.v1.UpdateSite.update_mask:type_name -> google.protobuf.FieldMask
+	66,  // 62: devfleet.fsm.v1.CreateHost.host:type_name -> devfleet.v1.Host
+	66,  // 63: devfleet.fsm.v1.UpdateHost.host:type_name -> devfleet.v1.Host
+	64,  // 64: devfleet.fsm.v1.UpdateHost.update_mask:type_name -> google.protobuf.FieldMask
+	67,  // 65: devfleet.fsm.v1.CreateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	67,  // 66: devfleet.fsm.v1.UpdateFlavor.flavor:type_name -> devfleet.v1.Flavor
+	64,  // 67: devfleet.fsm.v1.UpdateFlavor.update_mask:type_name -> google.protobuf.FieldMask
+	68,  // 68: devfleet.fsm.v1.CreateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	68,  // 69: devfleet.fsm.v1.UpdateDevserver.devserver:type_name -> devfleet.v1.Devserver
+	64,  // 70: devfleet.fsm.v1.UpdateDevserver.update_mask:type_name -> google.protobuf.FieldMask
+	69,  // 71: devfleet.fsm.v1.SetDevserverState.state:type_name -> devfleet.v1.DevserverState
+	69,  // 72: devfleet.fsm.v1.SetDevserverState.from:type_name -> devfleet.v1.DevserverState
+	70,  // 73: devfleet.fsm.v1.HostHealthReport.health:type_name -> devfleet.v1.HostHealth
+	71,  // 74: devfleet.fsm.v1.HostHealthReport.last_seen_time:type_name -> google.protobuf.Timestamp
+	26,  // 75: devfleet.fsm.v1.ReportHostHealth.reports:type_name -> devfleet.fsm.v1.HostHealthReport
+	72,  // 76: devfleet.fsm.v1.CreateProfile.profile:type_name -> devfleet.v1.ContainerProfile
+	73,  // 77: devfleet.fsm.v1.SetPool.pool:type_name -> devfleet.v1.ContainerPool
+	74,  // 78: devfleet.fsm.v1.CreateContainer.container:type_name -> devfleet.v1.Container
+	75,  // 79: devfleet.fsm.v1.SetContainerState.state:type_name -> devfleet.v1.ContainerState
+	75,  // 80: devfleet.fsm.v1.SetContainerState.from:type_name -> devfleet.v1.ContainerState
+	76,  // 81: devfleet.fsm.v1.CreateMigration.migration:type_name -> devfleet.v1.Migration
+	77,  // 82: devfleet.fsm.v1.MigrationUpdate.phase:type_name -> devfleet.v1.MigrationPhase
+	78,  // 83: devfleet.fsm.v1.MigrationUpdate.progress:type_name -> devfleet.v1.MigrationProgress
+	77,  // 84: devfleet.fsm.v1.MigrationUpdate.from:type_name -> devfleet.v1.MigrationPhase
+	79,  // 85: devfleet.fsm.v1.MigrationUpdate.cold_step:type_name -> devfleet.v1.ColdStep
+	37,  // 86: devfleet.fsm.v1.UpdateMigrations.updates:type_name -> devfleet.fsm.v1.MigrationUpdate
+	77,  // 87: devfleet.fsm.v1.FinishMigration.outcome:type_name -> devfleet.v1.MigrationPhase
+	78,  // 88: devfleet.fsm.v1.FinishMigration.progress:type_name -> devfleet.v1.MigrationProgress
+	80,  // 89: devfleet.fsm.v1.StartDrain.drain:type_name -> devfleet.v1.Drain
+	81,  // 90: devfleet.fsm.v1.StartDrain.items:type_name -> devfleet.v1.DrainItem
+	82,  // 91: devfleet.fsm.v1.DrainItemUpdate.state:type_name -> devfleet.v1.DrainItemState
+	82,  // 92: devfleet.fsm.v1.DrainItemUpdate.from:type_name -> devfleet.v1.DrainItemState
+	43,  // 93: devfleet.fsm.v1.UpdateDrain.items:type_name -> devfleet.fsm.v1.DrainItemUpdate
+	83,  // 94: devfleet.fsm.v1.UpdateDrain.events:type_name -> devfleet.v1.DrainEvent
+	84,  // 95: devfleet.fsm.v1.FinishDrain.state:type_name -> devfleet.v1.DrainState
+	85,  // 96: devfleet.fsm.v1.ExtendDrain.by:type_name -> google.protobuf.Duration
+	86,  // 97: devfleet.fsm.v1.StartDecom.decom:type_name -> devfleet.v1.Decom
+	87,  // 98: devfleet.fsm.v1.AdvanceDecom.from:type_name -> devfleet.v1.DecomStep
+	87,  // 99: devfleet.fsm.v1.AdvanceDecom.to:type_name -> devfleet.v1.DecomStep
+	88,  // 100: devfleet.fsm.v1.FinishDecom.state:type_name -> devfleet.v1.DecomState
+	89,  // 101: devfleet.fsm.v1.RecordDeadLetter.dead_letter:type_name -> devfleet.v1.DeadLetter
+	90,  // 102: devfleet.fsm.v1.OpenAlert.alert:type_name -> devfleet.v1.Alert
+	91,  // 103: devfleet.fsm.v1.SetAlertFindings.findings:type_name -> devfleet.v1.Finding
+	92,  // 104: devfleet.fsm.v1.CreateNotice.notice:type_name -> devfleet.v1.Notice
+	60,  // 105: devfleet.fsm.v1.SnapshotRecord.header:type_name -> devfleet.fsm.v1.SnapshotHeader
+	61,  // 106: devfleet.fsm.v1.SnapshotRecord.table_index:type_name -> devfleet.fsm.v1.TableIndex
+	3,   // 107: devfleet.fsm.v1.SnapshotRecord.node:type_name -> devfleet.fsm.v1.Node
+	63,  // 108: devfleet.fsm.v1.SnapshotRecord.region:type_name -> devfleet.v1.Region
+	65,  // 109: devfleet.fsm.v1.SnapshotRecord.site:type_name -> devfleet.v1.Site
+	66,  // 110: devfleet.fsm.v1.SnapshotRecord.host:type_name -> devfleet.v1.Host
+	67,  // 111: devfleet.fsm.v1.SnapshotRecord.flavor:type_name -> devfleet.v1.Flavor
+	68,  // 112: devfleet.fsm.v1.SnapshotRecord.devserver:type_name -> devfleet.v1.Devserver
+	92,  // 113: devfleet.fsm.v1.SnapshotRecord.notice:type_name -> devfleet.v1.Notice
+	72,  // 114: devfleet.fsm.v1.SnapshotRecord.container_profile:type_name -> devfleet.v1.ContainerProfile
+	73,  // 115: devfleet.fsm.v1.SnapshotRecord.container_pool:type_name -> devfleet.v1.ContainerPool
+	74,  // 116: devfleet.fsm.v1.SnapshotRecord.container:type_name -> devfleet.v1.Container
+	76,  // 117: devfleet.fsm.v1.SnapshotRecord.migration:type_name -> devfleet.v1.Migration
+	80,  // 118: devfleet.fsm.v1.SnapshotRecord.drain:type_name -> devfleet.v1.Drain
+	81,  // 119: devfleet.fsm.v1.SnapshotRecord.drain_item:type_name -> devfleet.v1.DrainItem
+	83,  // 120: devfleet.fsm.v1.SnapshotRecord.drain_event:type_name -> devfleet.v1.DrainEvent
+	86,  // 121: devfleet.fsm.v1.SnapshotRecord.decom:type_name -> devfleet.v1.Decom
+	89,  // 122: devfleet.fsm.v1.SnapshotRecord.dead_letter:type_name -> devfleet.v1.DeadLetter
+	90,  // 123: devfleet.fsm.v1.SnapshotRecord.alert:type_name -> devfleet.v1.Alert
+	124, // [124:124] is the sub-list for method output_type
+	124, // [124:124] is the sub-list for method input_type
+	124, // [124:124] is the sub-list for extension type_name
+	124, // [124:124] is the sub-list for extension extendee
+	0,   // [0:124] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_fsm_v1_command_proto_init() }
@@ -5032,8 +5292,11 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*Command_FenceHost)(nil),
 		(*Command_UnfenceHost)(nil),
 		(*Command_RecordDeadLetter)(nil),
+		(*Command_OpenAlert)(nil),
+		(*Command_SetAlertFindings)(nil),
+		(*Command_CloseAlert)(nil),
 	}
-	file_devfleet_fsm_v1_command_proto_msgTypes[59].OneofWrappers = []any{
+	file_devfleet_fsm_v1_command_proto_msgTypes[62].OneofWrappers = []any{
 		(*SnapshotRecord_Header)(nil),
 		(*SnapshotRecord_TableIndex)(nil),
 		(*SnapshotRecord_Node)(nil),
@@ -5052,6 +5315,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 		(*SnapshotRecord_DrainEvent)(nil),
 		(*SnapshotRecord_Decom)(nil),
 		(*SnapshotRecord_DeadLetter)(nil),
+		(*SnapshotRecord_Alert)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5059,7 +5323,7 @@ func file_devfleet_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_fsm_v1_command_proto_rawDesc), len(file_devfleet_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   60,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

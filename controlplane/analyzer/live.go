@@ -1,0 +1,245 @@
+package analyzer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/devfleet/devfleet/controlplane/eventlog"
+	"github.com/devfleet/devfleet/controlplane/state"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
+)
+
+// maxUndo bounds the events a past state is rebuilt from: an analysis asking for the fleet
+// long ago on a busy fleet fails with a clear error rather than running the node out of memory.
+const maxUndo = 1_000_000
+
+// readPage is how many events one eventlog read returns.
+const readPage = 4096
+
+// Live is a node's state and event history as a Source.
+type Live struct {
+	store *state.Store
+	log   *eventlog.Log
+	clock func() time.Time
+}
+
+// NewLive reads store and log; clock is the present (nil: time.Now).
+func NewLive(store *state.Store, log *eventlog.Log, clock func() time.Time) *Live {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Live{store: store, log: log, clock: clock}
+}
+
+// Now is the present.
+func (l *Live) Now() time.Time { return l.clock() }
+
+// StateAt returns the state now, or for a past t the state now with every change after t
+// undone: each object changed since is put back as its last event at or before t left it.
+func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
+	v := l.store.View()
+	if !t.Before(l.clock()) {
+		return v, nil
+	}
+	at, err := l.log.AtTime(t)
+	if err != nil {
+		return nil, historyErr(err)
+	}
+	type ref struct{ topic, key string }
+	first := map[ref]*v1.Event{}
+	var order []ref
+	n := 0
+	for from := at; ; {
+		evs, err := l.log.Read(from, eventlog.Filter{}, readPage)
+		if err != nil {
+			return nil, historyErr(err)
+		}
+		for _, e := range evs {
+			r := ref{e.GetTopic(), e.GetKey()}
+			if first[r] == nil {
+				first[r] = e
+				order = append(order, r)
+			}
+		}
+		n += len(evs)
+		if n > maxUndo {
+			return nil, fmt.Errorf("more than %d changes since %s: too far back to rebuild the fleet on this node", maxUndo, t.Format(time.RFC3339))
+		}
+		if len(evs) < readPage {
+			break
+		}
+		last := evs[len(evs)-1]
+		from = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	if len(order) == 0 {
+		return v, nil
+	}
+	past := l.store.Clone()
+	w := past.Begin(at.Index, t)
+	for _, r := range order {
+		then := (*v1.Event)(nil)
+		if !at.IsZero() {
+			then, err = l.log.At(r.topic, r.key, at)
+			if err != nil {
+				w.Abort()
+				return nil, historyErr(err)
+			}
+		}
+		var apply *v1.Event
+		switch {
+		case then != nil:
+			apply = then
+		default: // it did not exist then: remove what its first change since made
+			apply = proto.Clone(first[r]).(*v1.Event)
+			apply.Deleted = true
+		}
+		if err := ApplyEvent(w, apply); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	if err := w.Commit(); err != nil {
+		return nil, err
+	}
+	return past.View(), nil
+}
+
+// historyErr says what part of the history a node no longer has.
+func historyErr(err error) error {
+	var old *eventlog.TooOldError
+	if errors.As(err, &old) {
+		return fmt.Errorf("this node's event history starts at index %d, after the time asked for: %w", old.Oldest, err)
+	}
+	return err
+}
+
+// Events reads the history: by key through the per-key index when the query names one topic
+// and its keys, else by scanning from Since.
+func (l *Live) Events(ctx context.Context, q Query) ([]*v1.Event, error) {
+	var out []*v1.Event
+	add := func(e *v1.Event) {
+		if q.match(e) {
+			out = append(out, e)
+		}
+	}
+	if len(q.Topics) == 1 && len(q.Keys) > 0 {
+		from, err := l.fromTime(q.Since)
+		if err != nil {
+			return nil, err
+		}
+		for _, key := range q.Keys {
+			for pos := from; ; {
+				evs, err := l.log.KeyEvents(q.Topics[0], key, pos, eventlog.Position{}, readPage)
+				if err != nil {
+					return nil, historyErr(err)
+				}
+				for _, e := range evs {
+					add(e)
+				}
+				if len(evs) < readPage || (!q.Until.IsZero() && evs[len(evs)-1].GetTime().AsTime().After(q.Until)) {
+					break
+				}
+				last := evs[len(evs)-1]
+				pos = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+			}
+		}
+		sortEvents(out)
+	} else {
+		from, err := l.fromTime(q.Since)
+		if err != nil {
+			return nil, err
+		}
+		f := eventlog.Filter{Topics: q.Topics, Keys: q.Keys}
+		for pos := from; ; {
+			evs, err := l.log.Read(pos, f, readPage)
+			if err != nil {
+				return nil, historyErr(err)
+			}
+			for _, e := range evs {
+				add(e)
+			}
+			if len(evs) < readPage || (!q.Until.IsZero() && evs[len(evs)-1].GetTime().AsTime().After(q.Until)) {
+				break
+			}
+			last := evs[len(evs)-1]
+			pos = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+			if len(out) > 4*q.limit() {
+				out = out[len(out)-q.limit():]
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if l := q.limit(); len(out) > l {
+		out = out[len(out)-l:]
+	}
+	return out, nil
+}
+
+// fromTime is the position to read after for the events stamped at or after since.
+func (l *Live) fromTime(since time.Time) (eventlog.Position, error) {
+	if since.IsZero() {
+		return eventlog.Position{}, nil
+	}
+	p, err := l.log.FromTime(since)
+	if err != nil {
+		return p, historyErr(err)
+	}
+	return p, nil
+}
+
+// Record streams a recording of the history from since to now to put: the header, the state
+// at since, then every event after it.
+func (l *Live) Record(ctx context.Context, since time.Time, node string, put func(*v1.RecordingChunk) error) error {
+	at, err := l.log.AtTime(since)
+	if err != nil {
+		return historyErr(err)
+	}
+	base, err := l.StateAt(ctx, since)
+	if err != nil {
+		return err
+	}
+	now := l.clock()
+	h := &v1.RecordingHeader{Version: RecordingVersion, Since: timestamppb.New(since), Until: timestamppb.New(now), BaseIndex: at.Index, Node: node}
+	if err := put(&v1.RecordingChunk{Part: &v1.RecordingChunk_Header{Header: h}}); err != nil {
+		return err
+	}
+	if err := PutBase(putter(put), base); err != nil {
+		return err
+	}
+	for from := at; ; {
+		evs, err := l.log.Read(from, eventlog.Filter{}, readPage)
+		if err != nil {
+			return historyErr(err)
+		}
+		for _, e := range evs {
+			if e.GetTime().AsTime().After(now) {
+				return nil
+			}
+			if err := put(&v1.RecordingChunk{Part: &v1.RecordingChunk_Event{Event: e}}); err != nil {
+				return err
+			}
+		}
+		if len(evs) < readPage {
+			return nil
+		}
+		last := evs[len(evs)-1]
+		from = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+type putter func(*v1.RecordingChunk) error
+
+func (p putter) Put(c *v1.RecordingChunk) error { return p(c) }
