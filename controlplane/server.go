@@ -21,6 +21,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/capacity"
+	"github.com/devfleet/devfleet/controlplane/alerts"
+	"github.com/devfleet/devfleet/controlplane/analyzer"
+	"github.com/devfleet/devfleet/controlplane/analyzer/builtin"
 	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/capacitywatch"
 	"github.com/devfleet/devfleet/controlplane/eventlog"
@@ -79,6 +82,9 @@ type Config struct {
 	EvacuateBrake float64
 	// Events bounds the node's event history (eventlog defaults: 7 days, 1 GiB).
 	Events eventlog.Options
+	// Alerts tunes the leader's alert conditions (zero fields: the alerts package's defaults;
+	// a negative Interval turns alerts off).
+	Alerts AlertOptions
 	// NotifySinks receive owners' notices and drain events from the leader (webhooks).
 	NotifySinks []notify.Sink
 	// Operators may move any devserver (callers name themselves until authentication lands).
@@ -225,6 +231,12 @@ func Start(cfg Config) (*Server, error) {
 		s.lifecycle.Register(n)
 		s.lifecycle.Register(&noticefeed.Feed{Store: f.Store(), Queue: n, Logger: log})
 	}
+	analyzers := builtin.Registry()
+	if cfg.Alerts.Interval >= 0 {
+		s.lifecycle.Register(alerts.New(alerts.Config{Store: f.Store(), Raft: s.node, Analyzers: analyzers,
+			Source: analyzer.NewLive(f.Store(), s.events, nil), Logger: log,
+			Interval: cfg.Alerts.Interval, DrainStall: cfg.Alerts.DrainStall, HostUnreachable: cfg.Alerts.HostUnreachable}))
+	}
 	for _, c := range cfg.Controllers {
 		s.lifecycle.Register(c)
 	}
@@ -239,6 +251,7 @@ func Start(cfg Config) (*Server, error) {
 		AllowFakeHypervisors: cfg.AllowFakeHypervisors,
 		Hosts:                hosts,
 		Operators:            cfg.Operators,
+		Analyzers:            analyzers,
 		Events:               s.events,
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
@@ -439,4 +452,14 @@ func countVoters(members []raftnode.Member) int {
 		}
 	}
 	return n
+}
+
+// AlertOptions tunes the leader's alert conditions (see package alerts).
+type AlertOptions struct {
+	// Interval between evaluations (negative: no alerts).
+	Interval time.Duration
+	// DrainStall: a drain without progress this long opens an alert.
+	DrainStall time.Duration
+	// HostUnreachable: a host unreachable this long opens an alert.
+	HostUnreachable time.Duration
 }

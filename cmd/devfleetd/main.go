@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/devfleet/devfleet/controlplane"
+	"github.com/devfleet/devfleet/controlplane/alerts"
 	"github.com/devfleet/devfleet/controlplane/eventlog"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
 	"github.com/devfleet/devfleet/controlplane/validate"
@@ -44,6 +45,7 @@ type options struct {
 	events                        eventlog.Options
 	eventsMaxMiB                  int64
 	evacuateBrake                 float64
+	alerts                        controlplane.AlertOptions
 	migrations                    migrate.Limits
 	logLevel                      string
 	logFormat                     string
@@ -102,6 +104,9 @@ Precedence: flag, environment, file, default.
 	f.IntVar(&o.migrations.Cluster, "migrations-cluster", migrate.DefaultCluster, "live migrations in the whole fleet at once")
 	f.DurationVar(&o.evacuateAfter, "evacuate-after", drain.DefaultEvacuateAfter, "fence and evacuate a host whose libvirt has been unreachable this long (0: never)")
 	f.Float64Var(&o.evacuateBrake, "evacuate-brake", drain.DefaultBrake, "pause automatic evacuations in a site when more than this share of its hosts are unhealthy at once")
+	f.DurationVar(&o.alerts.Interval, "alert-interval", alerts.DefaultInterval, "how often the leader evaluates the alert conditions (negative: no alerts)")
+	f.DurationVar(&o.alerts.DrainStall, "alert-drain-stall", alerts.DefaultDrainStall, "a drain without progress this long opens an alert")
+	f.DurationVar(&o.alerts.HostUnreachable, "alert-host-unreachable", alerts.DefaultHostUnreachable, "a host unreachable this long opens an alert")
 	f.DurationVar(&o.events.MaxAge, "events-max-age", eventlog.DefaultMaxAge, "how long each node keeps the fleet's events")
 	f.Int64Var(&o.eventsMaxMiB, "events-max-mib", eventlog.DefaultMaxBytes>>20, "how much event history each node keeps, in MiB (the oldest go first)")
 	f.StringVar(&o.webhookURL, "webhook-url", "", "POST owners' notices and drain events as signed JSON to this URL (see notify/DESIGN.md)")
@@ -141,6 +146,9 @@ func (o *options) check() error {
 	}
 	if o.eventsMaxMiB < 0 {
 		return fmt.Errorf("--events-max-mib: must not be negative, got %d", o.eventsMaxMiB)
+	}
+	if o.alerts.DrainStall < 0 || o.alerts.HostUnreachable < 0 {
+		return errors.New("--alert-drain-stall, --alert-host-unreachable: must not be negative")
 	}
 	if o.evacuateBrake < 0 || o.evacuateBrake > 1 {
 		return fmt.Errorf("--evacuate-brake: must be a share of a site's hosts, from 0 to 1, got %g", o.evacuateBrake)
@@ -208,6 +216,7 @@ func run(ctx context.Context, o *options) error {
 		NotifySinks:          sinks,
 		EvacuateAfter:        evacuateAfter(o.evacuateAfter),
 		EvacuateBrake:        o.evacuateBrake,
+		Alerts:               o.alerts,
 		Events:               eventlog.Options{MaxAge: o.events.MaxAge, MaxBytes: o.eventsMaxMiB << 20},
 	})
 	if err != nil {

@@ -57,6 +57,12 @@ func (s *Server) HTTPHandler(ctx context.Context, grpcAddr string, gatherer prom
 	if err := v1.RegisterEventServiceHandlerFromEndpoint(ctx, gw, grpcAddr, opts); err != nil {
 		return nil, err
 	}
+	if err := v1.RegisterAnalyzerServiceHandlerFromEndpoint(ctx, gw, grpcAddr, opts); err != nil {
+		return nil, err
+	}
+	if err := v1.RegisterAlertServiceHandlerFromEndpoint(ctx, gw, grpcAddr, opts); err != nil {
+		return nil, err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", gw)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))

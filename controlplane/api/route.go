@@ -60,6 +60,7 @@ var methods = func() map[string]method {
 		v1.File_devfleet_v1_drain_proto.Services().ByName("DrainService"),
 		v1.File_devfleet_v1_decom_proto.Services().ByName("DecomService"),
 		v1.File_devfleet_v1_notify_proto.Services().ByName("NotificationService"),
+		v1.File_devfleet_v1_analyzer_proto.Services().ByName("AlertService"),
 	} {
 		for i := 0; i < sd.Methods().Len(); i++ {
 			md := sd.Methods().Get(i)

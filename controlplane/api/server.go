@@ -17,6 +17,7 @@ import (
 
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/capacity/fit"
+	"github.com/devfleet/devfleet/controlplane/analyzer"
 	"github.com/devfleet/devfleet/controlplane/eventlog"
 	"github.com/devfleet/devfleet/controlplane/fsm"
 	"github.com/devfleet/devfleet/controlplane/raftnode"
@@ -72,6 +73,8 @@ type Config struct {
 	Operators []string
 	// Events is this node's event history, which Watch serves; nil serves none.
 	Events *eventlog.Log
+	// Analyzers are the analyzers RunAnalyzer runs; nil runs none.
+	Analyzers *analyzer.Registry
 }
 
 // Server implements the gRPC services.
@@ -85,6 +88,8 @@ type Server struct {
 	v1.UnsafeDecomServiceServer
 	v1.UnsafeNotificationServiceServer
 	v1.UnsafeEventServiceServer
+	v1.UnsafeAnalyzerServiceServer
+	v1.UnsafeAlertServiceServer
 
 	cfg     Config
 	raft    Raft
@@ -154,6 +159,8 @@ func (s *Server) Register(g *grpc.Server) {
 	v1.RegisterDecomServiceServer(g, s)
 	v1.RegisterNotificationServiceServer(g, s)
 	v1.RegisterEventServiceServer(g, s)
+	v1.RegisterAnalyzerServiceServer(g, s)
+	v1.RegisterAlertServiceServer(g, s)
 }
 
 // Close releases the connections used for forwarding.

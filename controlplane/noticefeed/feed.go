@@ -1,6 +1,6 @@
 // Package noticefeed hands what devfleet tells people to the notifier on the leader: owners'
-// notices, and the drain-level steps of drains (started, cancelled, deadline, finished) as
-// operator events.
+// notices, the drain-level steps of drains (started, cancelled, deadline, finished) as
+// operator events, and alerts (opened with their findings, closed).
 package noticefeed
 
 import (
@@ -14,6 +14,7 @@ import (
 
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/notify"
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
 // Queue takes messages to deliver (notify.Notifier).
@@ -51,11 +52,13 @@ func (f *Feed) Run(ctx context.Context) error {
 	since := now().Add(-Resend)
 	// Marks: the newest notice (create index) and drain event (seq) enqueued.
 	var noticeMark, eventMark uint64
+	sentAlerts := map[string]bool{}
 	for {
 		v := f.Store.View()
 		ws := memdb.NewWatchSet()
 		ws.Add(v.WatchTable(state.TableNotices))
 		ws.Add(v.WatchTable(state.TableDrainEvents))
+		ws.Add(v.WatchTable(state.TableAlerts))
 		ws.Add(f.Store.AbandonCh())
 		newNotices, newEvents := noticeMark, eventMark
 		for _, n := range v.Notices() {
@@ -80,6 +83,16 @@ func (f *Feed) Run(ctx context.Context) error {
 					Fields: map[string]string{"hosts": strings.Join(d.GetHosts(), ","), "reason": d.GetReason(), "state": state.DrainStateName(d.GetState())}})
 			}
 		}
+		sent := map[string]bool{} // only the alerts still kept, so that the set stays bounded
+		for _, a := range v.Alerts(true) {
+			for _, m := range alertMessages(a, since) {
+				if !sentAlerts[m.ID] {
+					f.Queue.Enqueue(m)
+				}
+				sent[m.ID] = true
+			}
+		}
+		sentAlerts = sent
 		noticeMark, eventMark = newNotices, newEvents
 		watchCtx, stop := context.WithCancel(ctx)
 		select {
@@ -91,4 +104,25 @@ func (f *Feed) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// alertMessages are the messages an alert makes: "alert.opened" once its analyzers have run
+// (with their findings' summaries), "alert.closed" when it closes.
+func alertMessages(a *v1.Alert, since time.Time) []notify.Message {
+	var out []notify.Message
+	fields := map[string]string{"condition": a.GetCondition(), "subject": a.GetSubject(), "severity": strings.ToLower(strings.TrimPrefix(a.GetSeverity().String(), "SEVERITY_"))}
+	if (len(a.GetFindings()) > 0 || a.GetAnalysisError() != "") && !a.GetOpenTime().AsTime().Before(since) {
+		text := a.GetSummary()
+		for _, fd := range a.GetFindings() {
+			text += "\n- " + fd.GetSummary()
+		}
+		if a.GetAnalysisError() != "" {
+			text += "\n(analysis: " + a.GetAnalysisError() + ")"
+		}
+		out = append(out, notify.Message{ID: "alert/" + a.GetId() + "/opened", Kind: "alert.opened", Subject: a.GetSubject(), Text: text, Time: a.GetOpenTime().AsTime(), Fields: fields})
+	}
+	if a.GetState() == v1.AlertState_ALERT_STATE_CLOSED && !a.GetCloseTime().AsTime().Before(since) {
+		out = append(out, notify.Message{ID: "alert/" + a.GetId() + "/closed", Kind: "alert.closed", Subject: a.GetSubject(), Text: a.GetSummary() + ": " + a.GetCloseReason(), Time: a.GetCloseTime().AsTime(), Fields: fields})
+	}
+	return out
 }

@@ -70,6 +70,8 @@ type client struct {
 	// notifications shows dead letters.
 	notifications v1.NotificationServiceClient
 	events        v1.EventServiceClient
+	analyzers     v1.AnalyzerServiceClient
+	alerts        v1.AlertServiceClient
 }
 
 // newClient makes the API clients of a connection.
@@ -84,6 +86,8 @@ func newClient(conn *grpc.ClientConn) client {
 		decoms:        v1.NewDecomServiceClient(conn),
 		notifications: v1.NewNotificationServiceClient(conn),
 		events:        v1.NewEventServiceClient(conn),
+		analyzers:     v1.NewAnalyzerServiceClient(conn),
+		alerts:        v1.NewAlertServiceClient(conn),
 	}
 }
 
@@ -176,6 +180,9 @@ Exit codes: 0 success, 1 the server or the network failed the command, 2 bad com
 		newBannersCmd(a),
 		newDeadLettersCmd(a),
 		newEventsCmd(a),
+		newAnalyzeCmd(a),
+		newAlertsCmd(a),
+		newDoctorCmd(a),
 		newBenchCmd(a),
 	)
 	return root
