@@ -234,7 +234,7 @@ func Start(cfg Config) (*Server, error) {
 	analyzers := builtin.Registry()
 	if cfg.Alerts.Interval >= 0 {
 		s.lifecycle.Register(alerts.New(alerts.Config{Store: f.Store(), Raft: s.node, Analyzers: analyzers,
-			Source: analyzer.NewLive(f.Store(), s.events, nil), Logger: log,
+			Source: analyzer.NewLive(f.Store(), s.events, nil).WithFeed(s.feed), Logger: log,
 			Interval: cfg.Alerts.Interval, DrainStall: cfg.Alerts.DrainStall, HostUnreachable: cfg.Alerts.HostUnreachable}))
 	}
 	for _, c := range cfg.Controllers {
@@ -252,6 +252,7 @@ func Start(cfg Config) (*Server, error) {
 		Hosts:                hosts,
 		Operators:            cfg.Operators,
 		Analyzers:            analyzers,
+		Feed:                 s.feed,
 		Events:               s.events,
 	})
 	s.grpc = grpc.NewServer(s.api.ServerOptions()...)
@@ -307,6 +308,10 @@ func (s *Server) Node() *raftnode.Node { return s.node }
 
 // Ready reports whether this node leads and has established leadership.
 func (s *Server) Ready() bool { return s.lifecycle.Ready() }
+
+// Hypervisors is the node's connector to the hosts' libvirt: tests inject faults into its
+// in-memory hosts (Connector.Fake).
+func (s *Server) Hypervisors() *hypervisor.Connector { return s.hv }
 
 // Registry holds the node's metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }

@@ -9,6 +9,7 @@ package analyzer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -16,8 +17,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/devfleet/devfleet/controlplane/apierror"
@@ -58,6 +61,9 @@ type Analyzer struct {
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z0-9]+)*$`)
 
 func (a *Analyzer) check() error {
+	if a == nil {
+		return errors.New("a nil analyzer")
+	}
 	if !nameRE.MatchString(a.Name) || a.Run == nil {
 		return fmt.Errorf("analyzer %q: a name of lower-case words joined by dashes and a Run are required", a.Name)
 	}
@@ -181,6 +187,9 @@ func parseInputs(a *Analyzer, raw map[string]string) (Inputs, error) {
 		s, given := raw[d.Name]
 		if !given || s == "" {
 			if d.Required {
+				if d.Description == "" {
+					return Inputs{}, apierror.Invalid("inputs."+d.Name, "required by %s", a.Name)
+				}
 				return Inputs{}, apierror.Invalid("inputs."+d.Name, "required by %s (%s)", a.Name, d.Description)
 			}
 			if d.Default == "" {
@@ -257,25 +266,32 @@ func (r *Registry) Run(ctx context.Context, src Source, name string, raw map[str
 	if err != nil {
 		return nil, err
 	}
-	return &v1.AnalysisReport{Analyzer: name, Inputs: in.Raw(), Time: timestamppb.New(env.now), Findings: findings, Chain: env.run.chain}, nil
+	env.run.mu.Lock()
+	chain := slices.Clone(env.run.chain)
+	env.run.mu.Unlock()
+	return &v1.AnalysisReport{Analyzer: name, Inputs: in.Raw(), Time: timestamppb.New(env.now), Findings: findings, Chain: chain}, nil
 }
 
 // maxDepth bounds chaining, so that two analyzers calling each other fail rather than loop.
 const maxDepth = 8
 
-// runState is shared by every Env of one run.
+// runState is shared by every Env of one run, which analyzers may call from several goroutines.
 type runState struct {
+	mu    sync.Mutex
 	chain []string
-	memo  map[string][]*v1.Finding
+	// memo holds the findings of each call made, by callKey; callers get copies.
+	memo map[string][]*v1.Finding
 }
 
 // Env is what an analyzer sees: the fleet at any time, the feed, and the other analyzers.
 type Env struct {
-	src   Source
-	reg   *Registry
-	now   time.Time
-	run   *runState
-	stack []string
+	src Source
+	reg *Registry
+	now time.Time
+	run *runState
+	// stack is the calls from the run's analyzer to this one: names (as the chain shows them)
+	// and keys (which tell any two different calls apart).
+	stack, keys []string
 }
 
 // Now is the time the analysis looks at: the present for a live fleet, the end of a recording.
@@ -285,8 +301,12 @@ func (e *Env) Now() time.Time { return e.now }
 // State returns the fleet as it is at Now.
 func (e *Env) State(ctx context.Context) (*View, error) { return e.StateAt(ctx, e.now) }
 
-// StateAt returns the fleet as it was at t.
+// StateAt returns the fleet as it was at t (a t after Now is Now: what happened since the
+// analysis started is not part of it).
 func (e *Env) StateAt(ctx context.Context, t time.Time) (*View, error) {
+	if t.After(e.now) {
+		t = e.now
+	}
 	v, err := e.src.StateAt(ctx, t)
 	if err != nil {
 		return nil, err
@@ -303,46 +323,82 @@ func (e *Env) Events(ctx context.Context, q Query) ([]*v1.Event, error) {
 }
 
 // Call runs another analyzer with inputs of the caller's choosing, and returns its findings
-// (the caller decides which of them to pass on). Within one run, the same call is made once.
+// (the caller decides which of them to pass on; they are its own to change). Within one run,
+// the same call is made once.
+//
+// An unknown analyzer or inputs it refuses are the calling analyzer's mistake, not bad input
+// from whoever ran it: the error says so but has no API kind (it is not InvalidArgument or
+// NotFound of the run).
 func (e *Env) Call(ctx context.Context, name string, raw map[string]string) ([]*v1.Finding, error) {
 	a := e.reg.Get(name)
 	if a == nil {
-		return nil, fmt.Errorf("chained analyzer %s: %w", name, apierror.Missing("analyzer", name))
+		return nil, fmt.Errorf("chained analyzer %s: no such analyzer", name)
 	}
 	in, err := parseInputs(a, raw)
 	if err != nil {
-		return nil, fmt.Errorf("chained analyzer %s: %w", name, err)
+		return nil, fmt.Errorf("chained analyzer %s: %s", name, err.Error())
 	}
 	return e.invoke(ctx, a, in)
 }
 
 func (e *Env) invoke(ctx context.Context, a *Analyzer, in Inputs) ([]*v1.Finding, error) {
-	call := callName(a.Name, in)
-	if slices.Contains(e.stack, call) {
+	call, key := callName(a.Name, in), callKey(a.Name, in)
+	if slices.Contains(e.keys, key) {
 		return nil, fmt.Errorf("analyzer chain loops: %s > %s", strings.Join(e.stack, " > "), call)
 	}
 	if len(e.stack) >= maxDepth {
 		return nil, fmt.Errorf("analyzer chain deeper than %d: %s > %s", maxDepth, strings.Join(e.stack, " > "), call)
 	}
-	if f, ok := e.run.memo[call]; ok {
-		return f, nil
+	e.run.mu.Lock()
+	f, ok := e.run.memo[key]
+	e.run.mu.Unlock()
+	if ok {
+		return cloneFindings(f), nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	child := &Env{src: e.src, reg: e.reg, now: e.now, run: e.run, stack: append(slices.Clone(e.stack), call)}
+	child := &Env{src: e.src, reg: e.reg, now: e.now, run: e.run,
+		stack: append(slices.Clone(e.stack), call), keys: append(slices.Clone(e.keys), key)}
+	e.run.mu.Lock()
 	e.run.chain = append(e.run.chain, strings.Join(child.stack, " > "))
+	e.run.mu.Unlock()
 	findings, err := a.Run(ctx, child, in)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", a.Name, err)
 	}
+	findings = slices.DeleteFunc(findings, func(f *v1.Finding) bool { return f == nil })
 	for _, f := range findings {
 		if f.GetAnalyzer() == "" {
 			f.Analyzer = a.Name
 		}
 	}
-	e.run.memo[call] = findings
+	e.run.mu.Lock()
+	e.run.memo[key] = cloneFindings(findings)
+	e.run.mu.Unlock()
 	return findings, nil
+}
+
+func cloneFindings(fs []*v1.Finding) []*v1.Finding {
+	if fs == nil {
+		return nil
+	}
+	out := make([]*v1.Finding, len(fs))
+	for i, f := range fs {
+		out[i] = proto.Clone(f).(*v1.Finding)
+	}
+	return out
+}
+
+// callKey names a call unambiguously (callName is for people: an input's value may hold its
+// separators).
+func callKey(name string, in Inputs) string {
+	var b strings.Builder
+	b.WriteString(strconv.Quote(name))
+	for _, k := range slices.Sorted(maps.Keys(in.raw)) {
+		b.WriteString(" " + strconv.Quote(k) + "=" + strconv.Quote(in.raw[k]))
+	}
+	return b.String()
 }
 
 func callName(name string, in Inputs) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -26,6 +27,39 @@ type Live struct {
 	store *state.Store
 	log   *eventlog.Log
 	clock func() time.Time
+	feed  Feed
+}
+
+// Feed writes the history behind the state (*feed.Feed): Wait returns once the history holds
+// every change up to a raft index.
+type Feed interface {
+	Wait(ctx context.Context, index uint64) error
+}
+
+// catchUpWait bounds how long a read waits for the history to catch up with the state.
+const catchUpWait = 5 * time.Second
+
+// WithFeed makes every read first wait for the history to hold what the state holds, so that an
+// analysis never sees an object's new state without the event that made it.
+func (l *Live) WithFeed(f Feed) *Live {
+	l.feed = f
+	return l
+}
+
+// catchUp returns the state now, once the history holds its changes.
+func (l *Live) catchUp(ctx context.Context) (*state.View, error) {
+	v := l.store.View()
+	return v, l.waitFeed(ctx, v.LatestIndex())
+}
+
+// waitFeed waits for the history to hold every change up to raft index index.
+func (l *Live) waitFeed(ctx context.Context, index uint64) error {
+	if l.feed == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, catchUpWait)
+	defer cancel()
+	return l.feed.Wait(ctx, index)
 }
 
 // NewLive reads store and log; clock is the present (nil: time.Now).
@@ -42,9 +76,15 @@ func (l *Live) Now() time.Time { return l.clock() }
 // StateAt returns the state now, or for a past t the state now with every change after t
 // undone: each object changed since is put back as its last event at or before t left it.
 func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
-	v := l.store.View()
 	if !t.Before(l.clock()) {
-		return v, nil
+		return l.catchUp(ctx)
+	}
+	// Undo on a copy of the state taken now, once the history holds every change in it. Changes
+	// the history holds beyond the copy (made since) are undone too, which is harmless: each
+	// object is set to its state at t, whatever it is in the copy.
+	past := l.store.Clone()
+	if err := l.waitFeed(ctx, past.View().LatestIndex()); err != nil {
+		return nil, err
 	}
 	at, err := l.log.AtTime(t)
 	if err != nil {
@@ -52,6 +92,8 @@ func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
 	}
 	type ref struct{ topic, key string }
 	first := map[ref]*v1.Event{}
+	// shared holds every event since of the keys that several rows share (sharedKey).
+	shared := map[ref][]*v1.Event{}
 	var order []ref
 	n := 0
 	for from := at; ; {
@@ -64,6 +106,9 @@ func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
 			if first[r] == nil {
 				first[r] = e
 				order = append(order, r)
+			}
+			if sharedKey(r.topic) {
+				shared[r] = append(shared[r], e)
 			}
 		}
 		n += len(evs)
@@ -80,28 +125,17 @@ func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
 		}
 	}
 	if len(order) == 0 {
-		return v, nil
+		return past.View(), nil
 	}
-	past := l.store.Clone()
 	w := past.Begin(at.Index, t)
 	for _, r := range order {
-		then := (*v1.Event)(nil)
-		if !at.IsZero() {
-			then, err = l.log.At(r.topic, r.key, at)
-			if err != nil {
-				w.Abort()
-				return nil, historyErr(err)
-			}
+		var err error
+		if evs, ok := shared[r]; ok {
+			err = l.undoShared(ctx, w, r.topic, r.key, at, evs)
+		} else {
+			err = l.undo(w, r.topic, r.key, at, first[r])
 		}
-		var apply *v1.Event
-		switch {
-		case then != nil:
-			apply = then
-		default: // it did not exist then: remove what its first change since made
-			apply = proto.Clone(first[r]).(*v1.Event)
-			apply.Deleted = true
-		}
-		if err := ApplyEvent(w, apply); err != nil {
+		if err != nil {
 			w.Abort()
 			return nil, err
 		}
@@ -110,6 +144,71 @@ func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
 		return nil, err
 	}
 	return past.View(), nil
+}
+
+// undo puts one object back as it was at at, given its first event after at.
+func (l *Live) undo(w *state.WriteTxn, topic, key string, at eventlog.Position, first *v1.Event) error {
+	var then *v1.Event
+	if !at.IsZero() {
+		var err error
+		if then, err = l.log.At(topic, key, at); err != nil {
+			return historyErr(err)
+		}
+	}
+	if then == nil { // it did not exist then: remove what its first change since made
+		then = proto.Clone(first).(*v1.Event)
+		then.Deleted = true
+	}
+	return ApplyEvent(w, then)
+}
+
+// sharedKey reports whether several rows of topic have the same feed key (see feed's keyOf): a
+// drain's events all have the drain's ID, so that a watch of that key is its timeline. Such a
+// key's last event at a time is the state of one of its rows, not of all: they are rebuilt by
+// undoShared.
+func sharedKey(topic string) bool { return topic == "drain-event" }
+
+// undoShared puts the rows of a shared key back as they were at at: it removes every row that
+// changed since (evs, its events after at), then replays the key's history up to at, which
+// leaves each row as its last event then did.
+func (l *Live) undoShared(ctx context.Context, w *state.WriteTxn, topic, key string, at eventlog.Position, evs []*v1.Event) error {
+	for _, e := range evs {
+		del := proto.Clone(e).(*v1.Event)
+		del.Deleted = true
+		if err := ApplyEvent(w, del); err != nil {
+			return err
+		}
+	}
+	if at.IsZero() {
+		return nil // nothing was stamped at or before t: none of them existed
+	}
+	// As undo does through At, refuse a position whose past the history no longer holds.
+	if _, err := l.log.At(topic, key, at); err != nil {
+		return historyErr(err)
+	}
+	n := 0
+	for from := (eventlog.Position{}); ; {
+		page, err := l.log.KeyEvents(topic, key, from, at, readPage)
+		if err != nil {
+			return historyErr(err)
+		}
+		for _, e := range page {
+			if err := ApplyEvent(w, e); err != nil {
+				return err
+			}
+		}
+		if n += len(page); n > maxUndo {
+			return fmt.Errorf("more than %d changes of %s %q to replay: too far back to rebuild the fleet on this node", maxUndo, topic, key)
+		}
+		if len(page) < readPage {
+			return nil
+		}
+		last := page[len(page)-1]
+		from = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
 }
 
 // historyErr says what part of the history a node no longer has.
@@ -124,6 +223,9 @@ func historyErr(err error) error {
 // Events reads the history: by key through the per-key index when the query names one topic
 // and its keys, else by scanning from Since.
 func (l *Live) Events(ctx context.Context, q Query) ([]*v1.Event, error) {
+	if _, err := l.catchUp(ctx); err != nil {
+		return nil, err
+	}
 	var out []*v1.Event
 	add := func(e *v1.Event) {
 		if q.match(e) {
@@ -135,7 +237,7 @@ func (l *Live) Events(ctx context.Context, q Query) ([]*v1.Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, key := range q.Keys {
+		for _, key := range slices.Compact(slices.Sorted(slices.Values(q.Keys))) {
 			for pos := from; ; {
 				evs, err := l.log.KeyEvents(q.Topics[0], key, pos, eventlog.Position{}, readPage)
 				if err != nil {
@@ -149,6 +251,9 @@ func (l *Live) Events(ctx context.Context, q Query) ([]*v1.Event, error) {
 				}
 				last := evs[len(evs)-1]
 				pos = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
 			}
 		}
 		sortEvents(out)

@@ -67,6 +67,8 @@ type Recording struct {
 	cursor *state.Store
 	at     int
 	views  map[int]*state.View
+	// marks[i] is the watermark of Segment[i]: the latest stamp of the events up to it.
+	marks []time.Time
 }
 
 // ReadRecording reads a recording written by Writer. A file that is not one, is truncated or
@@ -81,6 +83,7 @@ func ReadRecording(r io.Reader) (*Recording, error) {
 	opts := protodelim.UnmarshalOptions{MaxSize: maxChunk}
 	rec := &Recording{}
 	var base bytes.Buffer
+	hasBase := false
 	for n := 0; ; n++ {
 		c := &v1.RecordingChunk{}
 		err := opts.UnmarshalFrom(br, c)
@@ -107,6 +110,7 @@ func ReadRecording(r io.Reader) (*Recording, error) {
 				return nil, fmt.Errorf("recording chunk %d: base state out of place (it comes after the header, before the events)", n)
 			}
 			base.Write(p.Base)
+			hasBase = true
 		case *v1.RecordingChunk_Event:
 			if rec.Header == nil {
 				return nil, fmt.Errorf("recording chunk %d: an event before the header", n)
@@ -125,11 +129,13 @@ func ReadRecording(r io.Reader) (*Recording, error) {
 	if rec.Header == nil {
 		return nil, errors.New("not a devfleet recording: it does not start with a header")
 	}
-	st := state.New()
-	if base.Len() > 0 {
-		if st, err = state.Restore(&base); err != nil {
-			return nil, fmt.Errorf("recording base state: %w", err)
-		}
+	if !hasBase {
+		// A writer always puts the base (an empty state is a few bytes): a stream cut short.
+		return nil, errors.New("recording has no base state: it is truncated")
+	}
+	st, err := state.Restore(&base)
+	if err != nil {
+		return nil, fmt.Errorf("recording base state: %w", err)
 	}
 	rec.base = st
 	return rec, nil
@@ -145,8 +151,12 @@ func checkEvent(e *v1.Event, before []*v1.Event) error {
 			return fmt.Errorf("event %d/%d is out of order (after %d/%d)", e.GetIndex(), e.GetN(), p.GetIndex(), p.GetN())
 		}
 	}
-	if _, err := e.GetObject().UnmarshalNew(); err != nil {
-		return fmt.Errorf("event %d/%d: its object cannot be read: %w", e.GetIndex(), e.GetN(), err)
+	m, err := e.GetObject().UnmarshalNew()
+	if err != nil {
+		return fmt.Errorf("event %d/%d: its object (%s) cannot be read: %w", e.GetIndex(), e.GetN(), e.GetObject().GetTypeUrl(), err)
+	}
+	if state.TableOf(m) == "" {
+		return fmt.Errorf("event %d/%d: its object is a %s, which is no part of the fleet's state", e.GetIndex(), e.GetN(), m.ProtoReflect().Descriptor().FullName())
 	}
 	return nil
 }
@@ -162,7 +172,10 @@ func NewRecording(h *v1.RecordingHeader, base *state.Store, events []*v1.Event) 
 // Write writes the recording in Writer's format.
 func (r *Recording) Write(w io.Writer) error {
 	wr := NewWriter(w)
-	h := proto.Clone(r.Header).(*v1.RecordingHeader)
+	h := &v1.RecordingHeader{}
+	if r.Header != nil {
+		h = proto.Clone(r.Header).(*v1.RecordingHeader)
+	}
 	h.Version = RecordingVersion
 	if err := wr.Put(&v1.RecordingChunk{Part: &v1.RecordingChunk_Header{Header: h}}); err != nil {
 		return err
@@ -215,13 +228,27 @@ func (r *Recording) Since() time.Time { return r.Header.GetSince().AsTime() }
 
 // StateAt replays the events stamped up to t onto the base state. Before the recording's
 // start it is an error: the recording does not know.
+//
+// As on a live node (eventlog's AtTime), "stamped up to t" goes by the watermark, the latest
+// stamp so far in feed order: the events before the first one stamped after t. Stamps are the
+// leader's clock, which can step back when the leader changes.
 func (r *Recording) StateAt(_ context.Context, t time.Time) (*state.View, error) {
 	if since := r.Since(); t.Before(since) {
-		return nil, fmt.Errorf("the recording starts at %s; it does not hold the fleet at %s", since.Format(time.RFC3339), t.Format(time.RFC3339))
+		return nil, fmt.Errorf("the recording starts at %s; it does not hold the fleet at %s", since.Format(time.RFC3339Nano), t.Format(time.RFC3339Nano))
 	}
-	k := sort.Search(len(r.Segment), func(i int) bool { return r.Segment[i].GetTime().AsTime().After(t) })
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.marks) != len(r.Segment) {
+		r.marks = make([]time.Time, len(r.Segment))
+		var mark time.Time
+		for i, e := range r.Segment {
+			if at := e.GetTime().AsTime(); i == 0 || at.After(mark) {
+				mark = at
+			}
+			r.marks[i] = mark
+		}
+	}
+	k := sort.Search(len(r.marks), func(i int) bool { return r.marks[i].After(t) })
 	if v, ok := r.views[k]; ok {
 		return v, nil
 	}

@@ -22,7 +22,7 @@ func (s *Server) source() (*analyzer.Live, error) {
 	if s.cfg.Events == nil {
 		return nil, &apierror.Error{Kind: apierror.Unavailable, Reason: "this node keeps no event history"}
 	}
-	return analyzer.NewLive(s.store, s.cfg.Events, nil), nil
+	return analyzer.NewLive(s.store, s.cfg.Events, nil).WithFeed(s.cfg.Feed), nil
 }
 
 func (s *Server) analyzers() (*analyzer.Registry, error) {

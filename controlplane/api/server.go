@@ -75,6 +75,8 @@ type Config struct {
 	Events *eventlog.Log
 	// Analyzers are the analyzers RunAnalyzer runs; nil runs none.
 	Analyzers *analyzer.Registry
+	// Feed writes Events; analyses wait for it to catch up with the state (nil: they do not).
+	Feed analyzer.Feed
 }
 
 // Server implements the gRPC services.

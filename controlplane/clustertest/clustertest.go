@@ -40,6 +40,9 @@ type Options struct {
 	Operators []string
 	// NotifySinks receive the leader's notifications.
 	NotifySinks []notify.Sink
+	// Alerts turns the leader's alerts on with these settings (nil: off, so that they do not
+	// add commands to tests that do not look at them).
+	Alerts *controlplane.AlertOptions
 }
 
 // Node is one member of a test cluster.
@@ -117,6 +120,7 @@ func (c *Cluster) start(i int, bootstrap bool, join []string) {
 		AllowFakeHypervisors: true,
 		Operators:            c.opts.Operators,
 		NotifySinks:          c.opts.NotifySinks,
+		Alerts:               alertOptions(c.opts.Alerts),
 	})
 	if err != nil {
 		c.t.Fatalf("start %s: %v", node.ID, err)
@@ -206,6 +210,22 @@ func (c *Cluster) Kill(i int) {
 	n.conn.Close()
 	n.Server.Kill()
 	n.Server = nil
+}
+
+// Stop stops node i gracefully, as an operator would (a leader hands leadership over first);
+// its data dir stays.
+func (c *Cluster) Stop(i int) {
+	n := c.Nodes[i]
+	n.conn.Close()
+	n.Server.Stop()
+	n.Server = nil
+}
+
+func alertOptions(o *controlplane.AlertOptions) controlplane.AlertOptions {
+	if o == nil {
+		return controlplane.AlertOptions{Interval: -1}
+	}
+	return *o
 }
 
 // Restart starts node i again from its data dir, on the same raft address.

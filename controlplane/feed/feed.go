@@ -4,6 +4,9 @@
 package feed
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -67,6 +70,13 @@ type Feed struct {
 	ch     chan batch
 	done   chan struct{}
 	once   sync.Once
+
+	// mu guards written, the raft index of the last batch written (events or none), and
+	// progress, closed and replaced whenever it rises: readers that mix the state with the
+	// history wait for the history to catch up with the state they read.
+	mu       sync.Mutex
+	written  uint64
+	progress chan struct{}
 }
 
 // New returns a feed writing to l; Start it, and Close it after the store stops applying.
@@ -74,7 +84,7 @@ func New(l *eventlog.Log, logger *slog.Logger) *Feed {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Feed{log: l, logger: logger.With("component", "feed"), ch: make(chan batch, queue), done: make(chan struct{})}
+	return &Feed{log: l, logger: logger.With("component", "feed"), ch: make(chan batch, queue), done: make(chan struct{}), progress: make(chan struct{})}
 }
 
 // Reset implements state.Observer: the whole state was replaced (a snapshot installed, or the
@@ -96,8 +106,39 @@ func (f *Feed) Start() {
 		defer close(f.done)
 		for b := range f.ch {
 			f.write(b)
+			f.wrote(b.index)
 		}
 	}()
+}
+
+func (f *Feed) wrote(index uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if index > f.written {
+		f.written = index
+		close(f.progress)
+		f.progress = make(chan struct{})
+	}
+}
+
+// Wait returns once the history holds every change up to raft index index (or ctx ends): a
+// reader of the state at that index then finds its events in the history too.
+func (f *Feed) Wait(ctx context.Context, index uint64) error {
+	for {
+		f.mu.Lock()
+		written, progress := f.written, f.progress
+		f.mu.Unlock()
+		if written >= index {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the event history is behind the state (index %d of %d): %w", written, index, ctx.Err())
+		case <-f.done:
+			return errors.New("the event feed has stopped")
+		case <-progress:
+		}
+	}
 }
 
 // Close stops the writer once every queued change is written.
@@ -154,6 +195,8 @@ func keyOf(m proto.Message) string {
 		return r.GetDrainId()
 	case *v1.DeadLetter:
 		return r.GetSink() + "/" + r.GetMessageId()
+	case *v1.ContainerPool:
+		return r.GetRegion() + "/" + r.GetProfile()
 	case *fsmv1.Node:
 		return r.GetId()
 	case interface{ GetName() string }:

@@ -120,3 +120,12 @@ func enumWord(name, prefix string) string {
 }
 
 func subject(topic, key string) string { return topic + "/" + key }
+
+// windowStart is Now minus d, or the start of what the env holds (a recording) if later.
+func windowStart(env *analyzer.Env, d time.Duration) time.Time {
+	since := env.Now().Add(-d)
+	if s, ok := env.Since(); ok && since.Before(s) {
+		return s
+	}
+	return since
+}

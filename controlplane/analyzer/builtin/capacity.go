@@ -35,7 +35,6 @@ func regionLoss(v *analyzer.View, region string) capacity.Loss {
 }
 
 func runCapacityRisk(ctx context.Context, env *analyzer.Env, in analyzer.Inputs) ([]*v1.Finding, error) {
-	now := env.Now()
 	v, err := env.State(ctx)
 	if err != nil {
 		return nil, err
@@ -51,10 +50,7 @@ func runCapacityRisk(ctx context.Context, env *analyzer.Env, in analyzer.Inputs)
 			regions = append(regions, r.GetName())
 		}
 	}
-	since := now.Add(-in.Duration("window"))
-	if s, ok := env.Since(); ok && since.Before(s) {
-		since = s
-	}
+	since := windowStart(env, in.Duration("window"))
 	var out []*v1.Finding
 	for _, r := range regions {
 		loss := regionLoss(v, r)

@@ -293,10 +293,7 @@ func repaired(ctx context.Context, env *analyzer.Env, d *v1.Devserver) (*v1.Find
 	if d.GetRepairs() == 0 {
 		return nil, nil
 	}
-	since := env.Now().Add(-7 * 24 * time.Hour)
-	if s, ok := env.Since(); ok && since.Before(s) {
-		since = s
-	}
+	since := windowStart(env, 7*24*time.Hour)
 	evs, err := env.Events(ctx, analyzer.Query{Topics: []string{"devserver"}, Keys: []string{d.GetName()}, Since: since})
 	if err != nil {
 		return nil, err

@@ -61,7 +61,8 @@ func runDrainStuck(ctx context.Context, env *analyzer.Env, in analyzer.Inputs) (
 		len(items), count[v1.DrainItemState_DRAIN_ITEM_STATE_MOVING], count[v1.DrainItemState_DRAIN_ITEM_STATE_PENDING], count[v1.DrainItemState_DRAIN_ITEM_STATE_BLOCKED])
 
 	stall := in.Duration("stall")
-	lastProgress, err := drainProgress(ctx, env, id, now.Add(-stall))
+	since := windowStart(env, stall)
+	lastProgress, err := drainProgress(ctx, env, id, since)
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +77,11 @@ func runDrainStuck(ctx context.Context, env *analyzer.Env, in analyzer.Inputs) (
 	head := withEvidence(finding(warning, subj, fmt.Sprintf("drain %s has made no progress for %s: %s", id, short(now.Sub(lastProgress)), tally)), ev)
 	out := []*v1.Finding{head}
 	out = append(out, blockedCauses(v, d, items, subj)...)
+	fs, err := hungMoves(ctx, env, v, d, items, since)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, fs...)
 	out = append(out, failingDestinations(v, items, subj)...)
 	if f := budgetsSaturated(d, items, subj); f != nil {
 		out = append(out, f)
@@ -197,6 +203,41 @@ func blockedCauses(v *analyzer.View, d *v1.Drain, items []*v1.DrainItem, subj st
 		out = append(out, f)
 	}
 	return out
+}
+
+// hungMoves are the moves in flight that copied nothing since since: a destination or a source
+// that hangs, or a guest too busy to migrate. The migration's progress timeout ends them in the
+// end; aborting sooner lets the drain try again elsewhere.
+func hungMoves(ctx context.Context, env *analyzer.Env, v *analyzer.View, d *v1.Drain, items []*v1.DrainItem, since time.Time) ([]*v1.Finding, error) {
+	then, err := env.StateAt(ctx, since)
+	if err != nil {
+		return nil, err
+	}
+	before := map[string]*v1.DrainItem{}
+	for _, it := range then.DrainItems(d.GetId()) {
+		before[it.GetDevserver()] = it
+	}
+	now := env.Now()
+	var out []*v1.Finding
+	for _, it := range items {
+		b := before[it.GetDevserver()]
+		if it.GetState() != v1.DrainItemState_DRAIN_ITEM_STATE_MOVING || b == nil || b.GetState() != v1.DrainItemState_DRAIN_ITEM_STATE_MOVING || progressed(b, it) {
+			continue
+		}
+		m, err := v.GetMigration(it.GetMigrationId())
+		if err != nil {
+			continue
+		}
+		f := finding(warning, subject("drain", d.GetId()), fmt.Sprintf("the move of %s from %s to %s has copied nothing for %s (migration %s, %s, attempt %d)",
+			it.GetDevserver(), it.GetSourceHost(), m.GetDestHost(), short(now.Sub(since)), m.GetId(), enumWord(m.GetPhase().String(), "MIGRATION_PHASE_"), m.GetAttempts()),
+			"a move that copies nothing is usually a host that hangs (its libvirtd or its migration network); its progress timeout ends it, then the drain tries again")
+		f.Evidence = append(f.Evidence, object("migration", m.GetId(), m.GetUpdateTime(), "no progress"))
+		f.Actions = append(f.Actions,
+			action("abort-migration", m.GetId(), "abort the hung move now, so that the drain tries again", "devfleet migration abort "+m.GetId()),
+			action("check-host", m.GetDestHost(), "look at the destination's libvirt and migration network", "devfleet host show "+m.GetDestHost()))
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // failingDestinations names the destination hosts where this drain's moves failed more than

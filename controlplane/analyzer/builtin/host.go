@@ -77,10 +77,7 @@ func runHostFlapping(ctx context.Context, env *analyzer.Env, in analyzer.Inputs)
 		return nil, err
 	}
 	window, threshold := in.Duration("window"), int(in.Int("changes"))
-	since := now.Add(-window)
-	if s, ok := recordedSince(env); ok && since.Before(s) {
-		since = s
-	}
+	since := windowStart(env, window)
 	var peers []string
 	for _, p := range v.HostsAt(h.GetSite()) {
 		if p.GetName() != name && p.GetState() != v1.HostState_HOST_STATE_RETIRED {
@@ -140,9 +137,4 @@ func lastSeen(now time.Time, h *v1.Host) string {
 		return "an unknown time (never heard from)"
 	}
 	return "last heard from " + at(now, h.GetLastSeenTime())
-}
-
-// recordedSince is the start of what the env can look back to, when it is a recording.
-func recordedSince(env *analyzer.Env) (time.Time, bool) {
-	return env.Since()
 }

@@ -56,9 +56,9 @@ func explainMigration(now time.Time, m *v1.Migration) []*v1.Finding {
 		return []*v1.Finding{withEvidence(finding(warning, subj, fmt.Sprintf("migration %s of %s ended %s %s: %s", id, m.GetDevserver(), enumWord(m.GetPhase().String(), "MIGRATION_PHASE_"), at(now, m.GetEndTime()), m.GetFailureReason())), ev)}
 	}
 	if m.GetAttempts() > 1 && m.GetFailureReason() != "" {
-		f := finding(warning, subj, fmt.Sprintf("migration %s of %s is on attempt %d of %d; the last one failed: %s", id, m.GetDevserver(), m.GetAttempts(), max(pol.GetMaxAttempts(), 1), m.GetFailureReason()))
-		if m.GetAttempts() >= pol.GetMaxAttempts() && pol.GetMaxAttempts() > 0 {
-			f.Severity = critical
+		f := finding(warning, subj, fmt.Sprintf("migration %s of %s is on attempt %d; the last one failed: %s", id, m.GetDevserver(), m.GetAttempts(), m.GetFailureReason()))
+		if n := pol.GetMaxAttempts(); n > 0 {
+			f.Details = append(f.Details, fmt.Sprintf("it gives up after %d attempt(s)", n))
 		}
 		f.Actions = append(f.Actions, action("check-host", m.GetDestHost(), "look at the destination host's libvirt: repeated failures often come from it", "devfleet host show "+m.GetDestHost()))
 		if !m.GetCold() && !pol.GetColdFallback() {
