@@ -39,6 +39,9 @@ func runCapacityRisk(ctx context.Context, env *analyzer.Env, in analyzer.Inputs)
 	if err != nil {
 		return nil, err
 	}
+	if all := v.Regions(); len(all) == 1 {
+		return []*v1.Finding{finding(info, "capacity/n-1", fmt.Sprintf("the fleet has one region (%s): losing it loses every devserver, whatever the room; N-1 needs a second region", all[0].GetName()))}, nil
+	}
 	var regions []string
 	if r := in.String("region"); r != "" {
 		if _, err := v.GetRegion(r); err != nil {
@@ -129,7 +132,7 @@ func explainBroken(ctx context.Context, env *analyzer.Env, region string, loss c
 	if err != nil {
 		return nil, err
 	}
-	f.Details = append(f.Details, fmt.Sprintf("broken since %s, by this change: %s", at(now, cause.GetTime()), desc))
+	f.Details = append(f.Details, fmt.Sprintf("broken since %s, by this change: %s", strings.TrimPrefix(at(now, cause.GetTime()), "at "), desc))
 	f.Evidence = append(f.Evidence, event(cause, "the change that broke N-1"))
 	return f, nil
 }
