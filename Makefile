@@ -69,7 +69,11 @@ run: build
 	    $$df --as demo devserver migrate demo-dev --flavor tiny-plus --monitor; \
 	    on=$$($$df devserver show demo-dev -o json | sed -n 's/.*"host": "\([^"]*\)".*/\1/p'); \
 	    $$df --as ops drain start --hosts $$on --reason "make run: maintenance" --dry-run; \
-	    $$df --as ops drain start --hosts $$on --reason "make run: maintenance" --monitor; \
+	    id=$$($$df --as ops drain start --hosts $$on --reason "make run: maintenance" | awk 'NR==1 {sub(":", "", $$2); print $$2}'); \
+	    set +x; for i in $$(seq 100); do $$df doctor demo-dev | grep -q "being migrated" && break; sleep 0.1; done; set -x; \
+	    $$df doctor demo-dev; \
+	    $$df drain status $$id --monitor; \
+	    $$df events watch --topic drain --topic migration --since 5m --timeout 3s; \
 	    $$df drain list; \
 	    $$df host uncordon $$on; \
 	    set +x; \
@@ -113,6 +117,7 @@ test-e2e:
 bench: build
 	$(BIN)/devfleet bench apply --clients 1,64,256
 	$(BIN)/devfleet bench scale
+	$(BIN)/devfleet bench events
 	$(GO) test -run '^$$' -bench Libvirt -benchtime 3x ./controlplane/hypervisor
 
 ## tools: protoc from Debian and the pinned protoc plugins.

@@ -147,29 +147,46 @@ func (c *Cluster) Run(ctx context.Context, clients int, d time.Duration) (Result
 // names its host (an operator's pinned create: validation, fit check and allocation on apply,
 // no placement search); see DrivePlacements for creates that place.
 func Drive(ctx context.Context, addr string, clients int, d time.Duration) (Result, error) {
+	write, closeConns, err := devserverCreates(addr, clients)
+	if err != nil {
+		return Result{}, err
+	}
+	defer closeConns()
+	return closedLoop(ctx, "devfleet", clients, d, write), nil
+}
+
+// devserverCreates returns Drive's write: client creates a devserver, pinned to a host of its
+// own, through the gRPC API at addr; closeConns closes its connections.
+func devserverCreates(addr string, clients int) (write func(ctx context.Context, client, seq int) error, closeConns func(), err error) {
 	// A few HTTP/2 connections, as separate client processes would open.
-	conns := make([]*grpc.ClientConn, min(clients, 8))
-	for i := range conns {
+	conns := make([]*grpc.ClientConn, 0, min(clients, 8))
+	closeConns = func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for range cap(conns) {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			return Result{}, err
+			closeConns()
+			return nil, nil, err
 		}
-		defer conn.Close()
-		conns[i] = conn
+		conns = append(conns, conn)
 	}
 	prefix := fmt.Sprintf("p%d-r%d", os.Getpid(), runSeq.Add(1))
 	fleets := make([]v1.FleetServiceClient, len(conns))
 	for i, conn := range conns {
 		fleets[i] = v1.NewFleetServiceClient(conn)
 	}
-	return closedLoop(ctx, "devfleet", clients, d, func(ctx context.Context, client, seq int) error {
+	var made atomic.Int64 // names stay unique when the write is used for several runs
+	return func(ctx context.Context, client, _ int) error {
 		_, err := fleets[client%len(fleets)].CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{
-			Name:  fmt.Sprintf("%s-c%d-d%d", prefix, client, seq),
+			Name:  fmt.Sprintf("%s-c%d-d%d", prefix, client, made.Add(1)),
 			Owner: "bench", Flavor: "small", Region: "bench", Lifespan: v1.Lifespan_LIFESPAN_PERMANENT,
 			Host: benchHost(client % BenchHosts),
 		}})
 		return err
-	}), nil
+	}, closeConns, nil
 }
 
 // batchCounts reads how many raft entries the leader proposed and how many commands they held.

@@ -93,3 +93,37 @@ func TestRunMigrateSmall(t *testing.T) {
 		t.Fatalf("report: %+v", rep)
 	}
 }
+
+// TestRunEventsSmall runs the fan-out benchmark small, so that it keeps working; its figures
+// come from `devfleet bench events`.
+func TestRunEventsSmall(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	rep, err := RunEvents(context.Background(), EventsOptions{Dir: t.TempDir(), Rate: 200, Clients: 8, Watchers: 6, Duration: 500 * time.Millisecond}, &out)
+	t.Log(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Without.Writes == 0 || rep.With.Writes == 0 || rep.Without.Errors != 0 || rep.With.Errors != 0 {
+		t.Fatalf("writes: %+v %+v", rep.Without, rep.With)
+	}
+	if !rep.Complete || rep.Duplicates != 0 || rep.PerWatcher < int64(rep.With.Writes) || rep.Delay.Events != 6*rep.PerWatcher ||
+		rep.Leader.Events != 2*rep.PerWatcher || rep.Followers.Events != 4*rep.PerWatcher {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, want := range []string{"no watchers", "6 watchers", "on leader", "write throughput", "result: "} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("output lacks %q", want)
+		}
+	}
+	// Filtered watchers: only the devservers' events.
+	out.Reset()
+	rep, err = RunEvents(context.Background(), EventsOptions{Dir: t.TempDir(), Rate: 0, Clients: 4, Watchers: 3, Topics: []string{"devserver"}, Duration: 300 * time.Millisecond}, &out)
+	t.Log(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.PerWatcher != int64(rep.With.Writes) {
+		t.Fatalf("report %+v", rep)
+	}
+}

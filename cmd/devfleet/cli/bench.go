@@ -25,7 +25,7 @@ func newBenchCmd(a *app) *cobra.Command {
 		// The benches run devfleetd's code in this process: give it devfleetd's GC setting.
 		PersistentPreRun: func(*cobra.Command, []string) { controlplane.TuneGC() },
 	}
-	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a), newBenchMigrateCmd(a), newBenchDrainCmd(a))
+	cmd.AddCommand(newBenchApplyCmd(a), newBenchScaleCmd(a), newBenchCapacityCmd(a), newBenchPlaceCmd(a), newBenchClaimCmd(a), newBenchCreateCmd(a), newBenchMigrateCmd(a), newBenchDrainCmd(a), newBenchEventsCmd(a))
 	return cmd
 }
 
@@ -64,6 +64,43 @@ figures for a bare hashicorp/raft stack (no-op FSM, one entry per write) for com
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "length of each run")
 	cmd.Flags().StringVar(&dir, "dir", "", "directory for the raft logs (default: a temporary dir); put it on the disk to measure")
 	cmd.Flags().BoolVar(&skipBare, "skip-bare", false, "leave out the bare raft reference")
+	return cmd
+}
+
+func newBenchEventsCmd(a *app) *cobra.Command {
+	var (
+		o   benchmark.EventsOptions
+		dir string
+	)
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Event feed fan-out: commit-to-delivery delay of many watchers, and what they cost writes",
+		Long: `events starts three devfleetd nodes in this process (as bench apply does) and creates devservers
+through the leader at --rate writes/s (open loop: each write is due at its time, whatever the
+previous ones do, with at most --clients in flight; --rate 0 runs a closed loop of --clients),
+for --duration without watchers, then for --duration again with --watchers gRPC Watch streams
+spread over the three nodes. It prints the write throughput of both runs and the loss, and the
+delay from each raft entry's commit (the leader's FSM applying it, when its write can be
+acknowledged) to each watcher receiving each of its events, over every watcher and split by
+leader and followers, against the targets: p99 <= 50 ms and a loss <= 10%.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Rate < 0 || o.Clients < 1 || o.Clients > 4096 || o.Watchers < 1 || o.Duration <= 0 {
+				return usagef("--rate must not be negative, --clients must be between 1 and 4096, --watchers and --duration positive")
+			}
+			return a.runBench(dir, func(scratch string, out io.Writer) (any, error) {
+				o.Dir = scratch
+				return benchmark.RunEvents(cmd.Context(), o, out)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Rate, "rate", 5000, "writes/s offered, open loop (0: closed loop)")
+	f.IntVar(&o.Clients, "clients", 256, "most writes in flight at once (the closed loop's clients)")
+	f.IntVar(&o.Watchers, "watchers", 100, "Watch streams, spread over the three nodes")
+	f.StringSliceVar(&o.Topics, "topic", nil, "the watchers follow only this topic (repeatable; default every event)")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each of the two runs")
+	f.StringVar(&dir, "dir", "", "directory for the raft logs and histories (default: a temporary dir)")
 	return cmd
 }
 

@@ -2,19 +2,19 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/devfleet/devfleet/controlplane/feedwatch"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -32,17 +32,25 @@ func eventsWatchCmd(a *app) *cobra.Command {
 		req   v1.WatchRequest
 		since time.Duration
 		after string
+		pin   bool
+		addrs []string
 	)
 	cmd := &cobra.Command{
 		Use:   "watch [--topic T]... [--key K]... [--since 10m | --after INDEX/N] [-o json]",
 		Short: "Print the fleet's events as they are committed, until interrupted",
 		Long: `Print the fleet's events (one per object a command changed: host, devserver, migration,
-drain, ...) from the node the CLI talks to, as they are committed. --since starts that long ago,
---after resumes after an event (INDEX/N, as printed); by default only new events come. When the
-connection drops, the watch reconnects and resumes after the last event it printed, with no gap
-and no duplicate. -o json prints each event as one line of JSON, its object included.`,
+drain, ...) as they are committed. --since starts that long ago, --after resumes after an event
+(INDEX/N, as printed); by default only new events come. -o json prints each event as one line of
+JSON, its object included.
+
+Every node keeps the whole history, numbered the same way, so the watch follows the cluster, not
+one node: when the stream drops (the node died, stopped or was cut off from us), it resumes after
+the last event it printed, on the same node or another, with no gap and no duplicate, and says so
+on stderr. The nodes it may move to are those --addr lists (a,b,c) and the members the nodes
+announce (ClusterService.ListMembers), unless --pin. It gives up after 30 s without any node.`,
 		Example: `  devfleet events watch --topic drain --topic migration
-  devfleet events watch --topic devserver --key bob-dev --since 1h -o json`,
+  devfleet events watch --topic devserver --key bob-dev --since 1h -o json
+  devfleet --addr node1:7401,node2:7401,node3:7401 events watch --after 1042/0`,
 		Args: exactArgs(),
 		PreRunE: func(cmd *cobra.Command, _ []string) error {
 			if err := exclusive(cmd, "since", "after"); err != nil {
@@ -58,42 +66,48 @@ and no duplicate. -o json prints each event as one line of JSON, its object incl
 				}
 				req.AfterIndex, req.AfterN = idx, n
 			}
+			addrs = nil
+			for _, s := range strings.Split(a.addr, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					addrs = append(addrs, s)
+				}
+			}
+			if len(addrs) == 0 {
+				return usagef("--addr must name at least one node")
+			}
+			a.addr = addrs[0] // what messages name until the watch moves
 			if !cmd.Flags().Changed("timeout") {
 				a.callTimeout, a.timeout = a.timeout, 0 // a watch lasts; --timeout bounds each connection attempt
 			}
 			return nil
 		},
-		RunE: a.action(func(ctx context.Context, c client, _ []string) error {
+		RunE: a.action(func(ctx context.Context, _ client, _ []string) error {
 			if since > 0 {
 				req.Since = timestamppb.New(time.Now().Add(-since))
 			}
-			var failingSince time.Time
-			for {
-				err := a.watchOnce(ctx, c, &req)
-				switch code := status.Code(err); {
-				case err == nil, ctx.Err() != nil:
-					return nil // the server ended the stream, or we were interrupted
-				case code == codes.DeadlineExceeded || code == codes.Canceled:
-					if _, bounded := ctx.Deadline(); bounded {
-						return nil // --timeout: the watch was asked to last that long
-					}
-					return err
-				case code == codes.Unavailable:
-					if failingSince.IsZero() {
-						failingSince = time.Now()
-					}
-					if time.Since(failingSince) > transientGrace {
-						return err
-					}
-					select {
-					case <-ctx.Done():
-						return nil
-					case <-time.After(time.Second):
-					}
-				default:
-					return err
-				}
+			w, err := feedwatch.New(feedwatch.Options{
+				Addrs:      addrs,
+				Request:    &req,
+				NoDiscover: pin,
+				Grace:      transientGrace,
+				Dial: func(addr string) (*grpc.ClientConn, error) {
+					b := *a // the same dial, interceptors and all, to another node
+					b.addr = addr
+					return b.dial()
+				},
+				Logf: func(format string, args ...any) { fmt.Fprintf(a.stderr, "devfleet: "+format+"\n", args...) },
+			})
+			if err != nil {
+				return err
 			}
+			err = w.Run(ctx, func(e *v1.Event) error { return printEvent(a, e) })
+			if ctx.Err() != nil {
+				return nil // interrupted, or --timeout: the watch was asked to last that long
+			}
+			if status.Code(err) == codes.Unavailable {
+				a.addr = strings.Join(w.Addrs(), ", ") // no node answered: name them all
+			}
+			return err
 		}),
 	}
 	f := cmd.Flags()
@@ -101,33 +115,8 @@ and no duplicate. -o json prints each event as one line of JSON, its object incl
 	f.StringSliceVar(&req.Keys, "key", nil, "only this object (repeatable), e.g. a devserver's name")
 	f.DurationVar(&since, "since", 0, "start this long ago, e.g. 10m")
 	f.StringVar(&after, "after", "", "resume after this event, INDEX/N as printed")
+	f.BoolVar(&pin, "pin", false, "move only among the nodes --addr lists, not to the other members they announce")
 	return cmd
-}
-
-// watchOnce follows one stream, printing events; req moves past each event printed, so that a
-// reconnection resumes after it.
-func (a *app) watchOnce(ctx context.Context, c client, req *v1.WatchRequest) error {
-	stream, err := c.events.Watch(ctx, req)
-	if err != nil {
-		return err
-	}
-	for {
-		resp, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		e := resp.GetEvent()
-		if e == nil {
-			continue // a heartbeat
-		}
-		if err := printEvent(a, e); err != nil {
-			return err
-		}
-		req.AfterIndex, req.AfterN, req.Since = e.GetIndex(), e.GetN(), nil
-	}
 }
 
 func printEvent(a *app, e *v1.Event) error {
