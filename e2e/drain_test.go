@@ -94,6 +94,12 @@ func TestLibvirtDrain(t *testing.T) {
 	step := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// A second terminal: a watcher of the drain's events, told only the leader's address (the
+	// node about to be killed), and a developer asking doctor about the devservers in flight.
+	watch := startWatch(t, ctx, leaderOf(t, nodes).grpc, "--topic", "drain", "--topic", "drain-item", "--topic", "migration", "--since", "10m", "-o", "json")
+	doctorCtx, stopDoctor := context.WithCancel(ctx)
+	defer stopDoctor()
+	doctor := pollDoctor(doctorCtx, f.via.grpc, names)
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "devfleet"), "--addr", f.via.grpc, "--as", "ops",
 		"drain", "start", "--hosts", "h1", "--reason", "e2e: drain with a leader crash", "--per-source", "2", "--monitor")
 	var stdout, stderr bytes.Buffer
@@ -150,6 +156,61 @@ func TestLibvirtDrain(t *testing.T) {
 		f.fatalf("no end in the timeline:\n%s", timeline)
 	}
 
+	// doctor, asked while the devservers moved, said which drain moved them.
+	stopDoctor()
+	said := <-doctor
+	if !strings.Contains(said, "is being migrated from h1 to ") || !strings.Contains(said, "by drain "+id+" (e2e: drain with a leader crash)") {
+		f.fatalf("doctor on a moving devserver said:\n%s", said)
+	}
+	t.Logf("doctor on a devserver in flight:\n%s", said)
+	// The watcher got every drain and migration event exactly once, across the leader's death:
+	// the same events as a survivor's history, none twice.
+	var survivor *node
+	for _, n := range nodes {
+		if n != leader {
+			survivor = n
+			break
+		}
+	}
+	ref, errOut, code := cli(t, survivor.grpc, "events", "watch", "--pin", "--topic", "drain", "--topic", "drain-item", "--topic", "migration", "--since", "10m", "-o", "json", "--timeout", "5s")
+	if code != 0 {
+		f.fatalf("the reference watch: exit %d: %s", code, errOut)
+	}
+	want := eventPositions(t, ref)
+	f.waitFor(30*time.Second, "the watcher caught up", func() error {
+		if got := watch.positions(t); len(got) < len(want) {
+			return fmt.Errorf("%d of %d events", len(got), len(want))
+		}
+		return nil
+	})
+	lines := watch.lines()
+	got := eventPositions(t, strings.Join(lines, "\n"))
+	seen := map[string]bool{}
+	for _, p := range got {
+		if seen[p] {
+			f.fatalf("the watcher got event %s twice", p)
+		}
+		seen[p] = true
+	}
+	if !slices.Equal(got, want) {
+		f.fatalf("the watcher's %d events differ from the history's %d:\nwatcher %v\nhistory %v", len(got), len(want), got, want)
+	}
+	drainEvents, migrationEvents := 0, 0
+	for _, l := range lines {
+		var e struct {
+			Topic string `json:"topic"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			f.fatalf("an event line that is not JSON: %q: %v", l, err)
+		}
+		drainEvents += boolCount(e.Topic == "drain")
+		migrationEvents += boolCount(e.Topic == "migration")
+	}
+	if drainEvents == 0 || migrationEvents < 6 {
+		f.fatalf("the watcher got %d drain and %d migration events", drainEvents, migrationEvents)
+	}
+	t.Logf("watcher: %d events (%d drain, %d migration), each once, across the leader's death; its log:\n%s", len(got), drainEvents, migrationEvents, watch.stderr())
+
 	// Decommission the host that now runs them all: its devservers move to the last host, a
 	// leftover domain is wiped, and the host is retired with no guest left.
 	step = time.Now()
@@ -201,4 +262,104 @@ func TestLibvirtDrain(t *testing.T) {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n") + "\n"
+}
+
+// watchProc is a devfleet events watch running in the background, its output kept.
+type watchProc struct {
+	mu       sync.Mutex
+	out, err bytes.Buffer
+}
+
+// startWatch starts devfleet events watch against addr; it stops with ctx (and the test).
+func startWatch(t *testing.T, ctx context.Context, addr string, args ...string) *watchProc {
+	t.Helper()
+	w := &watchProc{}
+	ctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "devfleet"), append([]string{"--addr", addr, "events", "watch"}, args...)...)
+	cmd.Stdout, cmd.Stderr = lockedWriter{&w.mu, &w.out}, lockedWriter{&w.mu, &w.err}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	return w
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// lines are the complete lines printed so far.
+func (w *watchProc) lines() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.out.String()
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return strings.Split(s[:i], "\n")
+	}
+	return nil
+}
+
+func (w *watchProc) stderr() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err.String()
+}
+
+func (w *watchProc) positions(t *testing.T) []string {
+	return eventPositions(t, strings.Join(w.lines(), "\n"))
+}
+
+// eventPositions are the index/n of the events printed one JSON object a line, in order.
+func eventPositions(t *testing.T, out string) []string {
+	t.Helper()
+	var ps []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var e struct {
+			Index string `json:"index"`
+			N     uint32 `json:"n"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("an event line that is not JSON: %q: %v", l, err)
+		}
+		ps = append(ps, fmt.Sprintf("%s/%d", e.Index, e.N))
+	}
+	return ps
+}
+
+func boolCount(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// pollDoctor runs devfleet doctor on the devservers, round and round, until one says it is being
+// migrated; it sends that output (or the last one, when ctx ends first).
+func pollDoctor(ctx context.Context, addr string, names []string) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		last := ""
+		for i := 0; ctx.Err() == nil; i++ {
+			b, err := exec.CommandContext(ctx, filepath.Join(binDir, "devfleet"), "--addr", addr, "doctor", names[i%len(names)]).CombinedOutput()
+			if ctx.Err() != nil {
+				break
+			}
+			last = fmt.Sprintf("%s(exit: %v)", b, err)
+			if strings.Contains(last, "is being migrated") {
+				break
+			}
+		}
+		out <- last
+	}()
+	return out
 }
