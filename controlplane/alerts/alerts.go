@@ -163,7 +163,11 @@ func (c *Controller) Evaluate(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			a = res.(*v1.Alert)
+			opened, ok := res.(*v1.Alert)
+			if !ok {
+				return fmt.Errorf("opening an alert returned %T", res)
+			}
+			a = opened
 			c.log.Warn("alert opened", "alert", a.GetId(), "condition", k.name, "subject", k.subject, "summary", k.summary)
 		}
 		if len(a.GetFindings()) > 0 || a.GetAnalysisError() != "" {

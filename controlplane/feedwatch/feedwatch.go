@@ -233,9 +233,11 @@ func (w *Watcher) Run(ctx context.Context, fn func(*v1.Event) error) error {
 		if progressed {
 			failingSince, tried, outOfRange, cuts, pause = time.Time{}, 0, 0, 0, 100*time.Millisecond
 		}
-		if status.Code(err) == codes.DeadlineExceeded {
+		if status.Code(err) == codes.DeadlineExceeded || errors.Is(err, io.EOF) {
+			// Our own deadline, which the server (or gRPC) saw first: the server ends the stream
+			// when the call's deadline passes, with that status or cleanly.
 			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < time.Second {
-				<-ctx.Done() // our own deadline, which the server (or gRPC) saw first
+				<-ctx.Done()
 				return ctx.Err()
 			}
 		}
