@@ -211,6 +211,16 @@ func TestLibvirtDrain(t *testing.T) {
 	}
 	t.Logf("watcher: %d events (%d drain, %d migration), each once, across the leader's death; its log:\n%s", len(got), drainEvents, migrationEvents, watch.stderr())
 
+	// The same drain, recorded from a node and replayed (backtesting): the analyzers see it end.
+	rec := filepath.Join(t.TempDir(), "drain.rec")
+	f.must("analyze", "record", "--since", "10m", "-o", rec)
+	if out := f.must("analyze", "run", "drain-stuck", "--input", "drain="+id, "--replay", rec); !strings.Contains(out, "drain "+id+" ended ") || !strings.Contains(out, "succeeded") {
+		f.fatalf("drain-stuck on the recording:\n%s", out)
+	}
+	if out := f.must("analyze", "run", "doctor", "--input", "devserver=dd0", "--replay", rec); !strings.Contains(out, "dd0 is running on host h") {
+		f.fatalf("doctor dd0 on the recording:\n%s", out)
+	}
+
 	// Decommission the host that now runs them all: its devservers move to the last host, a
 	// leftover domain is wiped, and the host is retired with no guest left.
 	step = time.Now()
