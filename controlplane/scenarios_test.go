@@ -21,6 +21,7 @@ import (
 	"github.com/devfleet/devfleet/controlplane/api"
 	"github.com/devfleet/devfleet/controlplane/clustertest"
 	"github.com/devfleet/devfleet/controlplane/hypervisor"
+	"github.com/devfleet/devfleet/notify"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -39,12 +40,31 @@ type scenario struct {
 	ctx   context.Context
 	start time.Time
 	fleet v1.FleetServiceClient
+	// hook receives the leader's notifications (alerts among them).
+	hook *notify.Recorder
 }
 
 func newScenario(t *testing.T) *scenario {
-	c := clustertest.New(t, 1, clustertest.Options{Operators: []string{"ops"}, Alerts: scenarioAlerts})
-	s := &scenario{t: t, c: c, ctx: ctxT(t, 120*time.Second), start: time.Now().Add(-time.Second), fleet: c.Nodes[0].Fleet()}
+	hook := notify.NewRecorder("hook")
+	c := clustertest.New(t, 1, clustertest.Options{Operators: []string{"ops"}, Alerts: scenarioAlerts, NotifySinks: []notify.Sink{hook}})
+	s := &scenario{t: t, c: c, ctx: ctxT(t, 120*time.Second), start: time.Now().Add(-time.Second), fleet: c.Nodes[0].Fleet(), hook: hook}
 	return s
+}
+
+// notified waits for an alert's notification ("opened" or "closed"), and returns its text.
+func (s *scenario) notified(a *v1.Alert, what string) string {
+	s.t.Helper()
+	var text string
+	s.waitFor("alert."+what+" of "+a.GetId()+" delivered", func() error {
+		for _, m := range s.hook.Messages() {
+			if m.ID == "alert/"+a.GetId()+"/"+what && m.Kind == "alert."+what && m.Subject == a.GetSubject() {
+				text = m.Text
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	return text
 }
 
 func (s *scenario) must(_ any, err error) {
@@ -255,6 +275,10 @@ func TestScenarioDyingHost(t *testing.T) {
 	rec := s.record("dying-host.rec")
 	check(t, func(name string, in map[string]string) []*v1.Finding { return replay(t, rec, name, in) })
 
+	if text := s.notified(a, "opened"); !strings.Contains(text, "host m1 is flapping") {
+		t.Errorf("the alert's notification does not carry its findings:\n%s", text)
+	}
+
 	m1.RestoreConnection()
 	s.hostHealth("m1", v1.HostHealth_HOST_HEALTH_HEALTHY)
 	s.waitFor("the alert closed", func() error {
@@ -264,6 +288,11 @@ func TestScenarioDyingHost(t *testing.T) {
 		}
 		return nil
 	})
+	s.notified(a, "closed")
+	evs, err := v1.NewEventServiceClient(s.c.Nodes[0].Conn()).ListKeyEvents(s.ctx, &v1.ListKeyEventsRequest{Topic: "alert", Key: a.GetId()})
+	if err != nil || len(evs.GetEvents()) != 3 {
+		t.Errorf("the alert's events on the feed (open, findings, close): %v, %v", evs, err)
+	}
 }
 
 // TestScenarioStuckDrain: a drain whose only destination fails each move's first attempt and
