@@ -108,7 +108,7 @@ func runHostFlapping(ctx context.Context, env *analyzer.Env, in analyzer.Inputs)
 	case n >= threshold:
 		f = finding(warning, subj, fmt.Sprintf("host %s is flapping: its health changed %d times in %s (about every %s)", name, n, short(now.Sub(since)), short(now.Sub(since)/time.Duration(n))), peerLine)
 	case down:
-		f = finding(critical, subj, fmt.Sprintf("host %s is unreachable since %s: %s", name, lastSeen(now, h), h.GetHealthReason()), peerLine)
+		f = finding(critical, subj, fmt.Sprintf("host %s is unreachable, %s: %s", name, lastSeen(now, h), h.GetHealthReason()), peerLine)
 		if h.GetFencedTime() != nil {
 			f.Details = append(f.Details, fmt.Sprintf("it was fenced %s: its devservers are recreated on other hosts, and its leftover guests are powered off when it answers again", at(now, h.GetFencedTime())))
 		}
@@ -132,9 +132,14 @@ func runHostFlapping(ctx context.Context, env *analyzer.Env, in analyzer.Inputs)
 	return []*v1.Finding{f}, nil
 }
 
+// lastSeen says when devfleet last heard from a host, for a sentence.
 func lastSeen(now time.Time, h *v1.Host) string {
-	if h.GetLastSeenTime() == nil {
-		return "an unknown time (never heard from)"
+	t := h.GetLastSeenTime()
+	if t == nil {
+		return "never heard from"
 	}
-	return "last heard from " + at(now, h.GetLastSeenTime())
+	if d := now.Sub(t.AsTime()); d >= 0 {
+		return "last heard from " + short(d) + " ago"
+	}
+	return "last heard from " + at(now, t)
 }

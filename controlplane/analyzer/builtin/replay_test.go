@@ -67,7 +67,7 @@ func TestReplayDyingHost(t *testing.T) {
 	}
 	want(t, run(t, rec, HostFlapping, map[string]string{"host": "m2"}).GetFindings(), info, "host m2 is steady")
 	// A threshold above what happened: not flapping, but unreachable.
-	want(t, run(t, rec, HostFlapping, map[string]string{"host": "m1", "changes": "9"}).GetFindings(), critical, "host m1 is unreachable since")
+	want(t, run(t, rec, HostFlapping, map[string]string{"host": "m1", "changes": "9"}).GetFindings(), critical, "host m1 is unreachable, last heard from ")
 
 	doc := run(t, rec, Doctor, map[string]string{"devserver": "d1"})
 	want(t, doc.GetFindings(), critical, "its host m1 is unreachable", "if it does not answer again soon, devfleet fences it")
