@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -132,9 +133,56 @@ func printEvent(a *app, e *v1.Event) error {
 	if e.GetDeleted() {
 		what = "deleted"
 	}
+	if s := eventSummary(e); s != "" {
+		what += ": " + s
+	}
 	_, err := fmt.Fprintf(a.stdout, "%d/%d  %s  %s %s %s\n", e.GetIndex(), e.GetN(), e.GetTime().AsTime().UTC().Format("15:04:05.000"),
 		e.GetTopic(), e.GetKey(), what)
 	return err
+}
+
+// eventSummary is the gist of an event's object for a line of text: what a person watching a
+// drain wants to see go by ("" when there is nothing short to say).
+func eventSummary(e *v1.Event) string {
+	m, err := e.GetObject().UnmarshalNew()
+	if err != nil {
+		return ""
+	}
+	switch x := m.(type) {
+	case *v1.Host:
+		return short(x.GetState()) + ", " + short(x.GetHealth())
+	case *v1.Devserver:
+		return short(x.GetState()) + " on " + cmp.Or(x.GetHost(), "no host")
+	case *v1.Migration:
+		s := fmt.Sprintf("%s %s -> %s: %s", x.GetDevserver(), x.GetSourceHost(), cmp.Or(x.GetDestHost(), "?"), short(x.GetPhase()))
+		if p := x.GetProgress(); p.GetMemoryTotalBytes() > 0 && x.GetPhase() == v1.MigrationPhase_MIGRATION_PHASE_RUNNING {
+			s += fmt.Sprintf(" %d%%", min(100, 100*p.GetMemoryProcessedBytes()/p.GetMemoryTotalBytes()))
+		}
+		if x.GetFailureReason() != "" && x.GetPhase() != v1.MigrationPhase_MIGRATION_PHASE_SUCCEEDED {
+			s += " (" + x.GetFailureReason() + ")"
+		}
+		return s
+	case *v1.Drain:
+		return fmt.Sprintf("%s, %d/%d moved, %d moving, %d blocked", short(x.GetState()), x.GetItemsDone(), x.GetItemsTotal(), x.GetItemsMoving(), x.GetItemsBlocked())
+	case *v1.DrainItem:
+		s := short(x.GetState())
+		if x.GetDestHost() != "" {
+			s += " -> " + x.GetDestHost()
+		}
+		if x.GetBlocker() != "" {
+			s += " (" + x.GetBlocker() + ")"
+		}
+		return s
+	case *v1.DrainEvent:
+		return strings.TrimSpace(x.GetKind() + " " + x.GetDevserver() + ": " + x.GetDetail())
+	case *v1.Decom:
+		return short(x.GetState())
+	case *v1.Alert:
+		return short(x.GetState()) + ": " + x.GetSummary()
+	case *v1.Notice:
+		return x.GetOwner() + ": " + x.GetMessage()
+	}
+	return ""
 }
 
 // parsePosition reads --after: INDEX/N as printed (INDEX alone means INDEX/0).
