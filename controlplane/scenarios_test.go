@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -289,10 +290,17 @@ func TestScenarioDyingHost(t *testing.T) {
 		return nil
 	})
 	s.notified(a, "closed")
-	evs, err := v1.NewEventServiceClient(s.c.Nodes[0].Conn()).ListKeyEvents(s.ctx, &v1.ListKeyEventsRequest{Topic: "alert", Key: a.GetId()})
-	if err != nil || len(evs.GetEvents()) != 3 {
-		t.Errorf("the alert's events on the feed (open, findings, close): %v, %v", evs, err)
-	}
+	// The history is written just after the state: wait for it.
+	s.waitFor("the alert's events on the feed (open, findings, close)", func() error {
+		evs, err := v1.NewEventServiceClient(s.c.Nodes[0].Conn()).ListKeyEvents(s.ctx, &v1.ListKeyEventsRequest{Topic: "alert", Key: a.GetId()})
+		if err != nil {
+			return err
+		}
+		if n := len(evs.GetEvents()); n != 3 {
+			return fmt.Errorf("%d events", n)
+		}
+		return nil
+	})
 }
 
 // TestScenarioStuckDrain: a drain whose only destination fails each move's first attempt and

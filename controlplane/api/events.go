@@ -65,12 +65,16 @@ func (s *Server) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer[v
 	}
 	ctx := stream.Context()
 	sub := log.Subscribe(ctx, from, filter, watchBuffer)
-	tick := time.NewTicker(heartbeat)
+	// The heartbeat goes when nothing was sent for its interval. Rather than resetting a timer
+	// for every event, the timer that fires checks when the last message went; that time is
+	// read once the stream has sent what was waiting (a burst reads the clock once).
+	tick := time.NewTimer(heartbeat)
 	defer tick.Stop()
+	lastSent := time.Now()
 	last := from
 	for {
 		select {
-		case e, ok := <-sub.C():
+		case d, ok := <-sub.C():
 			if !ok {
 				if err := sub.Err(); errors.Is(err, eventlog.ErrSlowConsumer) {
 					return status.Errorf(codes.ResourceExhausted, "watch cut off: more than %d events unread; resume after index %d n %d", watchBuffer, last.Index, last.N)
@@ -79,15 +83,28 @@ func (s *Server) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer[v
 				}
 				return nil
 			}
-			if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: e}}); err != nil {
+			// Every stream of this node sends the same bytes for the event, encoded once.
+			r, err := s.encoded.get(d)
+			if err != nil {
+				return status.Errorf(codes.Internal, "encode event at index %d n %d: %v", d.Event.GetIndex(), d.Event.GetN(), err)
+			}
+			if err := stream.SendMsg(r); err != nil {
 				return err
 			}
-			last = eventlog.Position{Index: e.GetIndex(), N: e.GetN()}
-			tick.Reset(heartbeat)
-		case <-tick.C:
+			last = eventlog.Position{Index: d.Event.GetIndex(), N: d.Event.GetN()}
+			if len(sub.C()) == 0 {
+				lastSent = time.Now()
+			}
+		case now := <-tick.C:
+			if idle := now.Sub(lastSent); idle < heartbeat {
+				tick.Reset(heartbeat - idle)
+				continue
+			}
 			if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Heartbeat{Heartbeat: &v1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
 				return err
 			}
+			lastSent = time.Now()
+			tick.Reset(heartbeat)
 		}
 	}
 }

@@ -111,6 +111,8 @@ type Server struct {
 	claiming   map[string]bool
 	// hosts is placement's index of the hosts, kept in step with the store.
 	hosts *capacity.Index
+	// encoded holds the events this node's Watch streams send, each encoded once.
+	encoded encodedCache
 }
 
 // New returns a Server. Register it on a grpc.Server created with its ServerOptions.
@@ -141,12 +143,15 @@ func New(cfg Config) *Server {
 }
 
 // ServerOptions returns the interceptors every devfleet gRPC server needs: metrics outermost,
-// then error mapping, then routing to the leader.
+// then error mapping, then routing to the leader; and the codec: the standard proto codec, which
+// also sends the events of Watch streams as they were encoded once for every stream (see
+// watchcodec.go; without it they are marshalled for each stream).
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.metrics.unary, errorsUnary, s.routeUnary),
 		grpc.ChainStreamInterceptor(s.metrics.stream, errorsStream),
 		grpc.MaxRecvMsgSize(8 << 20),
+		grpc.ForceServerCodecV2(newServerCodec()),
 	}
 }
 

@@ -6,6 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
 // The benches are commands (devfleet bench apply|scale); these tests run them small so that
@@ -116,14 +123,55 @@ func TestRunEventsSmall(t *testing.T) {
 			t.Fatalf("output lacks %q", want)
 		}
 	}
-	// Filtered watchers: only the devservers' events.
+	// Filtered watchers (only the devservers' events) that decode them whole.
 	out.Reset()
-	rep, err = RunEvents(context.Background(), EventsOptions{Dir: t.TempDir(), Rate: 0, Clients: 4, Watchers: 3, Topics: []string{"devserver"}, Duration: 300 * time.Millisecond}, &out)
+	rep, err = RunEvents(context.Background(), EventsOptions{Dir: t.TempDir(), Rate: 0, Clients: 4, Watchers: 3, Topics: []string{"devserver"}, Duration: 300 * time.Millisecond, FullDecode: true}, &out)
 	t.Log(out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !rep.Complete || rep.PerWatcher != int64(rep.With.Writes) {
 		t.Fatalf("report %+v", rep)
+	}
+}
+
+// TestPositionCodec: the bench's watchers decode an event's position, topic, key and deletion as
+// the proto codec does, heartbeats whole, other messages through the proto codec, and refuse a
+// malformed message.
+func TestPositionCodec(t *testing.T) {
+	t.Parallel()
+	c := newPositionCodec()
+	ev := &v1.Event{Index: 1 << 40, N: 3, Time: timestamppb.Now(), Topic: "devserver", Key: "d-17", Deleted: true,
+		Object: &anypb.Any{TypeUrl: "type.googleapis.com/devfleet.v1.Devserver", Value: make([]byte, 500)}}
+	b, err := c.Marshal(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: ev}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r v1.WatchResponse
+	if err := c.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	want := &v1.Event{Index: ev.Index, N: ev.N, Topic: ev.Topic, Key: ev.Key, Deleted: true}
+	if !proto.Equal(r.GetEvent(), want) {
+		t.Fatalf("decoded %v, want %v", r.GetEvent(), want)
+	}
+	hb := &v1.WatchResponse{Kind: &v1.WatchResponse_Heartbeat{Heartbeat: &v1.Heartbeat{Time: timestamppb.Now()}}}
+	if b, err = c.Marshal(hb); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unmarshal(b, &r); err != nil || !proto.Equal(&r, hb) {
+		t.Fatalf("heartbeat: %v %v", &r, err)
+	}
+	st := &v1.ClusterStatus{AppliedIndex: 42}
+	if b, err = c.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	var back v1.ClusterStatus
+	if err := c.Unmarshal(b, &back); err != nil || !proto.Equal(&back, st) {
+		t.Fatalf("status: %v %v", &back, err)
+	}
+	whole, _ := proto.Marshal(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: ev}})
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(whole[:len(whole)-10])}, &r); err == nil {
+		t.Fatal("a truncated message decoded")
 	}
 }

@@ -4,11 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/devfleet/devfleet/controlplane/eventlog"
 	"github.com/devfleet/devfleet/controlplane/feedwatch"
@@ -36,6 +41,13 @@ type EventsOptions struct {
 	Topics []string
 	// Duration of each of the two measured runs.
 	Duration time.Duration
+	// CPUProfile, if set, is a file for a CPU profile of the run with watchers (pprof format).
+	CPUProfile string
+	// FullDecode: the watchers decode every event whole, as a client that reads the objects
+	// would. By default they decode what a watcher needs to follow the feed and check its
+	// order (index, n, topic, key, deleted), not the stamp nor the object: in a deployment
+	// that work is the clients', but here it shares the nodes' cores.
+	FullDecode bool
 }
 
 // DelayStats are the commit-to-delivery delays of the events that watchers received.
@@ -123,6 +135,13 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	commits := &commitTimes{base: time.Now()}
 	leader.Node().FSM().Store().Observe(commits)
 
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		if !o.FullDecode {
+			opts = append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newPositionCodec())))
+		}
+		return grpc.NewClient(addr, opts...)
+	}
 	ws := make([]*benchWatcher, o.Watchers)
 	wctx, stopWatchers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -133,7 +152,7 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	for i := range ws {
 		node := c.nodes[i%len(c.nodes)]
 		fw, err := feedwatch.New(feedwatch.Options{
-			Addrs: []string{node.GRPCAddr()}, NoDiscover: true, Request: &v1.WatchRequest{Topics: o.Topics},
+			Addrs: []string{node.GRPCAddr()}, NoDiscover: true, Request: &v1.WatchRequest{Topics: o.Topics}, Dial: dial,
 		})
 		if err != nil {
 			return rep, err
@@ -169,7 +188,14 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	}
 
 	commits.from.Store(int64(time.Since(commits.base)))
+	stopProfile, err := startCPUProfile(o.CPUProfile)
+	if err != nil {
+		return rep, err
+	}
 	rep.With, rep.MissedWith = load(fmt.Sprintf("%d watchers", o.Watchers), o.Duration)
+	if err := stopProfile(); err != nil {
+		return rep, err
+	}
 	fmt.Fprintln(out, row(rep.With, rep.MissedWith))
 	// Let every watcher reach the last event (of its topics) written, then stop them. The
 	// leader's feed writes its history behind the applies: wait for it to hold the last entry
@@ -232,7 +258,11 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	if len(o.Topics) > 0 {
 		filter = "topics " + strings.Join(o.Topics, ",")
 	}
-	fmt.Fprintf(out, "delivery delay, leader's commit (FSM apply) to receipt by a watcher (gRPC Watch, %s), %d watchers over 3 nodes:\n", filter, o.Watchers)
+	decode := "index, n, topic, key of each event"
+	if o.FullDecode {
+		decode = "each event whole"
+	}
+	fmt.Fprintf(out, "delivery delay, leader's commit (FSM apply) to receipt by a watcher (gRPC Watch, %s, decoding %s), %d watchers over 3 nodes:\n", filter, decode, o.Watchers)
 	fmt.Fprintf(out, "  all        %s\n", rep.Delay)
 	fmt.Fprintf(out, "  on leader  %s\n", rep.Leader)
 	fmt.Fprintf(out, "  followers  %s\n", rep.Followers)
@@ -271,6 +301,26 @@ func lastMatching(l *eventlog.Log, ws []*benchWatcher, last feedwatch.Position, 
 		}
 		pos = eventlog.Position{Index: found.Index, N: found.N}
 	}
+}
+
+// startCPUProfile starts a CPU profile into path (nothing if path is empty) and returns what
+// stops it and closes the file.
+func startCPUProfile(path string) (func() error, error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 func row(r Result, missed int) string {

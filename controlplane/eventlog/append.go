@@ -112,10 +112,11 @@ func (l *Log) Append(events []*devfleetv1.Event) error {
 	}
 	l.lostFrom = Position{}
 
-	// Copies for the tail, outside the lock: live subscribers share them, read-only.
+	// Copies for the tail, outside the lock: live subscribers share them, read-only, with the
+	// encodings just stored (bbolt does not keep or change a value after its transaction).
 	entries := make([]tailEntry, len(events))
 	for i, ev := range events {
-		entries[i] = tailEntry{pos: Position{ev.GetIndex(), ev.GetN()}, size: len(vals[i]), ev: proto.Clone(ev).(*devfleetv1.Event)}
+		entries[i] = tailEntry{pos: Position{ev.GetIndex(), ev.GetN()}, ev: proto.Clone(ev).(*devfleetv1.Event), raw: vals[i]}
 	}
 	l.mu.Lock()
 	l.st = next

@@ -78,7 +78,7 @@ func TestAppendKeepsACopy(t *testing.T) {
 	sub := l.Subscribe(t.Context(), Position{}, Filter{}, 4)
 	mustAppend(t, l, evs)
 	evs[0].Key = "changed by the caller"
-	if got := (<-sub.C()).GetKey(); got != "da" {
+	if got := (<-sub.C()).Event.GetKey(); got != "da" {
 		t.Fatalf("delivered key %q, want the appended one", got)
 	}
 }

@@ -82,7 +82,8 @@ func BenchmarkDelivery100Subscribers(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for e := range subs[i].C() {
+			for d := range subs[i].C() {
+				e := d.Event
 				if e.GetN() == 0 {
 					delays[i] = append(delays[i], time.Since(starts[e.GetIndex()]))
 				}

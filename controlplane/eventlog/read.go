@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -38,14 +39,16 @@ func (l *Log) Read(from Position, f Filter, limit int) ([]*devfleetv1.Event, err
 	m := f.compile()
 	var out []*devfleetv1.Event
 	for {
-		evs, next, atEnd, err := l.scan(from, m, limit-len(out))
+		ds, next, atEnd, err := l.scan(from, m, limit-len(out), false)
 		if err != nil {
 			if len(out) > 0 {
 				return out, nil // what was read is contiguous; the next Read reports the error
 			}
 			return nil, err
 		}
-		out = append(out, evs...)
+		for _, d := range ds {
+			out = append(out, d.Event)
+		}
 		if atEnd || len(out) == limit {
 			return out, nil
 		}
@@ -56,8 +59,9 @@ func (l *Log) Read(from Position, f Filter, limit int) ([]*devfleetv1.Event, err
 // scan reads from the store in one transaction: up to limit matching events after from, looking
 // at no more than scanBudget keys. It returns the position of the last key looked at (from, or
 // the cut for the zero Position, if none) and whether it reached the newest stored event. The
-// cut is checked inside the transaction, so retention cannot slip a gap in unseen.
-func (l *Log) scan(from Position, m matcher, limit int) (out []*devfleetv1.Event, next Position, atEnd bool, err error) {
+// cut is checked inside the transaction, so retention cannot slip a gap in unseen. With encoded,
+// each event comes with a copy of its stored encoding.
+func (l *Log) scan(from Position, m matcher, limit int, encoded bool) (out []Delivery, next Position, atEnd bool, err error) {
 	err = l.db.View(func(tx *bbolt.Tx) error {
 		st, err := loadState(tx)
 		if err != nil {
@@ -91,7 +95,11 @@ func (l *Log) scan(from Position, m matcher, limit int) (out []*devfleetv1.Event
 			if err := proto.Unmarshal(v, ev); err != nil {
 				return fmt.Errorf("event at index %d n %d: decode: %w", next.Index, next.N, err)
 			}
-			out = append(out, ev)
+			d := Delivery{Event: ev}
+			if encoded {
+				d.Encoded = bytes.Clone(v) // v lives only as long as the transaction
+			}
+			out = append(out, d)
 		}
 		atEnd = true
 		return nil

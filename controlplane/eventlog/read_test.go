@@ -159,7 +159,7 @@ func TestFilters(t *testing.T) {
 		// The same through a subscription (the tail, in memory).
 		sub := l.Subscribe(t.Context(), Position{}, f, 100)
 		for _, w := range want {
-			if e := <-sub.C(); (Position{e.GetIndex(), e.GetN()}) != w {
+			if e := (<-sub.C()).Event; (Position{e.GetIndex(), e.GetN()}) != w {
 				t.Fatalf("filter %+v subscribed: %d/%d, want %v", f, e.GetIndex(), e.GetN(), w)
 			}
 		}
@@ -196,7 +196,7 @@ func TestSparseFilterReadsInBoundedTransactions(t *testing.T) {
 	if want := []Position{{100, 5}, {200, 5}, {300, 5}}; !reflect.DeepEqual(positions(got), want) {
 		t.Fatalf("rare events %v, want %v", positions(got), want)
 	}
-	evs, next, atEnd, err := l.scan(Position{}, Filter{Topics: []string{"rare"}}.compile(), 10)
+	evs, next, atEnd, err := l.scan(Position{}, Filter{Topics: []string{"rare"}}.compile(), 10, true)
 	if err != nil || len(evs) != 1 || atEnd || next != (Position{128, 31}) {
 		t.Fatalf("one scan: %d events, next %v, atEnd %v, %v", len(evs), next, atEnd, err)
 	}

@@ -17,17 +17,25 @@ const DefaultBuffer = 1024
 // pageSize bounds the events a subscriber takes per look at the store or the tail.
 const pageSize = 256
 
+// Delivery is one event of a subscription with its encoding: the bytes the log stores, the
+// protobuf encoding of Event, so that a consumer that sends events on the wire need not encode
+// them again. Live deliveries share both with every other subscriber: read-only.
+type Delivery struct {
+	Event   *devfleetv1.Event
+	Encoded []byte
+}
+
 // Subscription delivers the events after a position: first those stored, then new ones as
 // they are appended, each once and in order.
 type Subscription struct {
-	c   chan *devfleetv1.Event
+	c   chan Delivery
 	mu  sync.Mutex
 	err error
 }
 
-// C delivers the events. It is closed when the subscription ends; Err then says why. Events
-// may be shared with other subscribers: read-only.
-func (s *Subscription) C() <-chan *devfleetv1.Event { return s.c }
+// C delivers the events. It is closed when the subscription ends; Err then says why.
+// Deliveries may be shared with other subscribers: read-only.
+func (s *Subscription) C() <-chan Delivery { return s.c }
 
 // Err is nil while the subscription runs, then why it ended: the ctx's error, ErrClosed,
 // ErrSlowConsumer, a *TooOldError (the start, or a position the consumer had not reached
@@ -59,7 +67,7 @@ func (l *Log) Subscribe(ctx context.Context, from Position, f Filter, buffer int
 	if buffer < 1 {
 		buffer = DefaultBuffer
 	}
-	s := &Subscription{c: make(chan *devfleetv1.Event, buffer)}
+	s := &Subscription{c: make(chan Delivery, buffer)}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -133,7 +141,7 @@ func (l *Log) follow(ctx context.Context, s *Subscription, pos Position, m match
 // fetch returns up to a page of matching events after pos, the position of the last event
 // looked at, whether that was the newest, and the channel that the next change closes — taken
 // before looking.
-func (l *Log) fetch(pos Position, m matcher) (evs []*devfleetv1.Event, next Position, atEnd bool, changed <-chan struct{}, err error) {
+func (l *Log) fetch(pos Position, m matcher) (evs []Delivery, next Position, atEnd bool, changed <-chan struct{}, err error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -150,6 +158,6 @@ func (l *Log) fetch(pos Position, m matcher) (evs []*devfleetv1.Event, next Posi
 		return evs, next, atEnd, changed, nil
 	}
 	l.mu.Unlock()
-	evs, next, atEnd, err = l.scan(pos, m, pageSize)
+	evs, next, atEnd, err = l.scan(pos, m, pageSize, true)
 	return evs, next, atEnd, changed, err
 }

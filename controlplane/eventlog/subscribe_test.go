@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	devfleetv1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
 )
 
@@ -35,7 +37,9 @@ type subscriber struct {
 	sub  *Subscription
 	mu   sync.Mutex
 	got  []Position
-	done chan struct{}
+	// badEncoding: a delivery whose Encoded does not decode to its Event.
+	badEncoding string
+	done        chan struct{}
 }
 
 func (s *subscriber) count() int {
@@ -100,7 +104,12 @@ func subscribeRace(t *testing.T, seed uint64) {
 		pace := rnd.IntN(3) // 0: as fast as it can; else a pause every few events
 		go func() {
 			defer close(s.done)
-			for e := range s.sub.C() {
+			for d := range s.sub.C() {
+				e := d.Event
+				var dec devfleetv1.Event
+				if err := proto.Unmarshal(d.Encoded, &dec); (err != nil || !proto.Equal(&dec, e)) && s.badEncoding == "" {
+					s.badEncoding = fmt.Sprintf("%d/%d: %v", e.GetIndex(), e.GetN(), err)
+				}
 				s.mu.Lock()
 				s.got = append(s.got, Position{e.GetIndex(), e.GetN()})
 				n := len(s.got)
@@ -169,6 +178,9 @@ func subscribeRace(t *testing.T, seed uint64) {
 			t.Fatalf("subscriber %d (from %v, %+v): got %d events, want %d; first difference at %d",
 				i, s.from, s.f, len(s.got), len(want), firstDiff(s.got, want))
 		}
+		if s.badEncoding != "" {
+			t.Fatalf("subscriber %d: a delivery's encoding is not its event: %s", i, s.badEncoding)
+		}
 		if !errors.Is(s.sub.Err(), context.Canceled) {
 			t.Fatalf("subscriber %d ended with %v, want context.Canceled", i, s.sub.Err())
 		}
@@ -208,8 +220,8 @@ func TestSlowConsumerIsCutOffWhileAppendKeepsGoing(t *testing.T) {
 		t.Fatalf("slow consumer ended with %v", slow.Err())
 	}
 	var slowGot []Position
-	for e := range slow.C() {
-		slowGot = append(slowGot, Position{e.GetIndex(), e.GetN()})
+	for d := range slow.C() {
+		slowGot = append(slowGot, Position{d.Event.GetIndex(), d.Event.GetN()})
 	}
 	// What it did get is the feed's start, in order, within its buffer.
 	if len(slowGot) > 4 || (len(slowGot) > 0 && slowGot[0] != (Position{2, 0})) {
@@ -235,7 +247,7 @@ func TestReplayIsPacedByTheConsumer(t *testing.T) {
 	}
 	sub := l.Subscribe(t.Context(), Position{}, Filter{}, 2)
 	for i := range 1000 {
-		e := <-sub.C()
+		e := (<-sub.C()).Event
 		if e == nil {
 			t.Fatalf("ended after %d events: %v", i, sub.Err())
 		}
@@ -246,7 +258,7 @@ func TestReplayIsPacedByTheConsumer(t *testing.T) {
 	// Live now, and keeping up.
 	for i := uint64(101); i <= 110; i++ {
 		mustAppend(t, l, batch(i, 1, time.Now()))
-		if e := <-sub.C(); e.GetIndex() != i {
+		if e := (<-sub.C()).Event; e.GetIndex() != i {
 			t.Fatalf("live: got %d, want %d (%v)", e.GetIndex(), i, sub.Err())
 		}
 	}
@@ -315,7 +327,7 @@ func TestRetentionOvertakingASubscriber(t *testing.T) {
 		mustAppend(t, l, batch(i, 10, clk.Now()))
 	}
 	sub := l.Subscribe(t.Context(), Position{}, Filter{}, 1)
-	if e := <-sub.C(); e.GetIndex() != 1 {
+	if e := (<-sub.C()).Event; e.GetIndex() != 1 {
 		t.Fatalf("first event %d/%d", e.GetIndex(), e.GetN())
 	}
 	clk.Add(2 * time.Hour)
@@ -335,5 +347,36 @@ func TestRetentionOvertakingASubscriber(t *testing.T) {
 	}
 	if !errors.As(late.Err(), &too) {
 		t.Fatalf("subscribing from a deleted position: %v", late.Err())
+	}
+}
+
+// TestDeliveriesCarryTheirEncoding: live deliveries (the tail) share one encoding between
+// subscribers, replayed ones (the store) carry a copy; both are the stored bytes of the event.
+func TestDeliveriesCarryTheirEncoding(t *testing.T) {
+	t.Parallel()
+	l, _ := openTest(t, Options{tailEvents: 4})
+	for i := uint64(1); i <= 10; i++ {
+		mustAppend(t, l, batch(i, 2, time.Now()))
+	}
+	check := func(what string, d Delivery) {
+		t.Helper()
+		var dec devfleetv1.Event
+		if err := proto.Unmarshal(d.Encoded, &dec); err != nil || !proto.Equal(&dec, d.Event) || len(d.Encoded) == 0 {
+			t.Fatalf("%s: %d/%d: encoding %d bytes does not decode to the event (%v)", what, d.Event.GetIndex(), d.Event.GetN(), len(d.Encoded), err)
+		}
+	}
+	replay := l.Subscribe(t.Context(), Position{}, Filter{}, 100) // 20 events, the tail holds 4
+	a := l.Subscribe(t.Context(), Position{10, 1}, Filter{}, 100)
+	b := l.Subscribe(t.Context(), Position{10, 1}, Filter{}, 100)
+	for range 20 {
+		check("replayed", <-replay.C())
+	}
+	mustAppend(t, l, batch(11, 2, time.Now()))
+	for range 2 {
+		da, db := <-a.C(), <-b.C()
+		check("live", da)
+		if da.Event != db.Event || &da.Encoded[0] != &db.Encoded[0] {
+			t.Fatalf("live subscribers do not share the tail's event and encoding")
+		}
 	}
 }

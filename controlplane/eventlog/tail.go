@@ -14,9 +14,11 @@ const (
 )
 
 type tailEntry struct {
-	pos  Position
-	size int
-	ev   *devfleetv1.Event
+	pos Position
+	ev  *devfleetv1.Event
+	// raw is ev's encoding as stored: subscribers pass it on (see Delivery). Its length is
+	// what the entry counts against tailMaxBytes.
+	raw []byte
 }
 
 // tail holds, in order, every event appended after before. Guarded by Log.mu.
@@ -31,10 +33,10 @@ type tail struct {
 
 func (t *tail) push(e tailEntry) {
 	t.entries = append(t.entries, e)
-	t.bytes += e.size
+	t.bytes += len(e.raw)
 	for len(t.entries)-t.start > t.maxEvents || t.bytes > tailMaxBytes {
 		old := t.entries[t.start]
-		t.before, t.bytes = old.pos, t.bytes-old.size
+		t.before, t.bytes = old.pos, t.bytes-len(old.raw)
 		t.entries[t.start] = tailEntry{}
 		t.start++
 	}
@@ -49,7 +51,7 @@ func (t *tail) covers(p Position) bool { return !p.Less(t.before) }
 
 // after returns up to limit matching events after p, the position of the last event looked at
 // (p if none) and whether it looked at the newest. p must be covered.
-func (t *tail) after(p Position, m matcher, limit int) (out []*devfleetv1.Event, next Position, atEnd bool) {
+func (t *tail) after(p Position, m matcher, limit int) (out []Delivery, next Position, atEnd bool) {
 	live := t.entries[t.start:]
 	i := sort.Search(len(live), func(i int) bool { return p.Less(live[i].pos) })
 	next = p
@@ -57,7 +59,7 @@ func (t *tail) after(p Position, m matcher, limit int) (out []*devfleetv1.Event,
 		e := live[i]
 		next = e.pos
 		if m.match(e.ev.GetTopic(), e.ev.GetKey()) {
-			out = append(out, e.ev)
+			out = append(out, Delivery{Event: e.ev, Encoded: e.raw})
 		}
 	}
 	return out, next, i == len(live)

@@ -100,13 +100,32 @@ func (f *Feed) Changed(index uint64, changes []state.Change) {
 	f.ch <- batch{index: index, changes: changes}
 }
 
+// maxCoalesce bounds the entries one Append writes. A writer that keeps up writes each entry's
+// events as it comes; one that fell behind writes what queued up meanwhile in one transaction,
+// which wakes the history's subscribers once, rather than once per entry.
+const maxCoalesce = 256
+
 // Start runs the writer until Close.
 func (f *Feed) Start() {
 	go func() {
 		defer close(f.done)
+		bs := make([]batch, 0, maxCoalesce)
 		for b := range f.ch {
-			f.write(b)
-			f.wrote(b.index)
+			bs = append(bs[:0], b)
+		more:
+			for len(bs) < maxCoalesce {
+				select {
+				case b, ok := <-f.ch:
+					if !ok {
+						break more
+					}
+					bs = append(bs, b)
+				default:
+					break more
+				}
+			}
+			f.write(bs)
+			clear(bs) // the changes are garbage once written
 		}
 	}()
 }
@@ -147,15 +166,38 @@ func (f *Feed) Close() {
 	<-f.done
 }
 
-func (f *Feed) write(b batch) {
-	if b.restored {
+// write writes the events of consecutive batches, in one Append (a restore in between ends it).
+func (f *Feed) write(bs []batch) {
+	last, lastN := f.log.Last()
+	var events []*v1.Event
+	flush := func() {
+		if len(events) == 0 {
+			return
+		}
+		if err := f.log.Append(events); err != nil {
+			f.logger.Error("writing events failed; readers from before them get an error, not a gap", "index", events[0].GetIndex(), "error", err)
+		}
+		events = nil
+	}
+	for _, b := range bs {
+		if !b.restored {
+			events = f.events(events, b, last, lastN)
+			continue
+		}
+		flush()
 		if err := f.log.Restored(b.index); err != nil {
 			f.logger.Error("recording a restore in the event history failed", "index", b.index, "error", err)
 		}
-		return
+		f.wrote(b.index)
+		last, lastN = f.log.Last()
 	}
-	last, lastN := f.log.Last()
-	var events []*v1.Event
+	flush()
+	f.wrote(bs[len(bs)-1].index)
+}
+
+// events appends the events of b's changes to events, skipping those at or before (last, lastN):
+// written before a restart, re-applied by raft.
+func (f *Feed) events(events []*v1.Event, b batch, last uint64, lastN uint32) []*v1.Event {
 	n := uint32(0)
 	for _, c := range b.changes {
 		topic, ok := Topics[c.Table]
@@ -178,12 +220,7 @@ func (f *Feed) write(b batch) {
 		events = append(events, &v1.Event{Index: b.index, N: n, Time: timestamppb.New(c.Time), Topic: topic, Key: keyOf(m), Deleted: c.Deleted, Object: obj})
 		n++
 	}
-	if len(events) == 0 {
-		return
-	}
-	if err := f.log.Append(events); err != nil {
-		f.logger.Error("writing events failed; readers from before them get an error, not a gap", "index", b.index, "error", err)
-	}
+	return events
 }
 
 // keyOf is an object's key in its topic: its name, else its ID.

@@ -344,23 +344,56 @@ func (w *Watcher) anchor(ctx context.Context, conn *grpc.ClientConn, req *v1.Wat
 func (w *Watcher) stream(ctx context.Context, conn *grpc.ClientConn, req *v1.WatchRequest, fn func(*v1.Event) error) (progressed bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var idled atomic.Bool
-	timer := time.AfterFunc(w.opts.Idle, func() { idled.Store(true); cancel() })
+	// The idle clock runs while we wait for the node, not while the consumer takes an event.
+	// Rather than resetting a timer around every Recv, the loop records when it started waiting
+	// (0 while the consumer has an event), and the timer, when it fires, checks that.
+	base := time.Now()
+	var waiting atomic.Int64 // 1 + ns since base when the wait began; 0: not waiting
+	var (
+		idleMu  sync.Mutex
+		idled   bool
+		stopped bool
+		timer   *time.Timer
+	)
+	idleMu.Lock()
+	timer = time.AfterFunc(w.opts.Idle, func() {
+		idleMu.Lock()
+		defer idleMu.Unlock()
+		if stopped {
+			return
+		}
+		since := waiting.Load()
+		if since == 0 { // the consumer is busy: the wait starts later
+			timer.Reset(w.opts.Idle)
+			return
+		}
+		if d := time.Since(base) - time.Duration(since-1); d < w.opts.Idle {
+			timer.Reset(w.opts.Idle - d)
+			return
+		}
+		idled = true
+		cancel()
+	})
+	idleMu.Unlock()
 	defer func() {
+		idleMu.Lock()
+		stopped = true
 		timer.Stop()
-		if err != nil && idled.Load() && ctx.Err() == nil {
+		wasIdle := idled
+		idleMu.Unlock()
+		if err != nil && wasIdle && ctx.Err() == nil {
 			err = fmt.Errorf("%w for %s", errIdle, w.opts.Idle)
 		}
 	}()
+	waiting.Store(1 + int64(time.Since(base)))
 	stream, err := v1.NewEventServiceClient(conn).Watch(sctx, req)
 	if err != nil {
 		return false, err
 	}
 	for {
-		// The idle clock runs while we wait for the node, not while the consumer takes an event.
-		timer.Reset(w.opts.Idle)
+		waiting.Store(1 + int64(time.Since(base)))
 		resp, err := stream.Recv()
-		timer.Stop()
+		waiting.Store(0)
 		if err != nil {
 			return progressed, err
 		}

@@ -82,7 +82,9 @@ for --duration without watchers, then for --duration again with --watchers gRPC 
 spread over the three nodes. It prints the write throughput of both runs and the loss, and the
 delay from each raft entry's commit (the leader's FSM applying it, when its write can be
 acknowledged) to each watcher receiving each of its events, over every watcher and split by
-leader and followers, against the targets: p99 <= 50 ms and a loss <= 10%.`,
+leader and followers, against the targets: p99 <= 50 ms and a loss <= 10%. The watchers decode
+of each event what following the feed needs (index, n, topic, key, deleted), not its object;
+--full-decode makes them decode it whole. --cpuprofile profiles the run with watchers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Rate < 0 || o.Clients < 1 || o.Clients > 4096 || o.Watchers < 1 || o.Duration <= 0 {
@@ -101,6 +103,8 @@ leader and followers, against the targets: p99 <= 50 ms and a loss <= 10%.`,
 	f.StringSliceVar(&o.Topics, "topic", nil, "the watchers follow only this topic (repeatable; default every event)")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "length of each of the two runs")
 	f.StringVar(&dir, "dir", "", "directory for the raft logs and histories (default: a temporary dir)")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run with watchers to this file")
+	f.BoolVar(&o.FullDecode, "full-decode", false, "the watchers decode each event whole (default: its index, n, topic, key and deleted, as following the feed needs)")
 	return cmd
 }
 
