@@ -155,16 +155,21 @@ func TestWatch(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "topics[0]") {
 		t.Fatalf("an unknown topic: %v", err)
 	}
-	// REST: newline-delimited JSON through the gateway.
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.Server.HTTPAddr()+"/v1/events:watch?since=1970-01-01T00:00:00Z&topics=region", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || !strings.Contains(line, `"topic":"region"`) || !strings.Contains(line, `"key":"eu"`) {
-		t.Fatalf("REST watch: %d %q %v", resp.StatusCode, line, err)
+	// REST: newline-delimited JSON through the gateway; batched, a line may hold several events.
+	for _, q := range []string{"", "&batch=true"} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+n.Server.HTTPAddr()+"/v1/events:watch?since=1970-01-01T00:00:00Z&topics=region"+q, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || !strings.Contains(line, `"topic":"region"`) || !strings.Contains(line, `"key":"eu"`) {
+			t.Fatalf("REST watch%s: %d %q %v", q, resp.StatusCode, line, err)
+		}
+		if q == "" && strings.Contains(line, `"batch"`) {
+			t.Fatalf("REST watch: a batch, not asked for: %q", line)
+		}
 	}
 }
 

@@ -72,41 +72,105 @@ func (s *Server) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer[v
 	defer tick.Stop()
 	lastSent := time.Now()
 	last := from
+	var (
+		batch   []eventlog.Delivery // the events of the next response
+		encoded [][]byte            // their encodings, when batched
+		held    eventlog.Delivery   // taken from the subscription, for the next response
+		heldEnc []byte
+	)
 	for {
-		select {
-		case d, ok := <-sub.C():
-			if !ok {
-				if err := sub.Err(); errors.Is(err, eventlog.ErrSlowConsumer) {
-					return status.Errorf(codes.ResourceExhausted, "watch cut off: more than %d events unread; resume after index %d n %d", watchBuffer, last.Index, last.N)
-				} else if ctx.Err() == nil && err != nil {
-					return watchError(err)
+		batch, encoded = batch[:0], encoded[:0]
+		if held.Event != nil {
+			batch, encoded = append(batch, held), append(encoded, heldEnc)
+			held, heldEnc = eventlog.Delivery{}, nil
+		} else {
+			select {
+			case d, ok := <-sub.C():
+				if !ok {
+					if err := sub.Err(); errors.Is(err, eventlog.ErrSlowConsumer) {
+						return status.Errorf(codes.ResourceExhausted, "watch cut off: more than %d events unread; resume after index %d n %d", watchBuffer, last.Index, last.N)
+					} else if ctx.Err() == nil && err != nil {
+						return watchError(err)
+					}
+					return nil
 				}
-				return nil
-			}
-			// Every stream of this node sends the same bytes for the event, encoded once.
-			r, err := s.encoded.get(d)
-			if err != nil {
-				return status.Errorf(codes.Internal, "encode event at index %d n %d: %v", d.Event.GetIndex(), d.Event.GetN(), err)
-			}
-			if err := stream.SendMsg(r); err != nil {
-				return err
-			}
-			last = eventlog.Position{Index: d.Event.GetIndex(), N: d.Event.GetN()}
-			if len(sub.C()) == 0 {
+				batch = append(batch, d)
+				if req.GetBatch() {
+					ev, err := eventBytes(d)
+					if err != nil {
+						return encodeError(d, err)
+					}
+					encoded = append(encoded, ev)
+				}
+			case now := <-tick.C:
+				if idle := now.Sub(lastSent); idle < heartbeat {
+					tick.Reset(heartbeat - idle)
+					continue
+				}
+				if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Heartbeat{Heartbeat: &v1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
+					return err
+				}
 				lastSent = time.Now()
-			}
-		case now := <-tick.C:
-			if idle := now.Sub(lastSent); idle < heartbeat {
-				tick.Reset(heartbeat - idle)
+				tick.Reset(heartbeat)
 				continue
 			}
-			if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Heartbeat{Heartbeat: &v1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
-				return err
+		}
+		if req.GetBatch() {
+			// What is already waiting goes in the same response; never wait for more. An end of
+			// the subscription is seen by the next receive, after this response.
+			size := len(encoded[0])
+		drain:
+			for len(batch) < maxBatchEvents && size < maxBatchBytes {
+				select {
+				case d, ok := <-sub.C():
+					if !ok {
+						break drain
+					}
+					ev, err := eventBytes(d)
+					if err != nil {
+						return encodeError(d, err)
+					}
+					if size+len(ev) > maxBatchBytes {
+						held, heldEnc = d, ev
+						break drain
+					}
+					batch, encoded = append(batch, d), append(encoded, ev)
+					size += len(ev)
+				default:
+					break drain
+				}
 			}
+		}
+		var r *encodedResponse
+		if len(batch) == 1 {
+			// Every stream of this node sends the same bytes for the event, encoded once.
+			var err error
+			if r, err = s.encoded.get(batch[0]); err != nil {
+				return encodeError(batch[0], err)
+			}
+		} else {
+			r = newEncodedBatch(batch, encoded)
+		}
+		if err := stream.SendMsg(r); err != nil {
+			return err
+		}
+		e := batch[len(batch)-1].Event
+		last = eventlog.Position{Index: e.GetIndex(), N: e.GetN()}
+		if held.Event == nil && len(sub.C()) == 0 {
 			lastSent = time.Now()
-			tick.Reset(heartbeat)
 		}
 	}
+}
+
+// A batch holds at most maxBatchEvents events, and more than maxBatchBytes of encoded events
+// only when its first event alone is.
+const (
+	maxBatchEvents = 256
+	maxBatchBytes  = 1 << 20
+)
+
+func encodeError(d eventlog.Delivery, err error) error {
+	return status.Errorf(codes.Internal, "encode event at index %d n %d: %v", d.Event.GetIndex(), d.Event.GetN(), err)
 }
 
 // watchError maps the history's errors to statuses: a position older than the history is

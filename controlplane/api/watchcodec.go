@@ -1,6 +1,8 @@
 package api
 
 import (
+	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc/encoding"
@@ -8,6 +10,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/devfleet/devfleet/controlplane/eventlog"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -17,35 +20,109 @@ import (
 // marshalling each event again, a node frames each event once as a WatchResponse (from the
 // encoding the history already stored) and every stream sends those bytes: serverCodec passes
 // an *encodedResponse through as is and gives every other message to the standard proto codec.
+// A stream that sends a batch (WatchRequest.batch) frames it from the same stored encodings.
 
 // encodedResponse is a WatchResponse with its wire encoding, shared read-only by every stream
 // that sends it. It embeds the message, so it is a proto.Message too: a server without
 // serverCodec marshals the message again, which is slower but the same on the wire.
 type encodedResponse struct {
 	*v1.WatchResponse
-	data mem.BufferSlice // one mem.SliceBuffer, whose Ref and Free do nothing
+	// data: for an event, one mem.SliceBuffer, whose Ref and Free do nothing (the cache's
+	// response is sent by many streams); for a batch, one buffer of batchBuffers, freed once
+	// sent.
+	data mem.BufferSlice
 }
 
-// watchEventField is WatchResponse's event field, from the descriptor so that a renumbered
-// proto cannot silently send wrong bytes.
-var watchEventField = func() protowire.Number {
-	fd := (&v1.WatchResponse{}).ProtoReflect().Descriptor().Fields().ByName("event")
+// watchEventField is WatchResponse's event field, watchBatchField its batch and
+// batchEventsField WatchEventBatch's events: from the descriptors, so that a renumbered proto
+// cannot silently send wrong bytes.
+var (
+	watchEventField  = fieldNumber((&v1.WatchResponse{}).ProtoReflect().Descriptor(), "event")
+	watchBatchField  = fieldNumber((&v1.WatchResponse{}).ProtoReflect().Descriptor(), "batch")
+	batchEventsField = fieldNumber((&v1.WatchEventBatch{}).ProtoReflect().Descriptor(), "events")
+)
+
+func fieldNumber(md protoreflect.MessageDescriptor, name protoreflect.Name) protowire.Number {
+	fd := md.Fields().ByName(name)
 	if fd == nil {
-		panic("api: WatchResponse has no field event")
+		panic(fmt.Sprintf("api: %s has no field %s", md.FullName(), name))
 	}
 	return fd.Number()
-}()
+}
+
+// eventBytes is d's event's encoding: the one the history stored, or marshalled here if the
+// delivery has none.
+func eventBytes(d eventlog.Delivery) ([]byte, error) {
+	if d.Encoded != nil {
+		return d.Encoded, nil
+	}
+	return proto.Marshal(d.Event)
+}
+
+// batchBuffers recycles the buffers of batches. Unlike gRPC's default pool it does not clear a
+// buffer it hands out, since a batch overwrites all of it: gRPC's clears its whole size class
+// (1 MiB for anything over 32 KiB), which cost more than framing the batch.
+var batchBuffers bufferPool
+
+// maxPooledBatch: larger buffers are left to the garbage collector.
+const maxPooledBatch = 2 << 20
+
+type bufferPool struct{ p sync.Pool }
+
+func (bp *bufferPool) Get(n int) *[]byte {
+	if b, ok := bp.p.Get().(*[]byte); ok {
+		if cap(*b) >= n {
+			*b = (*b)[:n]
+			return b
+		}
+		bp.p.Put(b) // too small for this one, not for the next
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func (bp *bufferPool) Put(b *[]byte) {
+	if cap(*b) <= maxPooledBatch {
+		bp.p.Put(b)
+	}
+}
+
+var _ mem.BufferPool = (*bufferPool)(nil)
+
+// newEncodedBatch frames the events as one WatchResponse whose batch holds them, in order, from
+// their encodings (encoded[i] is ds[i]'s): the batch field's tag and length, then each event's
+// tag, length and bytes; nothing is marshalled again. The bytes are in a buffer of
+// batchBuffers, which gRPC frees once it has written them: the response is for one SendMsg.
+func newEncodedBatch(ds []eventlog.Delivery, encoded [][]byte) *encodedResponse {
+	inner := 0
+	evs := make([]*v1.Event, len(ds))
+	for i, d := range ds {
+		evs[i] = d.Event
+		inner += protowire.SizeTag(batchEventsField) + protowire.SizeBytes(len(encoded[i]))
+	}
+	size := protowire.SizeTag(watchBatchField) + protowire.SizeBytes(inner)
+	pool := &batchBuffers
+	buf := pool.Get(size)
+	b := (*buf)[:0]
+	b = protowire.AppendTag(b, watchBatchField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(inner))
+	for _, ev := range encoded {
+		b = protowire.AppendTag(b, batchEventsField, protowire.BytesType)
+		b = protowire.AppendBytes(b, ev)
+	}
+	*buf = b
+	return &encodedResponse{
+		WatchResponse: &v1.WatchResponse{Kind: &v1.WatchResponse_Batch{Batch: &v1.WatchEventBatch{Events: evs}}},
+		data:          mem.BufferSlice{mem.NewBuffer(buf, pool)},
+	}
+}
 
 // newEncodedResponse frames d's event as a WatchResponse: the event field's tag and length,
 // then the event's stored encoding (marshalled here if the delivery has none).
 func newEncodedResponse(d eventlog.Delivery) (*encodedResponse, error) {
-	ev := d.Encoded
-	if ev == nil {
-		b, err := proto.Marshal(d.Event)
-		if err != nil {
-			return nil, err
-		}
-		ev = b
+	ev, err := eventBytes(d)
+	if err != nil {
+		return nil, err
 	}
 	b := make([]byte, 0, protowire.SizeTag(watchEventField)+protowire.SizeBytes(len(ev)))
 	b = protowire.AppendTag(b, watchEventField, protowire.BytesType)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -114,7 +115,7 @@ func TestRunEventsSmall(t *testing.T) {
 	if rep.Without.Writes == 0 || rep.With.Writes == 0 || rep.Without.Errors != 0 || rep.With.Errors != 0 {
 		t.Fatalf("writes: %+v %+v", rep.Without, rep.With)
 	}
-	if !rep.Complete || rep.Duplicates != 0 || rep.PerWatcher < int64(rep.With.Writes) || rep.Delay.Events != 6*rep.PerWatcher ||
+	if !rep.Complete || rep.Duplicates != 0 || rep.PerWatcher < int64(rep.With.Writes) || rep.Delay.Events != 6*rep.PerWatcher || !rep.Batch || rep.PerResponse <= 1 ||
 		rep.Leader.Events != 2*rep.PerWatcher || rep.Followers.Events != 4*rep.PerWatcher {
 		t.Fatalf("report %+v", rep)
 	}
@@ -131,6 +132,16 @@ func TestRunEventsSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !rep.Complete || rep.PerWatcher != int64(rep.With.Writes) {
+		t.Fatalf("report %+v", rep)
+	}
+	// Watchers that ask for one event per response.
+	out.Reset()
+	rep, err = RunEvents(context.Background(), EventsOptions{Dir: t.TempDir(), Rate: 200, Clients: 4, Watchers: 3, Duration: 300 * time.Millisecond, NoBatch: true}, &out)
+	t.Log(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.Batch || rep.PerResponse > 1 || rep.Delay.Events != 3*rep.PerWatcher || !strings.Contains(out.String(), "no batches") {
 		t.Fatalf("report %+v", rep)
 	}
 }
@@ -173,5 +184,30 @@ func TestPositionCodec(t *testing.T) {
 	whole, _ := proto.Marshal(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: ev}})
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(whole[:len(whole)-10])}, &r); err == nil {
 		t.Fatal("a truncated message decoded")
+	}
+	// A batch: each event as above, in order.
+	ev2 := &v1.Event{Index: 1<<40 + 1, Topic: "weather", Key: "k", Object: &anypb.Any{Value: make([]byte, 200)}}
+	batch := &v1.WatchResponse{Kind: &v1.WatchResponse_Batch{Batch: &v1.WatchEventBatch{Events: []*v1.Event{ev, ev2, ev}}}}
+	if b, err = c.Marshal(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	want2 := &v1.Event{Index: ev2.Index, Topic: "weather", Key: "k"}
+	if evs := r.GetBatch().GetEvents(); len(evs) != 3 || !proto.Equal(evs[0], want) || !proto.Equal(evs[1], want2) || !proto.Equal(evs[2], want) {
+		t.Fatalf("batch decoded %v", evs)
+	}
+	whole, _ = proto.Marshal(batch)
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(whole[:len(whole)-10])}, &r); err == nil {
+		t.Fatal("a truncated batch decoded")
+	}
+	// A truncated event inside a well-formed batch.
+	inner, _ := proto.Marshal(ev)
+	bad := protowire.AppendTag(nil, 3, protowire.BytesType)
+	item := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), inner[:len(inner)-3])
+	bad = protowire.AppendBytes(bad, item)
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &r); err == nil {
+		t.Fatal("a batch of a truncated event decoded")
 	}
 }

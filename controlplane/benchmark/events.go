@@ -48,6 +48,9 @@ type EventsOptions struct {
 	// order (index, n, topic, key, deleted), not the stamp nor the object: in a deployment
 	// that work is the clients', but here it shares the nodes' cores.
 	FullDecode bool
+	// NoBatch: the watchers ask for one event per response. By default they ask for batches
+	// (WatchRequest.batch), as feedwatch does.
+	NoBatch bool
 }
 
 // DelayStats are the commit-to-delivery delays of the events that watchers received.
@@ -83,6 +86,10 @@ type EventsReport struct {
 	PerWatcher int64 `json:"events_per_watcher"`
 	// Complete: every watcher ended at the last event, having received the same events.
 	Complete bool `json:"complete"`
+	// Batch: the watchers asked for batches; PerResponse is the events they received per
+	// response (heartbeats included), over the whole watch.
+	Batch       bool    `json:"batch"`
+	PerResponse float64 `json:"events_per_response"`
 	// Cutoffs: streams a node cut off because the watcher fell behind (it resumed).
 	Cutoffs    int64 `json:"cutoffs"`
 	Duplicates int64 `json:"duplicates"`
@@ -99,7 +106,7 @@ type EventsReport struct {
 // the write throughput of both, and the delay from each entry's commit (the leader's FSM
 // applying it: when its write can be acknowledged) to each watcher receiving its events.
 func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsReport, error) {
-	rep := EventsReport{Rate: o.Rate, Watchers: o.Watchers}
+	rep := EventsReport{Rate: o.Rate, Watchers: o.Watchers, Batch: !o.NoBatch}
 	c, err := StartCluster(o.Dir+"/devfleet", raftnode.Config{})
 	if err != nil {
 		return rep, err
@@ -135,12 +142,16 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	commits := &commitTimes{base: time.Now()}
 	leader.Node().FSM().Store().Observe(commits)
 
-	dial := func(addr string) (*grpc.ClientConn, error) {
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-		if !o.FullDecode {
-			opts = append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newPositionCodec())))
+	// Each watcher's connection notes when each response is received: the delay of every event
+	// of a batch is taken then.
+	dial := func(b *benchWatcher) func(addr string) (*grpc.ClientConn, error) {
+		return func(addr string) (*grpc.ClientConn, error) {
+			opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithStreamInterceptor(b.intercept)}
+			if !o.FullDecode {
+				opts = append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newPositionCodec())))
+			}
+			return grpc.NewClient(addr, opts...)
 		}
-		return grpc.NewClient(addr, opts...)
 	}
 	ws := make([]*benchWatcher, o.Watchers)
 	wctx, stopWatchers := context.WithCancel(ctx)
@@ -151,13 +162,14 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	}()
 	for i := range ws {
 		node := c.nodes[i%len(c.nodes)]
+		ws[i] = &benchWatcher{leader: node == leader, commits: commits}
 		fw, err := feedwatch.New(feedwatch.Options{
-			Addrs: []string{node.GRPCAddr()}, NoDiscover: true, Request: &v1.WatchRequest{Topics: o.Topics}, Dial: dial,
+			Addrs: []string{node.GRPCAddr()}, NoDiscover: true, Request: &v1.WatchRequest{Topics: o.Topics}, Dial: dial(ws[i]), NoBatch: o.NoBatch,
 		})
 		if err != nil {
 			return rep, err
 		}
-		ws[i] = &benchWatcher{w: fw, leader: node == leader, commits: commits}
+		ws[i].w = fw
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -223,8 +235,11 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	wg.Wait()
 
 	var all, lead, follow []int32
+	var received, responses int64
 	rep.Complete = caughtUp
 	for i, w := range ws {
+		received += w.received.Load()
+		responses += w.responses
 		w.resolve()
 		st := w.w.Stats()
 		rep.Cutoffs += st.Cutoffs
@@ -243,6 +258,9 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 		}
 	}
 	rep.Delay, rep.Leader, rep.Followers = delayStats(all), delayStats(lead), delayStats(follow)
+	if responses > 0 {
+		rep.PerResponse = float64(received) / float64(responses)
+	}
 	if rep.Without.PerSec > 0 {
 		rep.LossPct = max(0, 100*(1-rep.With.PerSec/rep.Without.PerSec))
 	}
@@ -262,7 +280,11 @@ func RunEvents(ctx context.Context, o EventsOptions, out io.Writer) (EventsRepor
 	if o.FullDecode {
 		decode = "each event whole"
 	}
-	fmt.Fprintf(out, "delivery delay, leader's commit (FSM apply) to receipt by a watcher (gRPC Watch, %s, decoding %s), %d watchers over 3 nodes:\n", filter, decode, o.Watchers)
+	batching := fmt.Sprintf("batches asked: %.1f events per response", rep.PerResponse)
+	if o.NoBatch {
+		batching = "no batches"
+	}
+	fmt.Fprintf(out, "delivery delay, leader's commit (FSM apply) to receipt by a watcher (gRPC Watch, %s, decoding %s, %s), %d watchers over 3 nodes:\n", filter, decode, batching, o.Watchers)
 	fmt.Fprintf(out, "  all        %s\n", rep.Delay)
 	fmt.Fprintf(out, "  on leader  %s\n", rep.Leader)
 	fmt.Fprintf(out, "  followers  %s\n", rep.Followers)
@@ -408,12 +430,17 @@ func (c *commitTimes) at(index uint64) (int64, bool) {
 	return t, t != 0
 }
 
-// benchWatcher records the delay of every event it receives.
+// benchWatcher records the delay of every event it receives, from the receipt of the response
+// that carried it.
 type benchWatcher struct {
 	w        *feedwatch.Watcher
 	leader   bool
 	commits  *commitTimes
 	received atomic.Int64
+	// receivedAt: when the last response was received (ns since base), set by the stream on
+	// feedwatch's goroutine, which then gives its events to receive; responses counts them.
+	receivedAt int64
+	responses  int64
 	// delays in µs of the measured events; pending: received before the leader recorded the
 	// commit (index, receipt ns since base).
 	delays  []int32
@@ -421,8 +448,31 @@ type benchWatcher struct {
 	early   int64
 }
 
+// intercept notes when each response of the watcher's streams is received.
+func (b *benchWatcher) intercept(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	s, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return receiptStream{ClientStream: s, b: b}, nil
+}
+
+type receiptStream struct {
+	grpc.ClientStream
+	b *benchWatcher
+}
+
+func (s receiptStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err == nil {
+		s.b.receivedAt = int64(time.Since(s.b.commits.base))
+		s.b.responses++
+	}
+	return err
+}
+
 func (b *benchWatcher) receive(e *v1.Event) error {
-	now := int64(time.Since(b.commits.base))
+	now := b.receivedAt
 	b.received.Add(1)
 	t, ok := b.commits.at(e.GetIndex())
 	switch {

@@ -15,8 +15,8 @@ import (
 )
 
 // positionCodec is the bench's watchers' codec: the proto codec, except that a WatchResponse's
-// event is decoded only as far as a watcher needs to follow the feed (index, n, topic, key,
-// deleted), skipping its stamp and its object. The bytes are still received and walked, field by
+// event, or each event of its batch, is decoded only as far as a watcher needs to follow the
+// feed (index, n, topic, key, deleted), skipping its stamp and its object. The bytes are still received and walked, field by
 // field, and a malformed message is still an error.
 type positionCodec struct{ proto encoding.CodecV2 }
 
@@ -41,7 +41,7 @@ func (c positionCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if typ != protowire.BytesType || (num != 1 && num != 2) {
+		if typ != protowire.BytesType || (num != 1 && num != 2 && num != 3) {
 			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
 				return protowire.ParseError(n)
 			}
@@ -61,6 +61,14 @@ func (c positionCodec) Unmarshal(data mem.BufferSlice, v any) error {
 			r.Kind = &v1.WatchResponse_Heartbeat{Heartbeat: hb}
 			continue
 		}
+		if num == 3 {
+			batch, err := decodeBatch(m)
+			if err != nil {
+				return fmt.Errorf("watch response: batch: %w", err)
+			}
+			r.Kind = &v1.WatchResponse_Batch{Batch: batch}
+			continue
+		}
 		e, err := decodePosition(m)
 		if err != nil {
 			return fmt.Errorf("watch response: event: %w", err)
@@ -68,6 +76,44 @@ func (c positionCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		r.Kind = &v1.WatchResponse_Event{Event: e}
 	}
 	return nil
+}
+
+// decodeBatch decodes a WatchEventBatch's events as decodePosition does, in one allocation for
+// the events: it counts them first.
+func decodeBatch(b []byte) (*v1.WatchEventBatch, error) {
+	count := 0
+	for rest := b; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		rest = rest[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, rest); n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		rest = rest[n:]
+		if num == 1 && typ == protowire.BytesType {
+			count++
+		}
+	}
+	slab := make([]v1.Event, count)
+	batch := &v1.WatchEventBatch{Events: make([]*v1.Event, 0, count)}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:] // well-formed: counted above
+		if num != 1 || typ != protowire.BytesType {
+			b = b[protowire.ConsumeFieldValue(num, typ, b):]
+			continue
+		}
+		m, n := protowire.ConsumeBytes(b)
+		b = b[n:]
+		e := &slab[len(batch.Events)]
+		if err := decodePositionInto(e, m); err != nil {
+			return nil, fmt.Errorf("event %d: %w", len(batch.Events), err)
+		}
+		batch.Events = append(batch.Events, e)
+	}
+	return batch, nil
 }
 
 // topics interns the feed's topics, which every event repeats.
@@ -82,17 +128,25 @@ var topics = func() map[string]string {
 // decodePosition decodes an Event's index, n, topic, key and deleted, and skips the rest.
 func decodePosition(b []byte) (*v1.Event, error) {
 	e := &v1.Event{}
+	if err := decodePositionInto(e, b); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// decodePositionInto is decodePosition into a zero e.
+func decodePositionInto(e *v1.Event, b []byte) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
 		switch {
 		case typ == protowire.VarintType && (num == 1 || num == 2 || num == 6):
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
-				return nil, protowire.ParseError(n)
+				return protowire.ParseError(n)
 			}
 			b = b[n:]
 			switch num {
@@ -106,7 +160,7 @@ func decodePosition(b []byte) (*v1.Event, error) {
 		case typ == protowire.BytesType && (num == 4 || num == 5):
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return nil, protowire.ParseError(n)
+				return protowire.ParseError(n)
 			}
 			b = b[n:]
 			if num == 4 {
@@ -121,13 +175,13 @@ func decodePosition(b []byte) (*v1.Event, error) {
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
-				return nil, protowire.ParseError(n)
+				return protowire.ParseError(n)
 			}
 			b = b[n:]
 		}
 	}
 	if e.Index == 0 {
-		return nil, errors.New("no index")
+		return errors.New("no index")
 	}
-	return e, nil
+	return nil
 }

@@ -61,6 +61,7 @@ func (f *fakeNode) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer
 		send, end = f.serve(k)
 	}
 	after := feedwatch.Position{Index: req.GetAfterIndex(), N: req.GetAfterN()}
+	var out []*v1.Event
 	sent := 0
 	for i, e := range f.history {
 		if !less(after, e) {
@@ -70,14 +71,26 @@ func (f *fakeNode) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer
 			break
 		}
 		if sent == 0 && f.dup && i > 0 {
-			if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: f.history[i-1]}}); err != nil {
-				return err
-			}
+			out = append(out, f.history[i-1])
 		}
-		if err := stream.Send(&v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: e}}); err != nil {
+		out = append(out, e)
+		sent++
+	}
+	// Batched when asked (as a node does when several events wait): fakeBatch at a time, the
+	// last one alone as an event.
+	for len(out) > 0 {
+		k := 1
+		if req.GetBatch() {
+			k = min(fakeBatch, len(out))
+		}
+		r := &v1.WatchResponse{Kind: &v1.WatchResponse_Event{Event: out[0]}}
+		if k > 1 {
+			r = &v1.WatchResponse{Kind: &v1.WatchResponse_Batch{Batch: &v1.WatchEventBatch{Events: out[:k]}}}
+		}
+		if err := stream.Send(r); err != nil {
 			return err
 		}
-		sent++
+		out = out[k:]
 	}
 	if end != nil || send >= 0 {
 		return end
@@ -85,6 +98,9 @@ func (f *fakeNode) Watch(req *v1.WatchRequest, stream grpc.ServerStreamingServer
 	<-stream.Context().Done()
 	return nil
 }
+
+// fakeBatch is how many events a fake node's batch holds.
+const fakeBatch = 3
 
 func less(p feedwatch.Position, e *v1.Event) bool {
 	return p.Index < e.GetIndex() || (p.Index == e.GetIndex() && p.N < e.GetN())
@@ -349,5 +365,37 @@ func TestASlowConsumerIsNotASilentNode(t *testing.T) {
 	})
 	if !errors.Is(err, context.Canceled) || w.Stats().Failovers != 0 || len(a.requests()) != 1 {
 		t.Fatalf("Run: %v; stats %+v; %d streams", err, w.Stats(), len(a.requests()))
+	}
+}
+
+// A Watcher asks for batches unless told not to, and delivers a batch's events one at a time;
+// a consumer failing in the middle of a batch leaves the position at the event before.
+func TestAsksForBatches(t *testing.T) {
+	t.Parallel()
+	h := history(7)
+	for _, noBatch := range []bool{false, true} {
+		a := startFake(t, &fakeNode{history: h})
+		w := newWatcher(t, feedwatch.Options{Addrs: []string{a.addr}, Request: &v1.WatchRequest{AfterIndex: 9}, NoBatch: noBatch})
+		got, err := collect(t, w, len(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkExactlyOnce(t, got, h)
+		if r := a.requests(); len(r) != 1 || r[0].GetBatch() == noBatch {
+			t.Fatalf("NoBatch %v: asked %v", noBatch, r)
+		}
+	}
+	a := startFake(t, &fakeNode{history: h})
+	w := newWatcher(t, feedwatch.Options{Addrs: []string{a.addr}, Request: &v1.WatchRequest{AfterIndex: 9}})
+	boom := errors.New("boom")
+	n := 0
+	err := w.Run(context.Background(), func(*v1.Event) error {
+		if n++; n == 5 { // the second of the second batch
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || w.Position() != (feedwatch.Position{Index: h[3].GetIndex(), N: h[3].GetN()}) || w.Stats().Events != 4 {
+		t.Fatalf("Run: %v at %s, %+v", err, w.Position(), w.Stats())
 	}
 }

@@ -13,6 +13,10 @@
 // that all fail is followed by a short pause, and after Grace of failures in a row it gives up.
 // A position older than a node's history (OutOfRange: a node installed a snapshot, or retention
 // deleted it) is tried on the other nodes before it is reported.
+//
+// It asks the nodes for batches (WatchRequest.batch: the events waiting for a stream come
+// several per response, which costs a node and the Watcher less per event), unless
+// Options.NoBatch; its consumer takes the events one at a time either way.
 package feedwatch
 
 import (
@@ -73,6 +77,10 @@ type Options struct {
 	Request *v1.WatchRequest
 	// NoDiscover keeps the Watcher on Addrs: it does not learn the other members' addresses.
 	NoDiscover bool
+	// NoBatch asks the nodes for one event per response. By default the Watcher asks for
+	// batches (WatchRequest.batch: a node sends the events waiting for the stream several per
+	// response), which only changes how they travel: fn still takes them one at a time.
+	NoBatch bool
 	// Dial connects to a node (default: grpc.NewClient in plaintext). It should not touch the
 	// network: gRPC connects on the first call.
 	Dial func(addr string) (*grpc.ClientConn, error)
@@ -131,6 +139,7 @@ func New(o Options) (*Watcher, error) {
 	} else {
 		o.Request = proto.Clone(o.Request).(*v1.WatchRequest)
 	}
+	o.Request.Batch = !o.NoBatch
 	if o.Grace <= 0 {
 		o.Grace = DefaultGrace
 	}
@@ -401,27 +410,43 @@ func (w *Watcher) stream(ctx context.Context, conn *grpc.ClientConn, req *v1.Wat
 			progressed = true
 			w.discover(ctx, conn)
 		}
-		e := resp.GetEvent()
-		if e == nil {
-			continue // a heartbeat
+		if e := resp.GetEvent(); e != nil {
+			if err := w.deliver(req, e, fn); err != nil {
+				return progressed, err
+			}
 		}
-		p := Position{e.GetIndex(), e.GetN()}
-		w.mu.Lock()
-		dup := !w.pos.less(p) // every event's index is at least 1: the zero position is before all
-		w.mu.Unlock()
-		if dup {
-			w.count(func(s *Stats) { s.Duplicates++ })
-			continue
+		// A batch (asked for) is its events one after the other: the position moves past each
+		// as fn takes it, so that a stream lost, or a consumer failing, in the middle of one
+		// resumes after the last event taken.
+		for _, e := range resp.GetBatch().GetEvents() {
+			if err := w.deliver(req, e, fn); err != nil {
+				return progressed, err
+			}
 		}
-		if err := fn(e); err != nil {
-			return progressed, consumerError{err}
-		}
-		w.mu.Lock()
-		w.pos = p
-		w.stats.Events++
-		w.mu.Unlock()
-		req.AfterIndex, req.AfterN, req.Since = p.Index, p.N, nil
+		// Anything else is a heartbeat.
 	}
+}
+
+// deliver gives e to fn unless it is at or before the position, then moves the position (and
+// req's start) past it.
+func (w *Watcher) deliver(req *v1.WatchRequest, e *v1.Event, fn func(*v1.Event) error) error {
+	p := Position{e.GetIndex(), e.GetN()}
+	w.mu.Lock()
+	dup := !w.pos.less(p) // every event's index is at least 1: the zero position is before all
+	w.mu.Unlock()
+	if dup {
+		w.count(func(s *Stats) { s.Duplicates++ })
+		return nil
+	}
+	if err := fn(e); err != nil {
+		return consumerError{err}
+	}
+	w.mu.Lock()
+	w.pos = p
+	w.stats.Events++
+	w.mu.Unlock()
+	req.AfterIndex, req.AfterN, req.Since = p.Index, p.N, nil
+	return nil
 }
 
 // discover learns the members' gRPC addresses from a node that serves, in the background.

@@ -84,7 +84,9 @@ delay from each raft entry's commit (the leader's FSM applying it, when its writ
 acknowledged) to each watcher receiving each of its events, over every watcher and split by
 leader and followers, against the targets: p99 <= 50 ms and a loss <= 10%. The watchers decode
 of each event what following the feed needs (index, n, topic, key, deleted), not its object;
---full-decode makes them decode it whole. --cpuprofile profiles the run with watchers.`,
+--full-decode makes them decode it whole. The watchers ask for batches (several waiting events per
+response, as devfleet events watch does), and each event's delay is taken when its response is
+received; --no-batch asks for one event per response. --cpuprofile profiles the run with watchers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Rate < 0 || o.Clients < 1 || o.Clients > 4096 || o.Watchers < 1 || o.Duration <= 0 {
@@ -105,6 +107,7 @@ of each event what following the feed needs (index, n, topic, key, deleted), not
 	f.StringVar(&dir, "dir", "", "directory for the raft logs and histories (default: a temporary dir)")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run with watchers to this file")
 	f.BoolVar(&o.FullDecode, "full-decode", false, "the watchers decode each event whole (default: its index, n, topic, key and deleted, as following the feed needs)")
+	f.BoolVar(&o.NoBatch, "no-batch", false, "the watchers ask for one event per response (default: batches of the events waiting)")
 	return cmd
 }
 

@@ -549,7 +549,12 @@ type WatchRequest struct {
 	Topics []string `protobuf:"bytes,4,rep,name=topics,proto3" json:"topics,omitempty"`
 	Keys   []string `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
 	// How often a heartbeat comes when no event does (default 10s, at least 1s).
-	Heartbeat     *durationpb.Duration `protobuf:"bytes,6,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	Heartbeat *durationpb.Duration `protobuf:"bytes,6,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// The client takes several events per response: the server may then send, as one batch, the
+	// events that are already waiting for the stream when it sends (never waiting for more, so
+	// that no delay is added; at most 256 events or about 1 MiB), and a single event as an event.
+	// A client that does not ask never gets a batch.
+	Batch         bool `protobuf:"varint,7,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -626,12 +631,20 @@ func (x *WatchRequest) GetHeartbeat() *durationpb.Duration {
 	return nil
 }
 
+func (x *WatchRequest) GetBatch() bool {
+	if x != nil {
+		return x.Batch
+	}
+	return false
+}
+
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*WatchResponse_Event
 	//	*WatchResponse_Heartbeat
+	//	*WatchResponse_Batch
 	Kind          isWatchResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -692,6 +705,15 @@ func (x *WatchResponse) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *WatchResponse) GetBatch() *WatchEventBatch {
+	if x != nil {
+		if x, ok := x.Kind.(*WatchResponse_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isWatchResponse_Kind interface {
 	isWatchResponse_Kind()
 }
@@ -704,9 +726,63 @@ type WatchResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
 }
 
+type WatchResponse_Batch struct {
+	// Only to a client that asked (WatchRequest.batch): several events, in feed order, as
+	// several event responses would have carried them. The last event of the batch is where
+	// the consumer resumes once it took them all (after_index, after_n), as after an event.
+	Batch *WatchEventBatch `protobuf:"bytes,3,opt,name=batch,proto3,oneof"`
+}
+
 func (*WatchResponse_Event) isWatchResponse_Kind() {}
 
 func (*WatchResponse_Heartbeat) isWatchResponse_Kind() {}
+
+func (*WatchResponse_Batch) isWatchResponse_Kind() {}
+
+// A batch of Watch events, oldest first (never empty).
+type WatchEventBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventBatch) Reset() {
+	*x = WatchEventBatch{}
+	mi := &file_devfleet_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventBatch) ProtoMessage() {}
+
+func (x *WatchEventBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_devfleet_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventBatch.ProtoReflect.Descriptor instead.
+func (*WatchEventBatch) Descriptor() ([]byte, []int) {
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WatchEventBatch) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
 
 // A heartbeat says the stream is alive when no event comes.
 type Heartbeat struct {
@@ -718,7 +794,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_devfleet_v1_events_proto_msgTypes[10]
+	mi := &file_devfleet_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +806,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_devfleet_v1_events_proto_msgTypes[10]
+	mi := &file_devfleet_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +819,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_devfleet_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -793,7 +869,7 @@ const file_devfleet_v1_events_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\"]\n" +
 	"\x10PlacementHistory\x12\x1c\n" +
 	"\tdevserver\x18\x01 \x01(\tR\tdevserver\x12+\n" +
-	"\x05stays\x18\x02 \x03(\v2\x15.devfleet.v1.HostStayR\x05stays\"\xdf\x01\n" +
+	"\x05stays\x18\x02 \x03(\v2\x15.devfleet.v1.HostStayR\x05stays\"\xf5\x01\n" +
 	"\fWatchRequest\x12\x1f\n" +
 	"\vafter_index\x18\x01 \x01(\x04R\n" +
 	"afterIndex\x12\x17\n" +
@@ -801,11 +877,15 @@ const file_devfleet_v1_events_proto_rawDesc = "" +
 	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
 	"\x06topics\x18\x04 \x03(\tR\x06topics\x12\x12\n" +
 	"\x04keys\x18\x05 \x03(\tR\x04keys\x127\n" +
-	"\theartbeat\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\theartbeat\"{\n" +
+	"\theartbeat\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\theartbeat\x12\x14\n" +
+	"\x05batch\x18\a \x01(\bR\x05batch\"\xb1\x01\n" +
 	"\rWatchResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x12.devfleet.v1.EventH\x00R\x05event\x126\n" +
-	"\theartbeat\x18\x02 \x01(\v2\x16.devfleet.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
-	"\x04kind\";\n" +
+	"\theartbeat\x18\x02 \x01(\v2\x16.devfleet.v1.HeartbeatH\x00R\theartbeat\x124\n" +
+	"\x05batch\x18\x03 \x01(\v2\x1c.devfleet.v1.WatchEventBatchH\x00R\x05batchB\x06\n" +
+	"\x04kind\"=\n" +
+	"\x0fWatchEventBatch\x12*\n" +
+	"\x06events\x18\x01 \x03(\v2\x12.devfleet.v1.EventR\x06events\";\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2\xd3\x03\n" +
 	"\fEventService\x12Z\n" +
@@ -826,7 +906,7 @@ func file_devfleet_v1_events_proto_rawDescGZIP() []byte {
 	return file_devfleet_v1_events_proto_rawDescData
 }
 
-var file_devfleet_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_devfleet_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_devfleet_v1_events_proto_goTypes = []any{
 	(*Event)(nil),                      // 0: devfleet.v1.Event
 	(*GetAtRequest)(nil),               // 1: devfleet.v1.GetAtRequest
@@ -838,40 +918,43 @@ var file_devfleet_v1_events_proto_goTypes = []any{
 	(*PlacementHistory)(nil),           // 7: devfleet.v1.PlacementHistory
 	(*WatchRequest)(nil),               // 8: devfleet.v1.WatchRequest
 	(*WatchResponse)(nil),              // 9: devfleet.v1.WatchResponse
-	(*Heartbeat)(nil),                  // 10: devfleet.v1.Heartbeat
-	(*timestamppb.Timestamp)(nil),      // 11: google.protobuf.Timestamp
-	(*anypb.Any)(nil),                  // 12: google.protobuf.Any
-	(*durationpb.Duration)(nil),        // 13: google.protobuf.Duration
+	(*WatchEventBatch)(nil),            // 10: devfleet.v1.WatchEventBatch
+	(*Heartbeat)(nil),                  // 11: devfleet.v1.Heartbeat
+	(*timestamppb.Timestamp)(nil),      // 12: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                  // 13: google.protobuf.Any
+	(*durationpb.Duration)(nil),        // 14: google.protobuf.Duration
 }
 var file_devfleet_v1_events_proto_depIdxs = []int32{
-	11, // 0: devfleet.v1.Event.time:type_name -> google.protobuf.Timestamp
-	12, // 1: devfleet.v1.Event.object:type_name -> google.protobuf.Any
-	11, // 2: devfleet.v1.GetAtRequest.time:type_name -> google.protobuf.Timestamp
+	12, // 0: devfleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	13, // 1: devfleet.v1.Event.object:type_name -> google.protobuf.Any
+	12, // 2: devfleet.v1.GetAtRequest.time:type_name -> google.protobuf.Timestamp
 	0,  // 3: devfleet.v1.GetAtResponse.event:type_name -> devfleet.v1.Event
-	11, // 4: devfleet.v1.ListKeyEventsRequest.since:type_name -> google.protobuf.Timestamp
-	11, // 5: devfleet.v1.ListKeyEventsRequest.until:type_name -> google.protobuf.Timestamp
+	12, // 4: devfleet.v1.ListKeyEventsRequest.since:type_name -> google.protobuf.Timestamp
+	12, // 5: devfleet.v1.ListKeyEventsRequest.until:type_name -> google.protobuf.Timestamp
 	0,  // 6: devfleet.v1.ListKeyEventsResponse.events:type_name -> devfleet.v1.Event
-	11, // 7: devfleet.v1.HostStay.start_time:type_name -> google.protobuf.Timestamp
-	11, // 8: devfleet.v1.HostStay.end_time:type_name -> google.protobuf.Timestamp
+	12, // 7: devfleet.v1.HostStay.start_time:type_name -> google.protobuf.Timestamp
+	12, // 8: devfleet.v1.HostStay.end_time:type_name -> google.protobuf.Timestamp
 	6,  // 9: devfleet.v1.PlacementHistory.stays:type_name -> devfleet.v1.HostStay
-	11, // 10: devfleet.v1.WatchRequest.since:type_name -> google.protobuf.Timestamp
-	13, // 11: devfleet.v1.WatchRequest.heartbeat:type_name -> google.protobuf.Duration
+	12, // 10: devfleet.v1.WatchRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 11: devfleet.v1.WatchRequest.heartbeat:type_name -> google.protobuf.Duration
 	0,  // 12: devfleet.v1.WatchResponse.event:type_name -> devfleet.v1.Event
-	10, // 13: devfleet.v1.WatchResponse.heartbeat:type_name -> devfleet.v1.Heartbeat
-	11, // 14: devfleet.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	8,  // 15: devfleet.v1.EventService.Watch:input_type -> devfleet.v1.WatchRequest
-	1,  // 16: devfleet.v1.EventService.GetAt:input_type -> devfleet.v1.GetAtRequest
-	3,  // 17: devfleet.v1.EventService.ListKeyEvents:input_type -> devfleet.v1.ListKeyEventsRequest
-	5,  // 18: devfleet.v1.EventService.GetPlacementHistory:input_type -> devfleet.v1.GetPlacementHistoryRequest
-	9,  // 19: devfleet.v1.EventService.Watch:output_type -> devfleet.v1.WatchResponse
-	2,  // 20: devfleet.v1.EventService.GetAt:output_type -> devfleet.v1.GetAtResponse
-	4,  // 21: devfleet.v1.EventService.ListKeyEvents:output_type -> devfleet.v1.ListKeyEventsResponse
-	7,  // 22: devfleet.v1.EventService.GetPlacementHistory:output_type -> devfleet.v1.PlacementHistory
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	11, // 13: devfleet.v1.WatchResponse.heartbeat:type_name -> devfleet.v1.Heartbeat
+	10, // 14: devfleet.v1.WatchResponse.batch:type_name -> devfleet.v1.WatchEventBatch
+	0,  // 15: devfleet.v1.WatchEventBatch.events:type_name -> devfleet.v1.Event
+	12, // 16: devfleet.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	8,  // 17: devfleet.v1.EventService.Watch:input_type -> devfleet.v1.WatchRequest
+	1,  // 18: devfleet.v1.EventService.GetAt:input_type -> devfleet.v1.GetAtRequest
+	3,  // 19: devfleet.v1.EventService.ListKeyEvents:input_type -> devfleet.v1.ListKeyEventsRequest
+	5,  // 20: devfleet.v1.EventService.GetPlacementHistory:input_type -> devfleet.v1.GetPlacementHistoryRequest
+	9,  // 21: devfleet.v1.EventService.Watch:output_type -> devfleet.v1.WatchResponse
+	2,  // 22: devfleet.v1.EventService.GetAt:output_type -> devfleet.v1.GetAtResponse
+	4,  // 23: devfleet.v1.EventService.ListKeyEvents:output_type -> devfleet.v1.ListKeyEventsResponse
+	7,  // 24: devfleet.v1.EventService.GetPlacementHistory:output_type -> devfleet.v1.PlacementHistory
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_devfleet_v1_events_proto_init() }
@@ -882,6 +965,7 @@ func file_devfleet_v1_events_proto_init() {
 	file_devfleet_v1_events_proto_msgTypes[9].OneofWrappers = []any{
 		(*WatchResponse_Event)(nil),
 		(*WatchResponse_Heartbeat)(nil),
+		(*WatchResponse_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -889,7 +973,7 @@ func file_devfleet_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devfleet_v1_events_proto_rawDesc), len(file_devfleet_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,7 +38,8 @@ type EventServiceClient interface {
 	// are committed, with heartbeats. A consumer resumes after a disconnect by passing the last
 	// event it saw: no gap, no duplicate. A consumer that falls too far behind is cut off
 	// (ResourceExhausted, naming where to resume) rather than slowing the cluster; a position
-	// older than the history is OutOfRange, naming the oldest index kept.
+	// older than the history is OutOfRange, naming the oldest index kept. A client that asks
+	// (batch) may receive the events waiting for it several per response.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// GetAt returns an object's state at a raft index or a time, from this node's history: its
 	// last event then (absent when it had none).
@@ -118,7 +119,8 @@ type EventServiceServer interface {
 	// are committed, with heartbeats. A consumer resumes after a disconnect by passing the last
 	// event it saw: no gap, no duplicate. A consumer that falls too far behind is cut off
 	// (ResourceExhausted, naming where to resume) rather than slowing the cluster; a position
-	// older than the history is OutOfRange, naming the oldest index kept.
+	// older than the history is OutOfRange, naming the oldest index kept. A client that asks
+	// (batch) may receive the events waiting for it several per response.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// GetAt returns an object's state at a raft index or a time, from this node's history: its
 	// last event then (absent when it had none).
