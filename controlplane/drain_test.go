@@ -36,12 +36,8 @@ func TestDrainAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(fleet.CreateRegion(ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: "eu"}}))
-	must(fleet.CreateSite(ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: "eu-1", Region: "eu"}}))
-	for _, h := range []string{"m1", "m2"} {
-		must(fleet.CreateHost(ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: h, Site: "eu-1", LibvirtUri: "fake://" + h,
-			Capacity: &v1.Resources{Vcpus: 16, MemoryMib: 65536, DiskGib: 100}}}))
-	}
+	seedRegion(t, ctx, fleet, "eu", "eu-1")
+	seedFakeHosts(t, ctx, fleet, "eu-1", "m1", "m2")
 	must(fleet.CreateFlavor(ctx, &v1.CreateFlavorRequest{Flavor: &v1.Flavor{Name: "small", Resources: &v1.Resources{Vcpus: 2, MemoryMib: 4096}}}))
 	must(fleet.CreateDevserver(ctx, &v1.CreateDevserverRequest{Devserver: &v1.Devserver{Name: "d1", Owner: "alice", Flavor: "small", Region: "eu", Host: "m1",
 		Lifespan: v1.Lifespan_LIFESPAN_PERMANENT}}))

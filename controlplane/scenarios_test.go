@@ -81,18 +81,12 @@ func (s *scenario) ops() context.Context {
 
 func (s *scenario) region(name string, sites ...string) {
 	s.t.Helper()
-	s.must(s.fleet.CreateRegion(s.ctx, &v1.CreateRegionRequest{Region: &v1.Region{Name: name}}))
-	for _, site := range sites {
-		s.must(s.fleet.CreateSite(s.ctx, &v1.CreateSiteRequest{Site: &v1.Site{Name: site, Region: name}}))
-	}
+	seedRegion(s.t, s.ctx, s.fleet, name, sites...)
 }
 
 func (s *scenario) hosts(site string, names ...string) {
 	s.t.Helper()
-	for _, h := range names {
-		s.must(s.fleet.CreateHost(s.ctx, &v1.CreateHostRequest{Host: &v1.Host{Name: h, Site: site, LibvirtUri: "fake://" + h,
-			Capacity: &v1.Resources{Vcpus: 16, MemoryMib: 16384, DiskGib: 200}}}))
-	}
+	seedFakeHosts(s.t, s.ctx, s.fleet, site, names...)
 }
 
 func (s *scenario) devserver(name, region, host string) {
