@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/go-memdb"
 
 	"github.com/devfleet/devfleet/capacity"
 	"github.com/devfleet/devfleet/controlplane/apierror"
@@ -79,19 +78,15 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		v := c.cfg.Store.View()
-		ws := memdb.NewWatchSet()
-		ws.Add(v.WatchTable(state.TableDecoms))
-		ws.Add(v.WatchTable(state.TableDrains))
-		ws.Add(c.cfg.Store.AbandonCh())
 		for _, d := range v.Decoms() {
 			if !state.DecomFinal(d.GetState()) {
 				c.step(ctx, v, d)
 			}
 		}
-		watchCtx, stop := context.WithCancel(ctx)
+		changed, stop := c.cfg.Store.Changed(v, state.TableDecoms, state.TableDrains)
 		select {
 		case <-ctx.Done():
-		case <-ws.WatchCh(watchCtx):
+		case <-changed:
 		case <-tick.C:
 		}
 		stop()

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/devfleet/devfleet/capacity"
@@ -89,10 +88,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		v := c.cfg.Store.View()
-		ws := memdb.NewWatchSet()
-		ws.Add(v.WatchTable(state.TableDrains))
-		ws.Add(v.WatchTable(state.TableMigrations))
-		ws.Add(c.cfg.Store.AbandonCh())
 		for _, d := range v.Drains() {
 			if state.DrainFinal(d.GetState()) {
 				continue
@@ -106,10 +101,10 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			c.step(ctx, v, d)
 		}
-		watchCtx, stop := context.WithCancel(ctx)
+		changed, stop := c.cfg.Store.Changed(v, state.TableDrains, state.TableMigrations)
 		select {
 		case <-ctx.Done():
-		case <-ws.WatchCh(watchCtx):
+		case <-changed:
 		case <-tick.C:
 		}
 		stop()

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/devfleet/devfleet/capacity"
@@ -113,19 +112,15 @@ func (c *Controller) Run(ctx context.Context) error {
 	r.wg.Go(r.flushProgress)
 	for {
 		v := c.cfg.Store.View()
-		ws := memdb.NewWatchSet()
-		ws.Add(v.WatchTable(state.TableMigrations))
-		ws.Add(v.WatchTable(state.TableHosts))
-		ws.Add(c.cfg.Store.AbandonCh())
 		next := r.pass(v)
-		watchCtx, stop := context.WithCancel(ctx)
+		changed, stop := c.cfg.Store.Changed(v, state.TableMigrations, state.TableHosts)
 		var due *time.Timer
 		if !next.IsZero() {
 			due = time.AfterFunc(time.Until(next), r.wake) // a migration asked to start later may now
 		}
 		select {
 		case <-ctx.Done():
-		case <-ws.WatchCh(watchCtx):
+		case <-changed:
 		case <-r.poke:
 		}
 		stop()

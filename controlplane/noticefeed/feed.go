@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-memdb"
-
 	"github.com/devfleet/devfleet/controlplane/state"
 	"github.com/devfleet/devfleet/notify"
 	v1 "github.com/devfleet/devfleet/proto/gen/devfleet/v1"
@@ -55,11 +53,6 @@ func (f *Feed) Run(ctx context.Context) error {
 	sentAlerts := map[string]bool{}
 	for {
 		v := f.Store.View()
-		ws := memdb.NewWatchSet()
-		ws.Add(v.WatchTable(state.TableNotices))
-		ws.Add(v.WatchTable(state.TableDrainEvents))
-		ws.Add(v.WatchTable(state.TableAlerts))
-		ws.Add(f.Store.AbandonCh())
 		newNotices, newEvents := noticeMark, eventMark
 		for _, n := range v.Notices() {
 			if n.GetCreateIndex() <= noticeMark || n.GetCreateTime().AsTime().Before(since) {
@@ -94,10 +87,10 @@ func (f *Feed) Run(ctx context.Context) error {
 		}
 		sentAlerts = sent
 		noticeMark, eventMark = newNotices, newEvents
-		watchCtx, stop := context.WithCancel(ctx)
+		changed, stop := f.Store.Changed(v, state.TableNotices, state.TableDrainEvents, state.TableAlerts)
 		select {
 		case <-ctx.Done():
-		case <-ws.WatchCh(watchCtx):
+		case <-changed:
 		}
 		stop()
 		if ctx.Err() != nil {

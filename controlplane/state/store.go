@@ -6,6 +6,7 @@
 package state
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -225,3 +226,16 @@ func (w *WriteTxn) Commit() error {
 
 // Abort discards the transaction.
 func (w *WriteTxn) Abort() { w.txn.Abort() }
+
+// Changed returns a channel that is closed once one of tables changes after v was taken, or a
+// restore replaces the store's contents; stop releases it. A controller reads a view, does its
+// pass, then waits on this beside its own timers, so that no change slips between the two.
+func (s *Store) Changed(v *View, tables ...string) (changed <-chan error, stop func()) {
+	ws := memdb.NewWatchSet()
+	for _, t := range tables {
+		ws.Add(v.WatchTable(t))
+	}
+	ws.Add(s.AbandonCh())
+	ctx, cancel := context.WithCancel(context.Background())
+	return ws.WatchCh(ctx), cancel
+}
