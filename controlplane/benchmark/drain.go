@@ -96,37 +96,11 @@ func BuildDrainFleet(o DrainOptions) (*fsm.FSM, error) {
 	if err != nil {
 		return nil, err
 	}
-	index := f.Store().View().LatestIndex()
-	var pending []*fsmv1.Command
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		index++
-		data, err := fsm.EncodeBatch(pending)
-		if err != nil {
-			return err
-		}
-		for _, r := range f.Apply(rawLog(index, data)).([]fsm.Result) {
-			if r.Err != nil {
-				return r.Err
-			}
-		}
-		pending = pending[:0]
-		return nil
-	}
-	add := func(c *fsmv1.Command) error {
-		c.TimeUnixNano = time.Now().UnixNano()
-		pending = append(pending, c)
-		if len(pending) == 256 {
-			return flush()
-		}
-		return nil
-	}
-	if err := seedDrain(o, f.Store().View().Flavors(), add); err != nil {
+	b := &batcher{f: f}
+	if err := seedDrain(o, f.Store().View().Flavors(), b.add); err != nil {
 		return nil, err
 	}
-	return f, flush()
+	return f, b.flush()
 }
 
 func seedDrain(o DrainOptions, existing []*v1.Flavor, add func(*fsmv1.Command) error) error {

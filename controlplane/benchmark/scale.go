@@ -150,37 +150,51 @@ func seedScale(o ScaleOptions, add func(*fsmv1.Command) error) error {
 // o.Devservers devservers of flavor medium spread evenly over them.
 func BuildFleet(o ScaleOptions) (*fsm.FSM, error) {
 	f := fsm.New(state.New(), slog.New(slog.DiscardHandler), nil)
-	index := uint64(0)
-	var pending []*fsmv1.Command
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		index++
-		data, err := fsm.EncodeBatch(pending)
-		if err != nil {
-			return err
-		}
-		for _, r := range f.Apply(rawLog(index, data)).([]fsm.Result) {
-			if r.Err != nil {
-				return r.Err
-			}
-		}
-		pending = pending[:0]
-		return nil
-	}
-	add := func(c *fsmv1.Command) error {
-		c.TimeUnixNano = time.Now().UnixNano()
-		pending = append(pending, c)
-		if len(pending) == 256 {
-			return flush()
-		}
-		return nil
-	}
-	if err := seedScale(o, add); err != nil {
+	b := &batcher{f: f}
+	if err := seedScale(o, b.add); err != nil {
 		return nil, err
 	}
-	return f, flush()
+	return f, b.flush()
+}
+
+// batcher applies commands to a state machine directly, in raft-entry sized batches of 256, as
+// a leader's group commit would: building a large fleet without a raft log.
+type batcher struct {
+	f       *fsm.FSM
+	index   uint64 // of the last entry applied; 0 before the first (then the state's latest)
+	pending []*fsmv1.Command
+}
+
+// add stamps c and queues it, applying the batch once full.
+func (b *batcher) add(c *fsmv1.Command) error {
+	c.TimeUnixNano = time.Now().UnixNano()
+	b.pending = append(b.pending, c)
+	if len(b.pending) == 256 {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush applies what is queued as the entry after the state's latest.
+func (b *batcher) flush() error {
+	if len(b.pending) == 0 {
+		return nil
+	}
+	data, err := fsm.EncodeBatch(b.pending)
+	if err != nil {
+		return err
+	}
+	if b.index == 0 {
+		b.index = b.f.Store().View().LatestIndex()
+	}
+	b.index++
+	for _, r := range b.f.Apply(rawLog(b.index, data)).([]fsm.Result) {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	b.pending = b.pending[:0]
+	return nil
 }
 
 // rss is the process's resident set size from /proc/self/status (0 where unavailable).
