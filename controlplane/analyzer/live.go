@@ -96,11 +96,7 @@ func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
 	shared := map[ref][]*v1.Event{}
 	var order []ref
 	n := 0
-	for from := at; ; {
-		evs, err := l.log.Read(from, eventlog.Filter{}, readPage)
-		if err != nil {
-			return nil, historyErr(err)
-		}
+	err = pages(ctx, at, l.readAll, func(evs []*v1.Event) (bool, error) {
 		for _, e := range evs {
 			r := ref{e.GetTopic(), e.GetKey()}
 			if first[r] == nil {
@@ -111,18 +107,13 @@ func (l *Live) StateAt(ctx context.Context, t time.Time) (*state.View, error) {
 				shared[r] = append(shared[r], e)
 			}
 		}
-		n += len(evs)
-		if n > maxUndo {
-			return nil, fmt.Errorf("more than %d changes since %s: too far back to rebuild the fleet on this node", maxUndo, t.Format(time.RFC3339))
+		if n += len(evs); n > maxUndo {
+			return false, fmt.Errorf("more than %d changes since %s: too far back to rebuild the fleet on this node", maxUndo, t.Format(time.RFC3339))
 		}
-		if len(evs) < readPage {
-			break
-		}
-		last := evs[len(evs)-1]
-		from = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(order) == 0 {
 		return past.View(), nil
@@ -226,62 +217,43 @@ func (l *Live) Events(ctx context.Context, q Query) ([]*v1.Event, error) {
 	if _, err := l.catchUp(ctx); err != nil {
 		return nil, err
 	}
+	from, err := l.fromTime(q.Since)
+	if err != nil {
+		return nil, err
+	}
 	var out []*v1.Event
-	add := func(e *v1.Event) {
-		if q.match(e) {
-			out = append(out, e)
+	// collect keeps a page's matching events, and reads on until the window's end (an event
+	// after Until).
+	collect := func(evs []*v1.Event) (bool, error) {
+		for _, e := range evs {
+			if q.match(e) {
+				out = append(out, e)
+			}
 		}
+		return q.Until.IsZero() || !evs[len(evs)-1].GetTime().AsTime().After(q.Until), nil
 	}
 	if len(q.Topics) == 1 && len(q.Keys) > 0 {
-		from, err := l.fromTime(q.Since)
-		if err != nil {
-			return nil, err
-		}
 		for _, key := range slices.Compact(slices.Sorted(slices.Values(q.Keys))) {
-			for pos := from; ; {
-				evs, err := l.log.KeyEvents(q.Topics[0], key, pos, eventlog.Position{}, readPage)
-				if err != nil {
-					return nil, historyErr(err)
-				}
-				for _, e := range evs {
-					add(e)
-				}
-				if len(evs) < readPage || (!q.Until.IsZero() && evs[len(evs)-1].GetTime().AsTime().After(q.Until)) {
-					break
-				}
-				last := evs[len(evs)-1]
-				pos = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
-				if err := ctx.Err(); err != nil {
-					return nil, err
-				}
+			read := func(pos eventlog.Position) ([]*v1.Event, error) {
+				return l.log.KeyEvents(q.Topics[0], key, pos, eventlog.Position{}, readPage)
+			}
+			if err := pages(ctx, from, read, collect); err != nil {
+				return nil, err
 			}
 		}
 		sortEvents(out)
 	} else {
-		from, err := l.fromTime(q.Since)
-		if err != nil {
-			return nil, err
-		}
 		f := eventlog.Filter{Topics: q.Topics, Keys: q.Keys}
-		for pos := from; ; {
-			evs, err := l.log.Read(pos, f, readPage)
-			if err != nil {
-				return nil, historyErr(err)
-			}
-			for _, e := range evs {
-				add(e)
-			}
-			if len(evs) < readPage || (!q.Until.IsZero() && evs[len(evs)-1].GetTime().AsTime().After(q.Until)) {
-				break
-			}
-			last := evs[len(evs)-1]
-			pos = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
-			if len(out) > 4*q.limit() {
+		read := func(pos eventlog.Position) ([]*v1.Event, error) { return l.log.Read(pos, f, readPage) }
+		err := pages(ctx, from, read, func(evs []*v1.Event) (bool, error) {
+			more, err := collect(evs)
+			if len(out) > 4*q.limit() { // in feed order: the oldest can go
 				out = out[len(out)-q.limit():]
 			}
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
+			return more, err
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	if l := q.limit(); len(out) > l {
@@ -321,24 +293,41 @@ func (l *Live) Record(ctx context.Context, since time.Time, node string, put fun
 	if err := PutBase(putter(put), base); err != nil {
 		return err
 	}
-	for from := at; ; {
-		evs, err := l.log.Read(from, eventlog.Filter{}, readPage)
+	return pages(ctx, at, l.readAll, func(evs []*v1.Event) (bool, error) {
+		for _, e := range evs {
+			if e.GetTime().AsTime().After(now) {
+				return false, nil
+			}
+			if err := put(&v1.RecordingChunk{Part: &v1.RecordingChunk_Event{Event: e}}); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+}
+
+// readAll reads a page of every event after pos.
+func (l *Live) readAll(pos eventlog.Position) ([]*v1.Event, error) {
+	return l.log.Read(pos, eventlog.Filter{}, readPage)
+}
+
+// pages reads the history page by page after from and hands each page to each, until a short
+// page (the end of what is stored), each says it has what it wants (or fails), or ctx ends.
+func pages(ctx context.Context, from eventlog.Position, read func(eventlog.Position) ([]*v1.Event, error), each func([]*v1.Event) (more bool, err error)) error {
+	for pos := from; ; {
+		evs, err := read(pos)
 		if err != nil {
 			return historyErr(err)
 		}
-		for _, e := range evs {
-			if e.GetTime().AsTime().After(now) {
-				return nil
-			}
-			if err := put(&v1.RecordingChunk{Part: &v1.RecordingChunk_Event{Event: e}}); err != nil {
-				return err
-			}
-		}
-		if len(evs) < readPage {
+		if len(evs) == 0 {
 			return nil
 		}
+		more, err := each(evs)
+		if err != nil || !more || len(evs) < readPage {
+			return err
+		}
 		last := evs[len(evs)-1]
-		from = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
+		pos = eventlog.Position{Index: last.GetIndex(), N: last.GetN()}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
