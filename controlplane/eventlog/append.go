@@ -34,11 +34,9 @@ func (l *Log) Append(events []*devfleetv1.Event) error {
 	start := time.Now()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.mu.Lock()
-	closed, next := l.closed, l.st
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
+	next, err := l.writerState()
+	if err != nil {
+		return err
 	}
 
 	vals, keys := make([][]byte, len(events)), make([][]byte, len(events))
@@ -70,7 +68,7 @@ func (l *Log) Append(events []*devfleetv1.Event) error {
 			next.floor = max(next.floor, ts.AsTime().UnixNano())
 		}
 	}
-	err := l.db.Update(func(tx *bbolt.Tx) error {
+	err = l.db.Update(func(tx *bbolt.Tx) error {
 		if l.fault != nil {
 			if err := l.fault(); err != nil {
 				return err

@@ -55,14 +55,8 @@ func (l *Log) KeyEvents(topic, key string, from, to Position, limit int) ([]*dev
 // looked at and whether it reached the end of the window.
 func (l *Log) keyScan(topic, key string, prefix []byte, from, to Position, limit int) (out []*devfleetv1.Event, next Position, atEnd bool, err error) {
 	err = l.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
+		if from, err = readFrom(tx, from); err != nil {
 			return err
-		}
-		if from.IsZero() {
-			from = origin(st.cut)
-		} else if from.Less(st.cut) {
-			return tooOld(tx, st)
 		}
 		next = from
 		eb := tx.Bucket(bucketEvents)

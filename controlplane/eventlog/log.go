@@ -212,3 +212,14 @@ func storeErr(err error) error {
 	}
 	return err
 }
+
+// writerState is the log's state for a writer, which holds wmu (so that it cannot change
+// under it), or ErrClosed.
+func (l *Log) writerState() (state, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return state{}, ErrClosed
+	}
+	return l.st, nil
+}

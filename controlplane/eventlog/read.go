@@ -63,14 +63,8 @@ func (l *Log) Read(from Position, f Filter, limit int) ([]*devfleetv1.Event, err
 // each event comes with a copy of its stored encoding.
 func (l *Log) scan(from Position, m matcher, limit int, encoded bool) (out []Delivery, next Position, atEnd bool, err error) {
 	err = l.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
+		if from, err = readFrom(tx, from); err != nil {
 			return err
-		}
-		if from.IsZero() {
-			from = origin(st.cut)
-		} else if from.Less(st.cut) {
-			return tooOld(tx, st)
 		}
 		next = from
 		c := tx.Bucket(bucketEvents).Cursor()
@@ -105,6 +99,21 @@ func (l *Log) scan(from Position, m matcher, limit int, encoded bool) (out []Del
 		return nil
 	})
 	return out, next, atEnd, storeErr(err)
+}
+
+// readFrom is where a read after from starts inside tx: from itself, or for the zero Position
+// the oldest retained; a from before the retained history is a *TooOldError.
+func readFrom(tx *bbolt.Tx, from Position) (Position, error) {
+	st, err := loadState(tx)
+	switch {
+	case err != nil:
+		return from, err
+	case from.IsZero():
+		return origin(st.cut), nil
+	case from.Less(st.cut):
+		return from, tooOld(tx, st)
+	}
+	return from, nil
 }
 
 func tooOld(tx *bbolt.Tx, st state) *TooOldError {

@@ -74,11 +74,9 @@ func (l *Log) retainOnce() (more bool, err error) {
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.mu.Lock()
-	closed, next := l.closed, l.st
-	l.mu.Unlock()
-	if closed {
-		return false, ErrClosed
+	next, err := l.writerState()
+	if err != nil {
+		return false, err
 	}
 	var oldest Position
 	var hasOldest bool
@@ -205,11 +203,9 @@ func (l *Log) planTimes(tx *bbolt.Tx, p *plan) error {
 func (l *Log) Restored(index uint64) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.mu.Lock()
-	closed, next := l.closed, l.st
-	l.mu.Unlock()
-	if closed {
-		return ErrClosed
+	next, err := l.writerState()
+	if err != nil {
+		return err
 	}
 	if index <= next.last.Index {
 		return nil
@@ -220,7 +216,7 @@ func (l *Log) Restored(index uint64) error {
 	// The missing events' stamps are unknown, but before this moment (give or take the
 	// leader's clock skew): FromTime refuses times up to now.
 	next.floor = max(next.floor, next.mark, l.opts.Now().UnixNano())
-	err := l.db.Update(func(tx *bbolt.Tx) error { return putState(tx, next) })
+	err = l.db.Update(func(tx *bbolt.Tx) error { return putState(tx, next) })
 	if err != nil {
 		return fmt.Errorf("mark events missing through index %d: %w", index, storeErr(err))
 	}
