@@ -185,14 +185,9 @@ func (s *Server) PlaceDevserver(_ context.Context, req *v1.PlaceDevserverRequest
 // GetCapacityReport returns headroom per region and flavor and the N-1 check of every region
 // and site.
 func (s *Server) GetCapacityReport(_ context.Context, req *v1.GetCapacityReportRequest) (*v1.CapacityReport, error) {
-	if err := validate.OptionalName("region", req.GetRegion()); err != nil {
-		return nil, err
-	}
 	v := s.store.View()
-	if req.GetRegion() != "" {
-		if _, err := v.GetRegion(req.GetRegion()); err != nil {
-			return nil, err
-		}
+	if err := regionFilter(v, req.GetRegion()); err != nil {
+		return nil, err
 	}
 	fleet := capacity.Load(v)
 	rep := &v1.CapacityReport{Index: fleet.Index}

@@ -257,14 +257,9 @@ func (s *Server) ExtendDrain(ctx context.Context, req *v1.ExtendDrainRequest) (*
 // ListBanners derives the banners of a region from the drains and decommissions that have not
 // ended: what is under maintenance, why, since when and until when.
 func (s *Server) ListBanners(_ context.Context, req *v1.ListBannersRequest) (*v1.ListBannersResponse, error) {
-	if err := validate.OptionalName("region", req.GetRegion()); err != nil {
-		return nil, err
-	}
 	v := s.store.View()
-	if req.GetRegion() != "" {
-		if _, err := v.GetRegion(req.GetRegion()); err != nil {
-			return nil, err
-		}
+	if err := regionFilter(v, req.GetRegion()); err != nil {
+		return nil, err
 	}
 	regionsOf := func(hosts []string) []string {
 		var out []string

@@ -114,6 +114,18 @@ func (s *Server) GetSite(_ context.Context, req *v1.GetSiteRequest) (*v1.Site, e
 	return s.store.View().GetSite(req.GetName())
 }
 
+// regionFilter checks a request's optional region filter: empty, or a region that exists.
+func regionFilter(v *state.View, region string) error {
+	if region == "" {
+		return nil
+	}
+	if err := validate.OptionalName("region", region); err != nil {
+		return err
+	}
+	_, err := v.GetRegion(region)
+	return err
+}
+
 func (s *Server) ListSites(_ context.Context, req *v1.ListSitesRequest) (*v1.ListSitesResponse, error) {
 	if err := validate.OptionalName("region", req.GetRegion()); err != nil {
 		return nil, err
@@ -123,10 +135,8 @@ func (s *Server) ListSites(_ context.Context, req *v1.ListSitesRequest) (*v1.Lis
 		return nil, err
 	}
 	v := s.store.View()
-	if req.GetRegion() != "" {
-		if _, err := v.GetRegion(req.GetRegion()); err != nil {
-			return nil, err
-		}
+	if err := regionFilter(v, req.GetRegion()); err != nil {
+		return nil, err
 	}
 	rows, next := v.ListSites(req.GetRegion(), p)
 	return &v1.ListSitesResponse{Sites: rows, NextPageToken: next}, nil
