@@ -86,13 +86,11 @@ func (w *WriteTxn) AdvanceDecom(id string, from, to v1.DecomStep, detail, drainI
 	if err := validate.Text("detail", detail, validate.MaxReasonLen); err != nil {
 		return nil, err
 	}
-	cur, err := w.GetDecom(id)
+	cur, err := w.runningDecom(id)
 	if err != nil {
 		return nil, err
 	}
 	switch {
-	case DecomFinal(cur.GetState()):
-		return nil, apierror.Blocked("decommission %s already ended (%s)", id, DecomStateName(cur.GetState()))
 	case cur.GetStep() != from:
 		return nil, apierror.Blocked("decommission %s is at step %s, not %s", id, DecomStepName(cur.GetStep()), DecomStepName(from))
 	case drainID == "" && to <= from:
@@ -123,12 +121,9 @@ func (w *WriteTxn) FinishDecom(id string, state v1.DecomState, reason string) (*
 	if err := validate.Text("reason", reason, validate.MaxReasonLen); err != nil {
 		return nil, err
 	}
-	cur, err := w.GetDecom(id)
+	cur, err := w.runningDecom(id)
 	if err != nil {
 		return nil, err
-	}
-	if DecomFinal(cur.GetState()) {
-		return nil, apierror.Blocked("decommission %s already ended (%s)", id, DecomStateName(cur.GetState()))
 	}
 	d := proto.Clone(cur).(*v1.Decom)
 	d.State, d.StateReason, d.EndTime, d.UpdateTime, d.ModifyIndex = state, reason, w.now, w.now, w.index
@@ -141,14 +136,11 @@ func (w *WriteTxn) FinishDecom(id string, state v1.DecomState, reason string) (*
 // RequestDecomAbort asks the decommission controller to stop a decommission; refused once the
 // wipe started (guests and volumes may be gone).
 func (w *WriteTxn) RequestDecomAbort(id string) (*v1.Decom, error) {
-	cur, err := w.GetDecom(id)
+	cur, err := w.runningDecom(id)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case DecomFinal(cur.GetState()):
-		return nil, apierror.Blocked("decommission %s already ended (%s)", id, DecomStateName(cur.GetState()))
-	case cur.GetStep() >= v1.DecomStep_DECOM_STEP_WIPE:
+	if cur.GetStep() >= v1.DecomStep_DECOM_STEP_WIPE {
 		return nil, apierror.Blocked("decommission %s is at step %s: too late to abort (guests and volumes may already be gone)", id, DecomStepName(cur.GetStep()))
 	}
 	d := proto.Clone(cur).(*v1.Decom)
@@ -180,4 +172,16 @@ func DecomStateName(s v1.DecomState) string {
 
 func DecomStepName(s v1.DecomStep) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "DECOM_STEP_"))
+}
+
+// runningDecom returns a decommission that has not ended: NotFound, or refused once it ended.
+func (w *WriteTxn) runningDecom(id string) (*v1.Decom, error) {
+	cur, err := w.GetDecom(id)
+	if err != nil {
+		return nil, err
+	}
+	if DecomFinal(cur.GetState()) {
+		return nil, apierror.Blocked("decommission %s already ended (%s)", id, DecomStateName(cur.GetState()))
+	}
+	return cur, nil
 }

@@ -185,12 +185,9 @@ type DrainItemUpdate struct {
 // events. An item update whose from states do not match is skipped (the controller acted on an
 // older view); the counts follow the items.
 func (w *WriteTxn) UpdateDrain(id string, updates []DrainItemUpdate, events []*v1.DrainEvent) (*v1.Drain, error) {
-	cur, err := w.GetDrain(id)
+	cur, err := w.runningDrain(id)
 	if err != nil {
 		return nil, err
-	}
-	if DrainFinal(cur.GetState()) {
-		return nil, apierror.Blocked("drain %s already ended (%s)", id, DrainStateName(cur.GetState()))
 	}
 	for i, u := range updates {
 		if _, ok := v1.DrainItemState_name[int32(u.State)]; !ok {
@@ -278,12 +275,9 @@ func (w *WriteTxn) FinishDrain(id string, state v1.DrainState, reason string, un
 	if err := validate.Text("reason", reason, validate.MaxReasonLen); err != nil {
 		return nil, err
 	}
-	cur, err := w.GetDrain(id)
+	cur, err := w.runningDrain(id)
 	if err != nil {
 		return nil, err
-	}
-	if DrainFinal(cur.GetState()) {
-		return nil, apierror.Blocked("drain %s already ended (%s)", id, DrainStateName(cur.GetState()))
 	}
 	d := proto.Clone(cur).(*v1.Drain)
 	d.State, d.StateReason, d.EndTime, d.UpdateTime, d.ModifyIndex = state, reason, w.now, w.now, w.index
@@ -349,12 +343,9 @@ func (w *WriteTxn) ExtendDrain(id string, by time.Duration) (*v1.Drain, error) {
 	if by <= 0 {
 		return nil, apierror.Invalid("by", "must be positive")
 	}
-	cur, err := w.GetDrain(id)
+	cur, err := w.runningDrain(id)
 	if err != nil {
 		return nil, err
-	}
-	if DrainFinal(cur.GetState()) {
-		return nil, apierror.Blocked("drain %s already ended (%s)", id, DrainStateName(cur.GetState()))
 	}
 	if cur.GetDeadline() == nil {
 		return nil, apierror.Blocked("drain %s has no deadline to extend", id)
@@ -371,4 +362,16 @@ func (w *WriteTxn) ExtendDrain(id string, by time.Duration) (*v1.Drain, error) {
 // DrainStateName is a drain state as one word.
 func DrainStateName(s v1.DrainState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "DRAIN_STATE_"))
+}
+
+// runningDrain returns a drain that has not ended: NotFound, or refused once it ended.
+func (w *WriteTxn) runningDrain(id string) (*v1.Drain, error) {
+	cur, err := w.GetDrain(id)
+	if err != nil {
+		return nil, err
+	}
+	if DrainFinal(cur.GetState()) {
+		return nil, apierror.Blocked("drain %s already ended (%s)", id, DrainStateName(cur.GetState()))
+	}
+	return cur, nil
 }
