@@ -62,7 +62,11 @@ func runDrainStuck(ctx context.Context, env *analyzer.Env, in analyzer.Inputs) (
 
 	stall := in.Duration("stall")
 	since := windowStart(env, stall)
-	lastProgress, err := drainProgress(ctx, env, id, since)
+	then, err := env.StateAt(ctx, since)
+	if err != nil {
+		return nil, err
+	}
+	lastProgress, err := drainProgress(ctx, env, then, id, since)
 	if err != nil {
 		return nil, err
 	}
@@ -77,11 +81,7 @@ func runDrainStuck(ctx context.Context, env *analyzer.Env, in analyzer.Inputs) (
 	head := withEvidence(finding(warning, subj, fmt.Sprintf("drain %s has made no progress for %s: %s", id, short(now.Sub(lastProgress)), tally)), ev)
 	out := []*v1.Finding{head}
 	out = append(out, blockedCauses(v, d, items, subj)...)
-	fs, err := hungMoves(ctx, env, v, d, items, since)
-	if err != nil {
-		return nil, err
-	}
-	out = append(out, fs...)
+	out = append(out, hungMoves(v, then, d, items, now.Sub(since))...)
 	out = append(out, failingDestinations(v, items, subj)...)
 	if f := budgetsSaturated(d, items, subj); f != nil {
 		out = append(out, f)
@@ -112,14 +112,10 @@ func runDrainStuck(ctx context.Context, env *analyzer.Env, in analyzer.Inputs) (
 }
 
 // drainProgress is the time of the drain's last progress, looking back from the items now to
-// their states since: an item that reached an end or copied more bytes. Zero when the drain
-// is younger than since (too early to tell).
-func drainProgress(ctx context.Context, env *analyzer.Env, id string, since time.Time) (time.Time, error) {
-	evs, err := env.Events(ctx, analyzer.Query{Topics: []string{"drain-item", "drain"}, Since: since})
-	if err != nil {
-		return time.Time{}, err
-	}
-	then, err := env.StateAt(ctx, since)
+// their states since (then): an item that reached an end or copied more bytes. Zero when the
+// drain is younger than since (too early to tell).
+func drainProgress(ctx context.Context, env *analyzer.Env, then *analyzer.View, id string, since time.Time) (time.Time, error) {
+	evs, err := env.Events(ctx, analyzer.Query{Topics: []string{"drain-item"}, Since: since})
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -205,19 +201,15 @@ func blockedCauses(v *analyzer.View, d *v1.Drain, items []*v1.DrainItem, subj st
 	return out
 }
 
-// hungMoves are the moves in flight that copied nothing since since: a destination or a source
-// that hangs, or a guest too busy to migrate. The migration's progress timeout ends them in the
-// end; aborting sooner lets the drain try again elsewhere.
-func hungMoves(ctx context.Context, env *analyzer.Env, v *analyzer.View, d *v1.Drain, items []*v1.DrainItem, since time.Time) ([]*v1.Finding, error) {
-	then, err := env.StateAt(ctx, since)
-	if err != nil {
-		return nil, err
-	}
+// hungMoves are the moves in flight that copied nothing over the window (then is the fleet at
+// its start): a destination or a source that hangs, or a guest too busy to migrate. The
+// migration's progress timeout ends them in the end; aborting sooner lets the drain try again
+// elsewhere.
+func hungMoves(v, then *analyzer.View, d *v1.Drain, items []*v1.DrainItem, window time.Duration) []*v1.Finding {
 	before := map[string]*v1.DrainItem{}
 	for _, it := range then.DrainItems(d.GetId()) {
 		before[it.GetDevserver()] = it
 	}
-	now := env.Now()
 	var out []*v1.Finding
 	for _, it := range items {
 		b := before[it.GetDevserver()]
@@ -229,7 +221,7 @@ func hungMoves(ctx context.Context, env *analyzer.Env, v *analyzer.View, d *v1.D
 			continue
 		}
 		f := finding(warning, subject("drain", d.GetId()), fmt.Sprintf("the move of %s from %s to %s has copied nothing for %s (migration %s, %s, attempt %d)",
-			it.GetDevserver(), it.GetSourceHost(), m.GetDestHost(), short(now.Sub(since)), m.GetId(), enumWord(m.GetPhase().String(), "MIGRATION_PHASE_"), m.GetAttempts()),
+			it.GetDevserver(), it.GetSourceHost(), m.GetDestHost(), short(window), m.GetId(), enumWord(m.GetPhase().String(), "MIGRATION_PHASE_"), m.GetAttempts()),
 			"a move that copies nothing is usually a host that hangs (its libvirtd or its migration network); its progress timeout ends it, then the drain tries again")
 		f.Evidence = append(f.Evidence, object("migration", m.GetId(), m.GetUpdateTime(), "no progress"))
 		f.Actions = append(f.Actions,
@@ -237,7 +229,7 @@ func hungMoves(ctx context.Context, env *analyzer.Env, v *analyzer.View, d *v1.D
 			action("check-host", m.GetDestHost(), "look at the destination's libvirt and migration network", "devfleet host show "+m.GetDestHost()))
 		out = append(out, f)
 	}
-	return out, nil
+	return out
 }
 
 // failingDestinations names the destination hosts where this drain's moves failed more than
