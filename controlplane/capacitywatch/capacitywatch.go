@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/devfleet/devfleet/capacity"
@@ -106,17 +105,21 @@ func (c *Controller) wait(ctx context.Context, v *state.View) bool {
 // changed blocks until a watched table of v changes or the state is restored (true), or until
 // timeout (if positive) passes or ctx ends (false).
 func (c *Controller) changed(ctx context.Context, v *state.View, timeout time.Duration) bool {
-	ws := memdb.NewWatchSet()
-	for _, t := range watched {
-		ws.Add(v.WatchTable(t))
-	}
-	ws.Add(c.store.AbandonCh())
+	changed, stop := c.store.Changed(v, watched...)
+	defer stop()
+	var expired <-chan time.Time
 	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
 	}
-	return ws.WatchCtx(ctx) == nil
+	select {
+	case <-changed:
+		return true
+	case <-expired:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 func (c *Controller) compute(v *state.View) {
