@@ -197,7 +197,8 @@ func Start(cfg Config) (*Server, error) {
 	f.Store().Observe(hosts)
 
 	s.lifecycle = leader.New(s.node, log)
-	s.lifecycle.Register(capacitywatch.New(f.Store(), s.registry, log))
+	capacityWatch := capacitywatch.New(f.Store(), s.registry, log)
+	s.lifecycle.Register(capacityWatch)
 	pc := cfg.Provisioner
 	pc.Store, pc.Raft, pc.Hypervisors, pc.Placer, pc.Logger, pc.Registry = f.Store(), s.node, s.hv, hosts, log, s.registry
 	s.lifecycle.Register(provisioner.New(pc))
@@ -234,7 +235,7 @@ func Start(cfg Config) (*Server, error) {
 	analyzers := builtin.Registry()
 	if cfg.Alerts.Interval >= 0 {
 		s.lifecycle.Register(alerts.New(alerts.Config{Store: f.Store(), Raft: s.node, Analyzers: analyzers,
-			Source: analyzer.NewLive(f.Store(), s.events, nil).WithFeed(s.feed), Logger: log,
+			Source: analyzer.NewLive(f.Store(), s.events, nil).WithFeed(s.feed), Capacity: capacityWatch, Logger: log,
 			Interval: cfg.Alerts.Interval, DrainStall: cfg.Alerts.DrainStall, HostUnreachable: cfg.Alerts.HostUnreachable}))
 	}
 	for _, c := range cfg.Controllers {

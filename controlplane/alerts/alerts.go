@@ -48,6 +48,11 @@ type Proposer interface {
 	Propose(ctx context.Context, cmd *fsmv1.Command) (fsm.Result, error)
 }
 
+// Capacity gives the N-1 check last computed (false before the first).
+type Capacity interface {
+	Losses() ([]capacity.RegionLoss, bool)
+}
+
 // Config wires a Controller.
 type Config struct {
 	Store     *state.Store
@@ -55,7 +60,10 @@ type Config struct {
 	Analyzers *analyzer.Registry
 	// Source is what the analyzers read (the node's state and history).
 	Source analyzer.Source
-	Logger *slog.Logger
+	// Capacity is the leader's N-1 check (capacitywatch), computed once for the gauges and the
+	// alerts.
+	Capacity Capacity
+	Logger   *slog.Logger
 	// Interval between evaluations; DrainStall, HostUnreachable: how long before those
 	// conditions hold. Zero takes the defaults.
 	Interval, DrainStall, HostUnreachable time.Duration
@@ -70,9 +78,6 @@ type Controller struct {
 	// progress remembers each running drain's progress and when it last changed, since this
 	// node became leader: a new leader measures a stall from its own start.
 	progress map[string]drainMark
-	// capacity caches the N-1 evaluation by the indexes of the tables it reads.
-	capIndex uint64
-	capBad   map[string]capacity.Loss
 }
 
 type drainMark struct {
@@ -106,7 +111,6 @@ func (c *Controller) Name() string { return "alerts" }
 // Run evaluates the conditions every Interval until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	c.progress = map[string]drainMark{}
-	c.capIndex, c.capBad = 0, nil
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
 	for {
@@ -137,7 +141,8 @@ func (k condition) key() string { return k.name + "/" + k.subject }
 func (c *Controller) Evaluate(ctx context.Context) error {
 	v := c.cfg.Store.View()
 	holds := map[string]condition{}
-	for _, k := range c.conditions(v) {
+	conds, unknown := c.conditions(v)
+	for _, k := range conds {
 		holds[k.key()] = k
 	}
 	open := map[string]*v1.Alert{}
@@ -145,10 +150,10 @@ func (c *Controller) Evaluate(ctx context.Context) error {
 		open[a.GetCondition()+"/"+a.GetSubject()] = a
 	}
 	for _, key := range slices.Sorted(maps.Keys(open)) {
-		if _, ok := holds[key]; ok {
-			continue
-		}
 		a := open[key]
+		if _, ok := holds[key]; ok || unknown[a.GetCondition()] {
+			continue // holds, or cannot be told yet: it stays open
+		}
 		if _, err := c.propose(ctx, &fsmv1.Command{Op: &fsmv1.Command_CloseAlert{CloseAlert: &fsmv1.CloseAlert{Id: a.GetId(), Reason: "the condition cleared"}}}); err != nil {
 			return err
 		}
@@ -213,12 +218,16 @@ func (c *Controller) propose(ctx context.Context, cmd *fsmv1.Command) (any, erro
 	return res.Value, res.Err
 }
 
-// conditions lists the conditions that hold in v now.
-func (c *Controller) conditions(v *state.View) []condition {
+// conditions lists the conditions that hold in v now, and those it cannot tell yet (whose open
+// alerts stay open).
+func (c *Controller) conditions(v *state.View) (out []condition, unknown map[string]bool) {
 	now := c.cfg.Now()
-	var out []condition
 	out = append(out, c.stalledDrains(v, now)...)
-	out = append(out, c.brokenCapacity(v)...)
+	broken, known := c.brokenCapacity(v)
+	out = append(out, broken...)
+	if !known {
+		unknown = map[string]bool{CapacityBroken: true}
+	}
 	v.EachHost(func(h *v1.Host) {
 		if h.GetHealth() != v1.HostHealth_HOST_HEALTH_UNHEALTHY || h.GetState() == v1.HostState_HOST_STATE_RETIRED {
 			return
@@ -244,7 +253,7 @@ func (c *Controller) conditions(v *state.View) []condition {
 			summary:  fmt.Sprintf("migration %s of %s failed %d times; the last: %s", m.GetId(), m.GetDevserver(), failures, m.GetFailureReason()),
 			analyzer: builtin.MigrationSlow, inputs: map[string]string{"migration": m.GetId()}})
 	}
-	return out
+	return out, unknown
 }
 
 // stalledDrains are the running drains whose items have not progressed (an item reaching an
@@ -293,31 +302,22 @@ func progressSignature(items []*v1.DrainItem) string {
 	return fmt.Sprintf("%d/%d", done, copied)
 }
 
-// brokenCapacity is N-1 for each region, recomputed only when a table it reads changed. A fleet
-// of one region has nowhere to go when it is lost: that is its design, not an alert.
-func (c *Controller) brokenCapacity(v *state.View) []condition {
-	if len(v.Regions()) < 2 {
-		return nil
+// brokenCapacity is the regions whose loss would leave devservers without a home, from the N-1
+// check capacitywatch keeps (known is false before its first). A fleet of one region has
+// nowhere to go when it is lost: that is its design, not an alert.
+func (c *Controller) brokenCapacity(v *state.View) (out []condition, known bool) {
+	losses, known := c.cfg.Capacity.Losses()
+	if !known || len(v.Regions()) < 2 {
+		return nil, known
 	}
-	var idx uint64
-	for _, t := range []string{state.TableHosts, state.TableDevservers, state.TableFlavors, state.TableRegions, state.TableSites} {
-		idx = max(idx, v.Index(t))
-	}
-	if c.capBad == nil || idx != c.capIndex {
-		c.capIndex, c.capBad = idx, map[string]capacity.Loss{}
-		f := capacity.Load(v)
-		for _, r := range v.Regions() {
-			if l := f.Lose(capacity.Gone{Regions: []string{r.GetName()}}, capacity.LossOptions{}); !l.OK() {
-				c.capBad[r.GetName()] = l
-			}
+	for _, l := range losses {
+		if l.Scope != "region" || l.Loss.OK() {
+			continue
 		}
-	}
-	var out []condition
-	for _, r := range slices.Sorted(maps.Keys(c.capBad)) {
-		l := c.capBad[r]
+		r := l.Name
 		out = append(out, condition{name: CapacityBroken, subject: "region/" + r, severity: v1.Severity_SEVERITY_CRITICAL,
-			summary:  fmt.Sprintf("N-1 is broken: losing region %s would leave %d devserver(s) without a home", r, len(l.Homeless)),
+			summary:  fmt.Sprintf("N-1 is broken: losing region %s would leave %d devserver(s) without a home", r, len(l.Loss.Homeless)),
 			analyzer: builtin.CapacityRisk, inputs: map[string]string{"region": r, "window": capacityWindow}})
 	}
-	return out
+	return out, true
 }

@@ -5,6 +5,7 @@ package capacitywatch
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,21 @@ type Controller struct {
 
 	// quiet and maxDelay are Quiet and MaxDelay; tests shorten them.
 	quiet, maxDelay time.Duration
+
+	// mu guards losses, the last N-1 computed, and computed, whether there is one (not while
+	// this node does not lead), for Losses.
+	mu       sync.Mutex
+	losses   []capacity.RegionLoss
+	computed bool
+}
+
+// Losses returns the N-1 check last computed on this leader, every region and site (false
+// before the first, and after leadership ends): the alerts read it rather than computing it
+// again.
+func (c *Controller) Losses() ([]capacity.RegionLoss, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.losses, c.computed
 }
 
 // New registers the gauges with reg.
@@ -135,7 +151,11 @@ func (c *Controller) compute(v *state.View) {
 	}
 	c.lossOK.Reset()
 	c.lossHomeless.Reset()
-	for _, l := range fleet.N1() {
+	losses := fleet.N1()
+	c.mu.Lock()
+	c.losses, c.computed = losses, true
+	c.mu.Unlock()
+	for _, l := range losses {
 		ok := 0.0
 		if l.Loss.OK() {
 			ok = 1
@@ -150,6 +170,9 @@ func (c *Controller) compute(v *state.View) {
 }
 
 func (c *Controller) clear() {
+	c.mu.Lock()
+	c.losses, c.computed = nil, false
+	c.mu.Unlock()
 	c.headroom.Reset()
 	c.headroomReserve.Reset()
 	c.lossOK.Reset()

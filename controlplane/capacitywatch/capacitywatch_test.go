@@ -69,9 +69,21 @@ func TestGaugesFollowTheFleetAndClearOnStop(t *testing.T) {
 	if got := testutil.ToFloat64(c.lossOK.WithLabelValues("region", "eu")); got != 0 {
 		t.Fatalf("losing the only region cannot be ok: %v", got)
 	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		losses, ok := c.Losses() // computed just after the headroom gauges
+		if ok && len(losses) > 0 && losses[0].Scope == "region" && losses[0].Name == "eu" && !losses[0].Loss.OK() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Losses() = %v, %v: want region eu's loss, not ok", losses, ok)
+		}
+	}
 	cancel()
 	<-done
 	if n := testutil.CollectAndCount(c.headroom); n != 0 {
 		t.Fatalf("%d headroom series left after losing leadership", n)
+	}
+	if _, ok := c.Losses(); ok {
+		t.Fatal("Losses() still known after losing leadership")
 	}
 }
