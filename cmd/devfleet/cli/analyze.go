@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -155,7 +156,7 @@ incidents become tests of the analyzers (backtesting).`,
 			if err != nil {
 				return err
 			}
-			tmp, err := os.CreateTemp(dirOf(file), ".devfleet-record-*")
+			tmp, err := os.CreateTemp(filepath.Dir(file), ".devfleet-record-*")
 			if err != nil {
 				return err
 			}
@@ -198,13 +199,6 @@ incidents become tests of the analyzers (backtesting).`,
 	// name shadows the global one).
 	cmd.Flags().StringVarP(&file, "output", "o", "", "the file to write")
 	return cmd
-}
-
-func dirOf(file string) string {
-	if i := strings.LastIndexByte(file, '/'); i >= 0 {
-		return file[:i+1]
-	}
-	return "."
 }
 
 // printReport prints an analysis: JSON, or the findings for people.
