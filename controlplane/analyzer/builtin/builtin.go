@@ -77,25 +77,26 @@ func at(now time.Time, t *timestamppb.Timestamp) string {
 	if t == nil {
 		return "at an unknown time"
 	}
+	return "at " + when(now, t)
+}
+
+// when is a time for a sentence after "since" or "at": its stamp and how long ago (or ahead).
+func when(now time.Time, t *timestamppb.Timestamp) string {
 	tt := t.AsTime()
 	d := now.Sub(tt)
 	stamp := tt.UTC().Format("15:04:05 UTC")
-	if now.Sub(tt) > 20*time.Hour || tt.Sub(now) > 20*time.Hour {
+	if d > 20*time.Hour || -d > 20*time.Hour {
 		stamp = tt.UTC().Format("2006-01-02 15:04 UTC")
 	}
-	switch {
-	case d >= 0:
-		return fmt.Sprintf("at %s (%s ago)", stamp, short(d))
-	default:
-		return fmt.Sprintf("at %s (in %s)", stamp, short(-d))
+	if d >= 0 {
+		return fmt.Sprintf("%s (%s ago)", stamp, short(d))
 	}
+	return fmt.Sprintf("%s (in %s)", stamp, short(-d))
 }
 
 // short rounds a duration for people.
 func short(d time.Duration) string {
 	switch {
-	case d < time.Minute:
-		return d.Round(time.Second).String()
 	case d < time.Hour:
 		return d.Round(time.Second).String()
 	case d < 48*time.Hour:

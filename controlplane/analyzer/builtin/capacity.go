@@ -132,7 +132,7 @@ func explainBroken(ctx context.Context, env *analyzer.Env, region string, loss c
 	if err != nil {
 		return nil, err
 	}
-	f.Details = append(f.Details, fmt.Sprintf("broken since %s, by this change: %s", strings.TrimPrefix(at(now, cause.GetTime()), "at "), desc))
+	f.Details = append(f.Details, fmt.Sprintf("broken since %s, by this change: %s", when(now, cause.GetTime()), desc))
 	f.Evidence = append(f.Evidence, event(cause, "the change that broke N-1"))
 	return f, nil
 }
